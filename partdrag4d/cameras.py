@@ -2,10 +2,11 @@
 
 Object frame (canonical, after normalisation; see ``articulate.Normalisation``)
     Z up, the object's front faces -X, the union of the bounding boxes of all of an
-    object's states is centred at the origin and uniformly scaled so that its
-    half-diagonal is ``OBJECT_RADIUS`` (0.9). The object therefore lies inside the
-    sphere of radius 0.9, which every ring camera sees whole, and inside the cube
-    [-1, 1]^3 that the splatter-image xyz are clamped to.
+    object's states is centred at the origin and uniformly scaled as large as the
+    camera ring allows: every corner of that box projects into every view with a
+    margin of ``FRAME_MARGIN`` of the image size (so every state is fully inside every
+    frame), and the box stays inside the cube [-1, 1]^3 that splatter-image xyz are
+    clamped to (``fit_scale``).
 
 Camera ring
     ``NUM_VIEWS`` (12) cameras at distance ``CAMERA_DISTANCE`` (2.4) from the origin
@@ -47,7 +48,7 @@ CAMERA_HEIGHT = 1.5
 NUM_VIEWS = 12
 IMAGE_SIZE = 512
 FOV_Y_DEG = 49.1
-OBJECT_RADIUS = 0.9
+FRAME_MARGIN = 0.05
 ELEVATION_DEG = math.degrees(math.asin(CAMERA_HEIGHT / CAMERA_DISTANCE))
 AZIMUTHS_DEG = tuple(30.0 * i for i in range(NUM_VIEWS))
 
@@ -137,9 +138,26 @@ def ring_cameras(size: int = IMAGE_SIZE, num_views: int = NUM_VIEWS) -> list[Cam
     return [Camera(K, look_at(ring_position(360.0 * i / num_views)), size, size) for i in range(num_views)]
 
 
-def max_fitting_radius(fov_y_deg: float = FOV_Y_DEG, distance: float = CAMERA_DISTANCE) -> float:
-    """Radius of the largest origin-centred sphere that every ring camera sees whole."""
-    return distance * math.sin(math.radians(fov_y_deg) / 2.0)
+def fit_scale(half_extents: np.ndarray, margin: float = FRAME_MARGIN, max_half_extent: float = 1.0) -> float:
+    """Largest scale s such that the origin-centred box with half extents ``s * half_extents``
+    projects inside every ring view with ``margin`` (fraction of the image) to spare and
+    lies within [-max_half_extent, max_half_extent]^3."""
+    half_extents = np.asarray(half_extents, dtype=np.float64)
+    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half_extents
+    views = ring_cameras(IMAGE_SIZE)
+    lo_px, hi_px = margin * IMAGE_SIZE, (1.0 - margin) * IMAGE_SIZE
 
+    def fits(s: float) -> bool:
+        for cam in views:
+            uv, z = cam.project(corners * s)
+            if (z <= 0.05).any() or (uv < lo_px).any() or (uv > hi_px).any():
+                return False
+        return True
 
-assert OBJECT_RADIUS < max_fitting_radius(), "normalised objects must fit every ring camera"
+    lo, hi = 0.0, max_half_extent / float(half_extents.max())
+    if fits(hi):
+        return hi
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo

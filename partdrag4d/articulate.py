@@ -1,0 +1,445 @@
+"""Sequences of states: every movable joint swept through 6 stages, normalisation, point
+correspondence, and the per-state files (posed mesh, points, moving mask).
+
+For joint ``j`` and configuration ``c`` the other movable joints are held at values
+drawn uniformly within their limits from ``default_rng([seed, crc32(object_id), j, c])``,
+so a state never depends on which other objects or joints are in the same run.
+Stage ``k`` of ``S`` puts ``j`` at ``lower + (upper - lower) * k / (S - 1)``.
+
+Point ``i`` is the same material point in every state of an object: points are sampled
+once on the rest-pose surface (all joints at 0) and carried by their link's transform.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from partdrag4d import __version__, cameras, categories, store
+from partdrag4d.assets.articulated import ArticulatedObject, Joint
+from partdrag4d.meshio import MeshPart, write_obj
+
+NUM_STAGES = 6
+NUM_POINTS = 16384
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One state: which joint is swept, in which configuration of the others, at which stage."""
+
+    object_id: str
+    joint: str
+    config: int
+    stage: int
+    num_stages: int
+    qpos: dict[str, float]
+
+    @property
+    def sequence_id(self) -> str:
+        return f"{self.object_id}_{self.joint}_c{self.config}"
+
+    @property
+    def state_id(self) -> str:
+        return f"{self.sequence_id}_s{self.stage}"
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """canonical = scale * (world - center): one transform for all states of an object."""
+
+    center: np.ndarray
+    scale: float
+
+    @property
+    def matrix(self) -> np.ndarray:
+        m = np.eye(4) * self.scale
+        m[3, 3] = 1.0
+        m[:3, 3] = -self.scale * self.center
+        return m
+
+    def to_dict(self) -> dict:
+        return {"center": self.center.tolist(), "scale": self.scale, "matrix": self.matrix.tolist(), "frame_margin": cameras.FRAME_MARGIN}
+
+
+@dataclass
+class SurfaceSamples:
+    """Points on the rest-pose surface in the canonical frame, with their part ids."""
+
+    points: np.ndarray  # [N, 3] float32
+    normals: np.ndarray  # [N, 3] float32
+    part_id: np.ndarray  # [N] int16 (link index + 1)
+
+
+@dataclass
+class ArticulatedState:
+    """A planned state with its link transforms in the canonical frame (relative to rest)."""
+
+    spec: StateSpec
+    link_poses: dict[str, np.ndarray]  # posed = pose @ rest, canonical frame
+    moving_links: list[str]
+
+
+@dataclass
+class ObjectPlan:
+    obj: ArticulatedObject
+    states: list[ArticulatedState]
+    normalisation: Normalisation
+    samples: SurfaceSamples
+    seed: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (joint, reason)
+
+
+def _rng(seed: int, object_id: str, joint_index: int, config: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(object_id.encode()), joint_index, config])
+
+
+def plan_specs(obj: ArticulatedObject, seed: int = 0, num_configs: int = 1, num_stages: int = NUM_STAGES) -> list[StateSpec]:
+    """All states of an object: movable joints x configurations x stages."""
+    if num_stages < 2:
+        raise ValueError("a sequence needs at least 2 stages")
+    specs = []
+    for ji, joint in enumerate(obj.joints):
+        if not joint.movable:
+            continue
+        for config in range(num_configs):
+            rng = _rng(seed, obj.object_id, ji, config)
+            base = {j.name: (float(rng.uniform(j.lower, j.upper)) if j.movable and j.name != joint.name else j.lower) for j in obj.joints if j.kind != "fixed"}
+            for stage in range(num_stages):
+                qpos = dict(base)
+                qpos[joint.name] = joint.lower + (joint.upper - joint.lower) * stage / (num_stages - 1)
+                specs.append(StateSpec(obj.object_id, joint.name, config, stage, num_stages, qpos))
+    return specs
+
+
+def _link_vertices(obj: ArticulatedObject) -> dict[str, np.ndarray]:
+    return {link: np.concatenate([p.vertices for p in parts]) for link, parts in obj.geometry.items()}
+
+
+def compute_normalisation(obj: ArticulatedObject, qpos_list: list[dict[str, float]]) -> Normalisation:
+    """Centre the union of all states' bounding boxes and scale it to fill the views (cameras.fit_scale)."""
+    verts = _link_vertices(obj)
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for qpos in qpos_list:
+        poses = obj.forward_kinematics(qpos)
+        for link, v in verts.items():
+            w = v @ poses[link][:3, :3].T + poses[link][:3, 3]
+            lo, hi = np.minimum(lo, w.min(0)), np.maximum(hi, w.max(0))
+    center = (lo + hi) / 2.0
+    half = (hi - lo) / 2.0
+    if not np.isfinite(half).all() or half.max() <= 0:
+        raise ValueError(f"{obj.object_id}: degenerate bounding box")
+    return Normalisation(center, cameras.fit_scale(np.maximum(half, 1e-6 * half.max())))
+
+
+def sample_surface(obj: ArticulatedObject, rest_world: dict[str, np.ndarray], norm: Normalisation, count: int, seed: int) -> SurfaceSamples:
+    """Area-weighted samples over every link's rest-pose surface (canonical frame)."""
+    rng = np.random.default_rng([seed, zlib.crc32(obj.object_id.encode()), 0xC0FFEE])
+    tris, part_ids = [], []
+    for link, parts in obj.geometry.items():
+        m = norm.matrix @ rest_world[link]
+        for p in parts:
+            v = p.vertices @ m[:3, :3].T + m[:3, 3]
+            tris.append(v[p.faces])
+            part_ids.append(np.full(len(p.faces), obj.part_id(link), dtype=np.int16))
+    triangles = np.concatenate(tris)
+    face_part = np.concatenate(part_ids)
+    cross = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
+    area = np.linalg.norm(cross, axis=1) / 2.0
+    if area.sum() <= 0:
+        raise ValueError(f"{obj.object_id}: zero surface area")
+    face = rng.choice(len(triangles), size=count, p=area / area.sum())
+    r1, r2 = rng.random(count), rng.random(count)
+    s = np.sqrt(r1)
+    bary = np.stack([1 - s, s * (1 - r2), s * r2], axis=1)
+    points = np.einsum("nk,nkd->nd", bary, triangles[face])
+    normals = cross[face] / np.maximum(np.linalg.norm(cross[face], axis=1, keepdims=True), 1e-12)
+    return SurfaceSamples(points.astype(np.float32), normals.astype(np.float32), face_part[face])
+
+
+def plan_object(obj: ArticulatedObject, seed: int = 0, num_configs: int = 1, num_stages: int = NUM_STAGES, num_points: int = NUM_POINTS) -> ObjectPlan:
+    """Everything about an object's states that can be computed before writing files."""
+    specs = plan_specs(obj, seed, num_configs, num_stages)
+    rest_qpos = obj.zero_qpos()
+    norm = compute_normalisation(obj, [s.qpos for s in specs])
+    rest_world = obj.forward_kinematics(rest_qpos)
+    n_mat, n_inv = norm.matrix, np.linalg.inv(norm.matrix)
+    rest_inv = {link: np.linalg.inv(T) for link, T in rest_world.items()}
+    states = []
+    for spec in specs:
+        world = obj.forward_kinematics(spec.qpos)
+        poses = {link: n_mat @ world[link] @ rest_inv[link] @ n_inv for link in obj.links}
+        states.append(ArticulatedState(spec, poses, obj.subtree(obj.joint(spec.joint))))
+    samples = sample_surface(obj, rest_world, norm, num_points, seed)
+    skipped = [(j.name, j.note) for j in obj.joints if j.kind != "fixed" and not j.movable]
+    return ObjectPlan(obj, states, norm, samples, seed, skipped)
+
+
+def carry_points(samples: SurfaceSamples, obj: ArticulatedObject, link_poses: dict[str, np.ndarray]) -> np.ndarray:
+    """The rest samples moved to a state by their links' transforms. [N, 3] float32."""
+    out = np.empty_like(samples.points)
+    for k, link in enumerate(obj.links):
+        sel = samples.part_id == k + 1
+        if sel.any():
+            T = link_poses[link]
+            out[sel] = samples.points[sel] @ T[:3, :3].T.astype(np.float32) + T[:3, 3].astype(np.float32)
+    return out
+
+
+def canonical_groups(obj: ArticulatedObject, link_matrices: dict[str, np.ndarray]) -> list[tuple[str, list[MeshPart]]]:
+    """Per-link mesh groups transformed by ``link_matrices`` (link frame -> canonical frame)."""
+    return [(link, [p.transformed(link_matrices[link]) for p in obj.geometry[link]]) for link in obj.links if link in obj.geometry]
+
+
+def versions() -> dict[str, str]:
+    import trimesh
+    import yourdfpy  # noqa: F401
+
+    from importlib.metadata import version
+
+    return {
+        "partdrag4d": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "trimesh": trimesh.__version__,
+        "yourdfpy": version("yourdfpy"),
+    }
+
+
+def object_record(plan: ObjectPlan, num_configs: int) -> dict:
+    obj = plan.obj
+    moved_by = {link: [j.name for j in obj.movable_joints if link in obj.subtree(j)] for link in obj.links}
+    return {
+        "object_id": obj.object_id,
+        "category": obj.category,
+        "model_cat": obj.model_cat,
+        "split": categories.split_of_object(obj.object_id, obj.category),
+        "source": str(obj.source_dir),
+        "links": [
+            {"name": link, "part_id": obj.part_id(link), "semantic": obj.semantics.get(link, ""), "has_geometry": link in obj.geometry, "moved_by": moved_by[link]}
+            for link in obj.links
+        ],
+        "root": obj.root,
+        "joints": [j.to_dict() for j in obj.joints],
+        "rest_qpos": obj.zero_qpos(),
+        "normalisation": plan.normalisation.to_dict(),
+        "num_points": int(len(plan.samples.points)),
+        "num_stages": plan.states[0].spec.num_stages if plan.states else NUM_STAGES,
+        "num_configs": num_configs,
+        "seed": plan.seed,
+        "notes": obj.notes,
+        "versions": versions(),
+    }
+
+
+def state_record(plan: ObjectPlan, state: ArticulatedState) -> dict:
+    spec = state.spec
+    joint = plan.obj.joint(spec.joint)
+    return {
+        "state_id": spec.state_id,
+        "sequence_id": spec.sequence_id,
+        "object_id": spec.object_id,
+        "category": plan.obj.category,
+        "split": categories.split_of_object(plan.obj.object_id, plan.obj.category),
+        "joint": spec.joint,
+        "joint_type": joint.kind,
+        "config": spec.config,
+        "stage": spec.stage,
+        "num_stages": spec.num_stages,
+        "qpos": spec.qpos,
+        "moving_links": state.moving_links,
+        "moving_part_ids": [plan.obj.part_id(link) for link in state.moving_links],
+        "seed": plan.seed,
+        "paths": {
+            "object": f"objects/{spec.object_id}",
+            "state": f"states/{spec.state_id}",
+            "mesh": f"states/{spec.state_id}/mesh.obj",
+            "points": f"states/{spec.state_id}/points.npy",
+            "moving": f"states/{spec.state_id}/moving.npy",
+        },
+        "status": "ok",
+    }
+
+
+def write_object(plan: ObjectPlan, root: Path, num_configs: int, meshes: bool = True) -> Path:
+    """Object-level files: object.json, rest.obj, textures, points.npz (atomic)."""
+    obj = plan.obj
+    folder = store.object_dir(root, obj.object_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    obj.textures.write(folder / "textures")
+    rest_world = obj.forward_kinematics(obj.zero_qpos())
+    n_mat = plan.normalisation.matrix
+    write_obj(folder / "rest.obj", canonical_groups(obj, {link: n_mat @ T for link, T in rest_world.items()}), folder / "textures")
+    s = plan.samples
+    store.atomic_save_npz(folder / "points.npz", points=s.points, normals=s.normals, part_id=s.part_id)
+    store.atomic_write_json(folder / "object.json", object_record(plan, num_configs))
+    return folder
+
+
+def is_state_complete(root: Path, state_id: str, meshes: bool = True) -> bool:
+    folder = store.state_dir(root, state_id)
+    names = ["state.json", "points.npy", "moving.npy"] + (["mesh.obj", "mesh.mtl"] if meshes else [])
+    return all((folder / n).is_file() for n in names)
+
+
+def write_state(plan: ObjectPlan, state: ArticulatedState, root: Path, meshes: bool = True) -> dict:
+    """A state's folder, assembled under a temporary name and renamed into place."""
+    obj = plan.obj
+    spec = state.spec
+    record = state_record(plan, state)
+    target = store.state_dir(root, spec.state_id)
+    points = carry_points(plan.samples, obj, state.link_poses)
+    moving_ids = np.array(record["moving_part_ids"], dtype=np.int16)
+    moving = np.isin(plan.samples.part_id, moving_ids)
+    previous_render = target / "render"
+    with store.StagingDir(target) as tmp:
+        if meshes:
+            rest_world = obj.forward_kinematics(obj.zero_qpos())
+            n_mat = plan.normalisation.matrix
+            matrices = {link: state.link_poses[link] @ n_mat @ rest_world[link] for link in obj.links}
+            write_obj(tmp / "mesh.obj", canonical_groups(obj, matrices), store.object_dir(root, obj.object_id) / "textures")
+        store.atomic_save_npy(tmp / "points.npy", points)
+        store.atomic_save_npy(tmp / "moving.npy", moving)
+        state_json = dict(record)
+        state_json["link_poses"] = {link: T.tolist() for link, T in state.link_poses.items()}
+        store.atomic_write_json(tmp / "state.json", state_json)
+        if previous_render.is_dir():  # keep renders of an unchanged state across re-articulation
+            previous_render.rename(tmp / "render")
+    return record
+
+
+def articulate_object(
+    obj: ArticulatedObject, root: Path, seed: int = 0, num_configs: int = 1, num_stages: int = NUM_STAGES,
+    num_points: int = NUM_POINTS, meshes: bool = True, resume: bool = True,
+) -> tuple[list[dict], dict]:
+    """Plan and write every state of one object. Returns (state records, timing info)."""
+    t0 = time.perf_counter()
+    plan = plan_object(obj, seed, num_configs, num_stages, num_points)
+    write_object(plan, root, num_configs, meshes)
+    records = [
+        {"object_id": obj.object_id, "category": obj.category, "joint": joint, "status": "skipped", "error": f"{obj.object_id}: joint {joint}: {reason}"}
+        for joint, reason in plan.skipped
+    ]
+    written = 0
+    for state in plan.states:
+        if resume and is_state_complete(root, state.spec.state_id, meshes) and _same_state(root, state):
+            records.append(state_record(plan, state))
+            continue
+        records.append(write_state(plan, state, root, meshes))
+        written += 1
+    elapsed = time.perf_counter() - t0
+    return records, {"seconds": elapsed, "states": len(plan.states), "written": written}
+
+
+def _same_state(root: Path, state: ArticulatedState) -> bool:
+    try:
+        saved = store.read_json(store.state_dir(root, state.spec.state_id) / "state.json")
+    except (OSError, ValueError):
+        return False
+    return saved.get("qpos") == state.spec.qpos
+
+
+def write_dataset_cameras(root: Path) -> None:
+    store.atomic_write_json(
+        Path(root) / "cameras.json",
+        {
+            "convention": "OpenCV camera-to-world (x right, y down, z forward); see partdrag4d/cameras.py",
+            "distance": cameras.CAMERA_DISTANCE,
+            "height": cameras.CAMERA_HEIGHT,
+            "fov_y_deg": cameras.FOV_Y_DEG,
+            "azimuths_deg": list(cameras.AZIMUTHS_DEG),
+            "cameras": [c.to_dict() for c in cameras.ring_cameras()],
+        },
+    )
+
+
+def merge_manifest(root: Path, records: list[dict], replaced_objects: set[str]) -> list[dict]:
+    """Replace the records of ``replaced_objects`` in the dataset manifest; keep the others."""
+    path = Path(root) / store.MANIFEST
+    kept = [r for r in store.read_jsonl(path) if r.get("object_id") not in replaced_objects] if path.exists() else []
+    merged = kept + records
+    store.write_jsonl(path, merged)
+    return merged
+
+
+def python_info() -> str:
+    return f"{sys.version.split()[0]} on {platform.machine()}"
+
+
+@dataclass
+class ArticulateSummary:
+    objects_ok: int = 0
+    objects_failed: int = 0
+    states: int = 0
+    states_written: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def articulate_folder(
+    source: Path, out: Path, category: str | None = None, limit: int | None = None, seed: int = 0,
+    num_configs: int = 1, num_stages: int = NUM_STAGES, num_points: int = NUM_POINTS, ids: set[str] | None = None,
+    meshes: bool = True, progress: bool = True,
+) -> ArticulateSummary:
+    """Articulate every object under ``source`` into the dataset ``out``.
+
+    A malformed object gets one line (object id + reason) on stderr and an ``error``
+    record in the manifest; the others carry on.
+    """
+    from tqdm import tqdm
+
+    from partdrag4d.assets.partnet_mobility import AssetError, find_objects, load_object, read_meta, safe_id
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store.remove_stale_staging(out / "states")
+    write_dataset_cameras(out)
+    folders = find_objects(source)
+    if ids is not None:
+        folders = [f for f in folders if f.name in ids or safe_id(f.name) in ids]
+    if category is not None:
+        categories.get(category)  # unknown names fail loudly
+        folders = [f for f in folders if categories.from_model_cat(str(read_meta(f).get("model_cat", ""))) == category]
+    if limit is not None:
+        folders = folders[:limit]
+    summary = ArticulateSummary()
+    records: list[dict] = []
+    processed: set[str] = set()
+    t0 = time.perf_counter()
+    bar = tqdm(folders, desc="articulate", unit="obj", disable=not progress, dynamic_ncols=True)
+    for folder in bar:
+        oid = safe_id(folder.name)
+        processed.add(oid)
+        bar.set_postfix_str(oid)
+        try:
+            obj = load_object(folder)
+            recs, info = articulate_object(obj, out, seed, num_configs, num_stages, num_points, meshes)
+        except AssetError as exc:
+            _fail(summary, records, oid, folder, str(exc), bar)
+            continue
+        except Exception as exc:  # one bad object never stops the others
+            _fail(summary, records, oid, folder, f"{oid}: {type(exc).__name__}: {exc}", bar)
+            continue
+        for r in recs:
+            if r["status"] == "skipped":
+                bar.write(f"skipped {r['error']}", file=sys.stderr)
+        records.extend(recs)
+        summary.objects_ok += 1
+        summary.states += info["states"]
+        summary.states_written += info["written"]
+    merge_manifest(out, records, processed)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _fail(summary: ArticulateSummary, records: list[dict], oid: str, folder: Path, message: str, bar) -> None:
+    summary.objects_failed += 1
+    summary.errors.append(message)
+    records.append({"object_id": oid, "source": str(folder), "status": "error", "error": message})
+    bar.write(f"error {message}", file=sys.stderr)

@@ -1,0 +1,152 @@
+"""Writing textured meshes as Wavefront OBJ that Blender imports directly.
+
+Why our own writer: one ``o <link name>`` group per link (Blender's importer makes
+one object per group, which the renderer poses and tags with a part id), materials
+that keep their colours and image textures, and texture files shared by every state
+of an object instead of copied into each one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import trimesh
+from PIL import Image
+
+from partdrag4d.store import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class Material:
+    """What we keep of a surface material: diffuse colour (RGB, 0..1), optional texture, shininess."""
+
+    name: str
+    diffuse: tuple[float, float, float] = (0.8, 0.8, 0.8)
+    texture: str | None = None  # file name inside the object's texture folder
+    specular: float = 0.1
+    roughness: float = 0.6
+    metallic: float = 0.0
+
+
+@dataclass
+class MeshPart:
+    """One material's faces of one link, in a known frame. ``uv`` is None without a texture."""
+
+    vertices: np.ndarray  # [V, 3] float64
+    faces: np.ndarray  # [F, 3] int64
+    material: Material
+    uv: np.ndarray | None = None  # [V, 2]
+    normals: np.ndarray | None = None  # [V, 3]
+
+    def transformed(self, matrix: np.ndarray) -> "MeshPart":
+        vertices = self.vertices @ matrix[:3, :3].T + matrix[:3, 3]
+        normals = None
+        if self.normals is not None:
+            normal_matrix = np.linalg.inv(matrix[:3, :3]).T
+            normals = self.normals @ normal_matrix.T
+            normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        return MeshPart(vertices, self.faces, self.material, self.uv, normals)
+
+    def to_trimesh(self) -> trimesh.Trimesh:
+        return trimesh.Trimesh(self.vertices, self.faces, process=False)
+
+
+@dataclass
+class TextureStore:
+    """Deduplicates texture images by content and names them by hash (stable across runs)."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    def add_image(self, image: Image.Image) -> str:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=False, compress_level=1)
+        return self.add_bytes(buffer.getvalue(), ".png")
+
+    def add_bytes(self, data: bytes, suffix: str) -> str:
+        name = hashlib.sha1(data).hexdigest()[:16] + suffix.lower()
+        self.files.setdefault(name, data)
+        return name
+
+    def write(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in self.files.items():
+            target = folder / name
+            if not target.exists():
+                atomic_write_bytes(target, data)
+
+
+def _fmt(values: np.ndarray, prefix: str) -> str:
+    if len(values) == 0:
+        return ""
+    rows = np.char.mod("%.6f", np.asarray(values, dtype=np.float64))
+    return "\n".join(prefix + " " + " ".join(r) for r in rows) + "\n"
+
+
+def obj_text(groups: list[tuple[str, list[MeshPart]]], mtl_name: str) -> str:
+    """OBJ text: one ``o`` group per (name, parts); indices are 1-based and global."""
+    out = [f"# PartDrag-4D mesh\nmtllib {mtl_name}\n"]
+    v_off = vt_off = vn_off = 1
+    for name, parts in groups:
+        out.append(f"o {name}\n")
+        for part in parts:
+            out.append(_fmt(part.vertices, "v"))
+            has_uv = part.uv is not None and part.material.texture is not None
+            has_n = part.normals is not None
+            if has_uv:
+                out.append(_fmt(part.uv, "vt"))
+            if has_n:
+                out.append(_fmt(part.normals, "vn"))
+            out.append(f"usemtl {part.material.name}\n")
+            f = part.faces
+            fv = (f + v_off).astype(str)
+            if has_uv and has_n:
+                ft, fn = (f + vt_off).astype(str), (f + vn_off).astype(str)
+                cols = [np.char.add(np.char.add(np.char.add(np.char.add(fv[:, k], "/"), ft[:, k]), "/"), fn[:, k]) for k in range(3)]
+            elif has_uv:
+                ft = (f + vt_off).astype(str)
+                cols = [np.char.add(np.char.add(fv[:, k], "/"), ft[:, k]) for k in range(3)]
+            elif has_n:
+                fn = (f + vn_off).astype(str)
+                cols = [np.char.add(np.char.add(fv[:, k], "//"), fn[:, k]) for k in range(3)]
+            else:
+                cols = [fv[:, k] for k in range(3)]
+            if len(f):
+                lines = np.char.add(np.char.add(np.char.add(np.char.add(np.char.add("f ", cols[0]), " "), cols[1]), " "), cols[2])
+                out.append("\n".join(lines.tolist()) + "\n")
+            v_off += len(part.vertices)
+            if has_uv:
+                vt_off += len(part.uv)
+            if has_n:
+                vn_off += len(part.normals)
+    return "".join(out)
+
+
+def mtl_text(materials: list[Material], texture_prefix: str) -> str:
+    """MTL text; ``Pr``/``Pm`` are the PBR extension Blender's importer reads."""
+    out = []
+    for m in materials:
+        r, g, b = m.diffuse
+        out.append(f"newmtl {m.name}\nKd {r:.6f} {g:.6f} {b:.6f}\nKs {m.specular:.4f} {m.specular:.4f} {m.specular:.4f}\n")
+        out.append(f"Ns {max(1.0, (1.0 - m.roughness) * 250.0):.2f}\nPr {m.roughness:.4f}\nPm {m.metallic:.4f}\nd 1\nillum 2\n")
+        if m.texture:
+            out.append(f"map_Kd {texture_prefix}{m.texture}\n")
+        out.append("\n")
+    return "".join(out)
+
+
+def write_obj(path: Path, groups: list[tuple[str, list[MeshPart]]], texture_dir: Path) -> None:
+    """Write ``path`` (.obj) and its .mtl atomically; textures are referenced in ``texture_dir``."""
+    path = Path(path)
+    materials: dict[str, Material] = {}
+    for _, parts in groups:
+        for part in parts:
+            materials.setdefault(part.material.name, part.material)
+    prefix = os.path.relpath(texture_dir, path.parent).replace(os.sep, "/") + "/"
+    mtl_name = path.with_suffix(".mtl").name
+    atomic_write_bytes(path.with_suffix(".mtl"), mtl_text(list(materials.values()), prefix).encode())
+    atomic_write_bytes(path, obj_text(groups, mtl_name).encode())

@@ -1,0 +1,165 @@
+"""File layout of a dataset and the atomic writes every stage uses.
+
+Nothing half-written is ever left where a reader would take it for complete: files
+are written under a temporary name in the same folder and renamed; whole state
+folders are assembled under a temporary name and renamed into place, so a folder's
+existence means it is complete.
+
+Layout of a dataset folder::
+
+    manifest.jsonl                  one record per state (articulate), errors included
+    cameras.json                    the 12 ring cameras (K, OpenCV c2w) at full size
+    objects/<object_id>/object.json links, joints, normalisation, seeds, versions
+    objects/<object_id>/rest.obj    rest-pose mesh in the canonical frame, ``o <link>`` groups
+    objects/<object_id>/textures/   texture images shared by all of the object's meshes
+    objects/<object_id>/points.npz  surface samples at rest: points, normals, part_id
+    states/<state_id>/state.json    joint values, link poses, moving links
+    states/<state_id>/mesh.obj      the posed mesh (same groups and materials as rest.obj)
+    states/<state_id>/points.npy    the rest samples carried to this state [N, 3] float32
+    states/<state_id>/moving.npy    [N] bool: the sample lies on the driven part
+    states/<state_id>/render/       12 views (issue B)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+MANIFEST = "manifest.jsonl"
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make datasets unreadable to others
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=_json_default) + "\n")
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_save_npz(path: Path, compressed: bool = True, **arrays: np.ndarray) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class StagingDir:
+    """Build a folder under a hidden temporary name; rename it into place on success.
+
+    An existing target is replaced only after the new one is complete. On failure the
+    staging folder is removed, so a crash never leaves a complete-looking folder.
+    """
+
+    def __init__(self, target: Path):
+        self.target = Path(target)
+        self.path: Path | None = None
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent))
+        os.chmod(self.path, 0o777 & ~_UMASK)
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.path is not None
+        if exc_type is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        if self.target.exists():
+            old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
+            os.replace(self.target, old)
+            os.replace(self.path, self.target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.path, self.target)
+
+
+def remove_stale_staging(folder: Path) -> int:
+    """Delete staging leftovers of killed runs (hidden ``*.tmp`` / ``*.old-*`` entries)."""
+    removed = 0
+    if not Path(folder).exists():
+        return 0
+    for entry in Path(folder).iterdir():
+        if entry.name.startswith(".") and (entry.name.endswith(".tmp") or ".old-" in entry.name):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, default=_json_default, sort_keys=False) + "\n" for r in records))
+
+
+def read_jsonl(path: Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                yield json.loads(line)
+
+
+def read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ---------------------------------------------------------------- dataset paths
+
+
+def object_dir(root: Path, object_id: str) -> Path:
+    return Path(root) / "objects" / object_id
+
+
+def state_dir(root: Path, state_id: str) -> Path:
+    return Path(root) / "states" / state_id
+
+
+def render_dir(root: Path, state_id: str) -> Path:
+    return state_dir(root, state_id) / "render"
+
+
+def view_png_name(view: int) -> str:
+    return f"view_{view:02d}.png"
