@@ -93,6 +93,9 @@ def test_big_architecture_matches_official_checkpoint_layout():
     assert n == sum(math.prod(s) for s in expected.values()) == 415_042_848
     assert model.down_block_channels == (64, 128, 256, 512, 1024, 1024)
     assert model.down_block_strides == (2, 4, 8, 16, 32, 32)
+    assert model.hook_channels == (64, 64, 128, 256, 512, 1024, 1024)
+    assert model.hook_strides == (1, 2, 4, 8, 16, 32, 32)
+    assert model.config.hook_sizes == (256, 128, 64, 32, 16, 8, 8)
     assert model.config.down_block_sizes == (128, 64, 32, 16, 8, 8)
     assert model.config.num_gaussians == 65_536
 
@@ -297,15 +300,15 @@ def test_down_hook_shapes_identity_and_unmodified_skips(tiny):
         with torch.inference_mode():
             base = tiny(x)
             same = tiny(x, down_hook=record)
-            zeroed = tiny(x, down_hook=lambda level, f: torch.zeros_like(f) if level == 3 else f)
+            zeroed = tiny(x, down_hook=lambda level, f: torch.zeros_like(f) if level == 4 else f)
     finally:
         handle.remove()
-    sizes = tiny.config.down_block_sizes
-    assert calls == [(i, (4, c, s, s)) for i, (c, s) in enumerate(zip(tiny.down_block_channels, sizes))]
-    assert sizes == tuple(64 // f for f in tiny.down_block_strides) == (32, 16, 8, 8)
+    sizes = tiny.config.hook_sizes
+    assert calls == [(i, (4, c, s, s)) for i, (c, s) in enumerate(zip(tiny.hook_channels, sizes))]
+    assert sizes == tuple(64 // f for f in tiny.hook_strides) == (64, 32, 16, 8, 8)
     assert torch.equal(base, same)
     assert not torch.equal(base, zeroed)
-    # The deepest skip is the level-3 output; the hook must not have touched it.
+    # The deepest skip is the last down block's output (hook level 4); the hook must not have touched it.
     assert all(torch.equal(a, b) for a, b in zip(skips_seen[0], skips_seen[2]))
     with pytest.raises(ValueError, match="down_hook"):
         tiny(x, down_hook=lambda level, f: f[:, :1])

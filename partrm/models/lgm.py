@@ -118,6 +118,11 @@ class LGMConfig:
         return self.num_views * self.splat_size**2
 
     @property
+    def hook_sizes(self) -> tuple[int, ...]:
+        """Spatial size at each ``down_hook`` level (big: 256, 128, 64, 32, 16, 8, 8)."""
+        return (self.input_size,) + self.down_block_sizes
+
+    @property
     def down_block_sizes(self) -> tuple[int, ...]:
         """Spatial size of each down block's output (big: 128, 64, 32, 16, 8, 8)."""
         n = len(self.down_channels)
@@ -351,8 +356,18 @@ class LGM(nn.Module):
 
     @property
     def down_block_channels(self) -> tuple[int, ...]:
-        """Channels of what ``down_hook`` receives at each level (big: 64, 128, 256, 512, 1024, 1024)."""
+        """Channels of each down block's output (big: 64, 128, 256, 512, 1024, 1024)."""
         return self.unet.down_block_channels
+
+    @property
+    def hook_channels(self) -> tuple[int, ...]:
+        """Channels of what ``down_hook`` receives at each level (big: 64, 64, 128, 256, 512, 1024, 1024)."""
+        return self.unet.hook_channels
+
+    @property
+    def hook_strides(self) -> tuple[int, ...]:
+        """Input size / feature size at each hook level (big: 1, 2, 4, 8, 16, 32, 32)."""
+        return self.unet.hook_strides
 
     @property
     def down_block_strides(self) -> tuple[int, ...]:

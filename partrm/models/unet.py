@@ -8,8 +8,10 @@ state-dict keys (``down_blocks.{i}.nets.{j}.conv1.weight``, ``...attns.{j}.attn.
 ...) must load unchanged.
 
 Extension point for PartRM: ``UNet.forward(x, down_hook=...)`` lets a caller rewrite
-each down block's output (e.g. to merge per-scale drag features) before it is fed to
-the next block, while the skip connections keep the unmodified features.
+the input of every down block and of the mid block (e.g. to merge per-scale drag
+features, I_l = O + Conv(M_l (+) O)), while the skip connections keep the unmodified
+features. Hook level 0 is the ``conv_in`` output (full input resolution), level l + 1
+the output of down block l.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 DownHook = Callable[[int, Tensor], Tensor]
-"""``down_hook(level, features[B*V, C_l, H_l, W_l]) -> Tensor`` of the same shape."""
+"""``down_hook(level, features[B*V, C_l, H_l, W_l]) -> Tensor`` of the same shape.
+Level 0: the ``conv_in`` output; level l + 1: down block l's output."""
 
 SKIP_SCALE = math.sqrt(0.5)
 
@@ -228,7 +231,7 @@ class UNet(nn.Module):
 
     @property
     def down_block_channels(self) -> tuple[int, ...]:
-        """Channels of each down block's output (what ``down_hook`` receives)."""
+        """Channels of each down block's output."""
         return self.down_channels
 
     @property
@@ -241,12 +244,32 @@ class UNet(nn.Module):
         return tuple(2 ** min(i + 1, n - 1) for i in range(n))
 
     @property
+    def hook_channels(self) -> tuple[int, ...]:
+        """Channels of what ``down_hook`` receives at each level (conv_in output, then each down block's)."""
+        return (self.down_channels[0],) + tuple(self.down_channels)
+
+    @property
+    def hook_strides(self) -> tuple[int, ...]:
+        """Input size / feature size at each hook level (big: 1, 2, 4, 8, 16, 32, 32)."""
+        return (1,) + self.down_block_strides
+
+    @property
     def output_stride(self) -> float:
         """Input size / output size (2 for LGM big: 256 -> 128)."""
         return 2.0 ** (len(self.down_channels) - len(self.up_channels))
 
+    @staticmethod
+    def _hook(down_hook: Optional[DownHook], level: int, x: Tensor) -> Tensor:
+        if down_hook is None:
+            return x
+        y = down_hook(level, x)
+        if y.shape != x.shape:
+            raise ValueError(f"down_hook changed the level-{level} shape {tuple(x.shape)} to {tuple(y.shape)}")
+        return y
+
     def forward(self, x: Tensor, down_hook: Optional[DownHook] = None, num_views: Optional[int] = None) -> Tensor:
-        """``down_hook(level, feats)`` rewrites down block ``level``'s output before the next block.
+        """``down_hook(level, feats)`` rewrites the input of down block ``level`` (level 0:
+        the conv_in output) and, as the last level, the mid block's input.
 
         The hook must return a new tensor of the same shape (not modify ``feats`` in
         place): the skips keep the unmodified features.
@@ -254,14 +277,11 @@ class UNet(nn.Module):
         views = self.num_views if num_views is None else num_views
         x = self.conv_in(x)
         skips = [x]
+        x = self._hook(down_hook, 0, x)
         for level, block in enumerate(self.down_blocks):
             x, block_skips = block(x, views)
             skips.extend(block_skips)
-            if down_hook is not None:
-                y = down_hook(level, x)
-                if y.shape != x.shape:
-                    raise ValueError(f"down_hook changed the level-{level} shape {tuple(x.shape)} to {tuple(y.shape)}")
-                x = y
+            x = self._hook(down_hook, level + 1, x)
         x = self.mid_block(x, views)
         for block in self.up_blocks:
             x = block(x, skips, views)

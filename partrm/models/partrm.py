@@ -1,0 +1,120 @@
+"""PartRM: LGM's U-Net with multi-scale drag embedding (paper Sec. 4).
+
+The drag embedding enters through the U-Net's ``down_hook``; with its merge
+convolutions at zero (their initialisation) PartRM is exactly its LGM initialisation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from partrm.models.drag_embedding import MultiScaleDragEmbedding, levels_for_sizes
+from partrm.models.lgm import LGM, LGMConfig, invert_similarity, transform_gaussians
+
+
+@dataclass(frozen=True)
+class PartRMConfig:
+    """``drag_sizes``: feature sizes that get drag maps; None = the input of every down
+    block (the official choice: 256, 128, 64, 32, 16, 8 for LGM big). The paper's
+    ablation (Table 4) uses single scales 128, 32 or 8 against multi-scale."""
+
+    lgm: LGMConfig = field(default_factory=LGMConfig.tiny)
+    drag_sizes: Optional[tuple[int, ...]] = None
+    fourier_frequencies: int = 8
+    mlp_hidden: int = 128
+    merge_kernel: int = 1
+
+    def levels(self) -> tuple[int, ...]:
+        sizes = self.lgm.hook_sizes
+        if self.drag_sizes is None:
+            return tuple(range(len(self.lgm.down_channels)))
+        return levels_for_sizes(sizes, tuple(self.drag_sizes))
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["lgm"] = json.loads(self.lgm.to_json())
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PartRMConfig":
+        d = json.loads(text)
+        lgm = LGMConfig.from_json(json.dumps(d.pop("lgm")))
+        if d.get("drag_sizes") is not None:
+            d["drag_sizes"] = tuple(d["drag_sizes"])
+        return cls(lgm=lgm, **d)
+
+
+class PartRM(nn.Module):
+    def __init__(self, config: PartRMConfig = PartRMConfig()):
+        super().__init__()
+        self.config = config
+        self.lgm = LGM(config.lgm)
+        self.drag = MultiScaleDragEmbedding(
+            self.lgm.hook_channels, config.lgm.hook_sizes, config.levels(), config.fourier_frequencies, config.mlp_hidden, config.merge_kernel
+        )
+
+    def forward(self, images: Tensor, drags: Optional[Tensor] = None, valid: Optional[Tensor] = None) -> Tensor:
+        """images [B, V, 9, H, W], drags [B, V, N, 4] (normalised x0, y0, x1, y1), valid [B, V, N]
+        -> activated splatter [B, V, 14, S, S]. Without drags this is plain LGM."""
+        if drags is None:
+            return self.lgm(images)
+        b, v = images.shape[:2]
+        if valid is None:
+            valid = torch.ones(drags.shape[:-1], dtype=torch.bool, device=drags.device)
+        hook = self.drag.hook(drags.reshape(b * v, *drags.shape[2:]).to(images.dtype), valid.reshape(b * v, -1))
+        return self.lgm(images, down_hook=hook)
+
+    def reconstruct(self, rgb: Tensor, cameras: Any, drags: Optional[Tensor] = None, valid: Optional[Tensor] = None) -> Tensor:
+        """Images [B, V, 3, H, W] + object-frame cameras + drags -> Gaussians [B, N, 14] in the
+        object frame (handles the LGM frame for official weights like ``LGM.reconstruct``)."""
+        b, v, _, h, w = rgb.shape
+        K, c2w = self.lgm._camera_tensors(cameras, b, v, h, w)
+        frame = self.lgm.model_frame(c2w[:, 0]) if self.config.lgm.frame == "lgm" else None
+        x = self.lgm.prepare_inputs(rgb, (K, c2w), frame)
+        g = self.lgm.gaussians(self(x, drags, valid))
+        if frame is not None:
+            g = transform_gaussians(g, invert_similarity(frame))
+        return g
+
+    # ------------------------------------------------------------ weights
+
+    @classmethod
+    def from_lgm(cls, lgm: LGM, config: Optional[PartRMConfig] = None) -> "PartRM":
+        """A PartRM initialised from LGM weights (teacher or official)."""
+        config = config or PartRMConfig(lgm=lgm.config)
+        if config.lgm != lgm.config:
+            raise ValueError("PartRM's LGM config differs from the given LGM's")
+        model = cls(config)
+        model.lgm.load_state_dict(lgm.state_dict(), strict=True)
+        return model
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Weights and config in one safetensors file, written atomically."""
+        from safetensors.torch import save as safetensors_bytes
+
+        from partdrag4d.store import atomic_write_bytes
+
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        atomic_write_bytes(Path(path), safetensors_bytes(state, metadata={"format": "pt", "partrm_config": self.config.to_json()}))
+
+    @classmethod
+    def load(cls, path: Union[str, Path], map_location: str = "cpu") -> "PartRM":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"PartRM checkpoint not found: {path} (pass --checkpoint PATH)")
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if "partrm_config" not in meta:
+            raise ValueError(f"{path} is not a PartRM checkpoint (no partrm_config metadata)")
+        model = cls(PartRMConfig.from_json(meta["partrm_config"]))
+        model.load_state_dict(load_file(str(path), device=map_location), strict=True)
+        return model
