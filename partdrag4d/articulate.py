@@ -100,13 +100,17 @@ def _rng(seed: int, object_id: str, joint_index: int, config: int) -> np.random.
     return np.random.default_rng([seed, zlib.crc32(object_id.encode()), joint_index, config])
 
 
-def plan_specs(obj: ArticulatedObject, seed: int = 0, num_configs: int = 1, num_stages: int = NUM_STAGES) -> list[StateSpec]:
-    """All states of an object: movable joints x configurations x stages."""
+def plan_specs(obj: ArticulatedObject, seed: int = 0, num_configs: int = 1, num_stages: int = NUM_STAGES,
+               max_joints: int | None = None) -> list[StateSpec]:
+    """All states of an object: movable joints x configurations x stages. With
+    ``max_joints`` only the first that many movable joints (URDF order) are swept; the
+    others still take random values."""
     if num_stages < 2:
         raise ValueError("a sequence needs at least 2 stages")
     specs = []
+    swept = [j.name for j in obj.movable_joints][: max_joints if max_joints is not None else None]
     for ji, joint in enumerate(obj.joints):
-        if not joint.movable:
+        if joint.name not in swept:
             continue
         for config in range(num_configs):
             rng = _rng(seed, obj.object_id, ji, config)
@@ -163,9 +167,10 @@ def sample_surface(obj: ArticulatedObject, rest_world: dict[str, np.ndarray], no
     return SurfaceSamples(points.astype(np.float32), normals.astype(np.float32), face_part[face])
 
 
-def plan_object(obj: ArticulatedObject, seed: int = 0, num_configs: int = 1, num_stages: int = NUM_STAGES, num_points: int = NUM_POINTS) -> ObjectPlan:
+def plan_object(obj: ArticulatedObject, seed: int = 0, num_configs: int = 1, num_stages: int = NUM_STAGES, num_points: int = NUM_POINTS,
+                max_joints: int | None = None) -> ObjectPlan:
     """Everything about an object's states that can be computed before writing files."""
-    specs = plan_specs(obj, seed, num_configs, num_stages)
+    specs = plan_specs(obj, seed, num_configs, num_stages, max_joints)
     rest_qpos = obj.zero_qpos()
     norm = compute_normalisation(obj, [s.qpos for s in specs])
     rest_world = obj.forward_kinematics(rest_qpos)
@@ -316,11 +321,11 @@ def write_state(plan: ObjectPlan, state: ArticulatedState, root: Path, meshes: b
 
 def articulate_object(
     obj: ArticulatedObject, root: Path, seed: int = 0, num_configs: int = 1, num_stages: int = NUM_STAGES,
-    num_points: int = NUM_POINTS, meshes: bool = True, resume: bool = True,
+    num_points: int = NUM_POINTS, meshes: bool = True, resume: bool = True, max_joints: int | None = None,
 ) -> tuple[list[dict], dict]:
     """Plan and write every state of one object. Returns (state records, timing info)."""
     t0 = time.perf_counter()
-    plan = plan_object(obj, seed, num_configs, num_stages, num_points)
+    plan = plan_object(obj, seed, num_configs, num_stages, num_points, max_joints)
     write_object(plan, root, num_configs, meshes)
     records = [
         {"object_id": obj.object_id, "category": obj.category, "joint": joint, "status": "skipped", "error": f"{obj.object_id}: joint {joint}: {reason}"}
@@ -383,9 +388,9 @@ class ArticulateSummary:
 
 
 def articulate_folder(
-    source: Path, out: Path, category: str | None = None, limit: int | None = None, seed: int = 0,
+    source: Path, out: Path, category: str | list[str] | None = None, limit: int | None = None, seed: int = 0,
     num_configs: int = 1, num_stages: int = NUM_STAGES, num_points: int = NUM_POINTS, ids: set[str] | None = None,
-    meshes: bool = True, progress: bool = True,
+    meshes: bool = True, progress: bool = True, max_joints: int | None = None,
 ) -> ArticulateSummary:
     """Articulate every object under ``source`` into the dataset ``out``.
 
@@ -404,8 +409,10 @@ def articulate_folder(
     if ids is not None:
         folders = [f for f in folders if f.name in ids or safe_id(f.name) in ids]
     if category is not None:
-        categories.get(category)  # unknown names fail loudly
-        folders = [f for f in folders if categories.from_model_cat(str(read_meta(f).get("model_cat", ""))) == category]
+        wanted = {category} if isinstance(category, str) else set(category)
+        for name in wanted:
+            categories.get(name)  # unknown names fail loudly
+        folders = [f for f in folders if categories.from_model_cat(str(read_meta(f).get("model_cat", ""))) in wanted]
     if limit is not None:
         folders = folders[:limit]
     summary = ArticulateSummary()
@@ -419,7 +426,7 @@ def articulate_folder(
         bar.set_postfix_str(oid)
         try:
             obj = load_object(folder)
-            recs, info = articulate_object(obj, out, seed, num_configs, num_stages, num_points, meshes)
+            recs, info = articulate_object(obj, out, seed, num_configs, num_stages, num_points, meshes, max_joints=max_joints)
         except AssetError as exc:
             _fail(summary, records, oid, folder, str(exc), bar)
             continue

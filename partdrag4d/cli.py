@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -55,6 +56,7 @@ def articulate(
     points: int = typer.Option(16384, "--points", min=16, help="Surface points per object (same material points in every state)."),
     ids: Optional[Path] = typer.Option(None, "--ids", exists=True, dir_okay=False, help="CSV with a partnet_mobility_id column (e.g. manifests/partdrag4d_objects.csv)."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write the posed mesh of every state."),
+    max_joints: int = typer.Option(0, "--max-joints", min=0, help="Sweep only the first N movable joints of each object (0 = all)."),
 ):
     """Sweep every movable joint through its stages; write meshes, points and manifest.jsonl."""
     from partdrag4d.articulate import articulate_folder
@@ -62,13 +64,141 @@ def articulate(
     if category is not None and category not in categories.category_names():
         raise typer.BadParameter(f"unknown category {category!r}; expected one of {', '.join(categories.category_names())}")
     id_set = _read_ids(ids) if ids else None
-    summary = articulate_folder(source, out, category, limit, seed, configs, stages, points, id_set, meshes)
+    summary = articulate_folder(source, out, category, limit, seed, configs, stages, points, id_set, meshes, max_joints=max_joints or None)
     typer.echo(
         f"articulated {summary.objects_ok} objects ({summary.states} states, {summary.states_written} written) "
         f"in {summary.seconds:.1f} s; {summary.objects_failed} failed"
     )
     if summary.objects_ok == 0 and summary.objects_failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def render(
+    dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Dataset folder (after articulate)."),
+    category: Optional[str] = typer.Option(None, "--category", "-c", help="Only states of this category."),
+    quality: str = typer.Option("standard", "--quality", "-q", help="draft | standard | high (see README for costs)."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Blender worker processes (cores are split between them)."),
+    shard: str = typer.Option("0/1", "--shard", help="I/N: render the I-th of N object shards (cluster job arrays)."),
+    resolution: int = typer.Option(512, "--resolution", min=16, help="Image size in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Sampling seed of the renderer."),
+):
+    """Render every articulated state: 12 RGBA views, depth, part ids, cameras (resumable)."""
+    from partdrag4d.pipeline import render_dataset
+    from partdrag4d.render import parse_shard
+
+    if category is not None and category not in categories.category_names():
+        raise typer.BadParameter(f"unknown category {category!r}; expected one of {', '.join(categories.category_names())}")
+    summary = render_dataset(dataset, category, quality, workers, parse_shard(shard), seed, resolution)
+    typer.echo(json.dumps(summary))
+    if summary.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def drags(
+    dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Rendered dataset folder."),
+    out: Optional[Path] = typer.Option(None, "--out", help="HDF5 file (default: DATASET/drags.h5)."),
+    category: Optional[str] = typer.Option(None, "--category", "-c", help="Only sequences of this category."),
+    max_drags: int = typer.Option(64, "--max-drags", min=1, help="Visible drags kept per pair and view."),
+    all_pairs: bool = typer.Option(True, "--all-pairs/--adjacent-pairs", help="All 30 ordered pairs per sequence, or neighbours + stage 0 pairs."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the farthest-point sampling."),
+    shard: str = typer.Option("0/1", "--shard", help="I/N: sequences I, I+N, ... (writes drags-I-of-N.h5 by default)."),
+):
+    """Sample visible surface drags for every pair of states (depth-tested) into HDF5."""
+    from partdrag4d.dragfile import build_drag_file
+    from partdrag4d.render import parse_shard
+
+    index, count = parse_shard(shard)
+    if out is None and count > 1:
+        out = dataset / f"drags-{index}-of-{count}.h5"
+    summary = build_drag_file(dataset, out, category, seed, max_drags, all_pairs, (index, count))
+    per_pair = 1000 * summary.seconds_sampling / max(1, summary.pairs)
+    typer.echo(f"{summary.sequences} sequences, {summary.pairs} pairs, {summary.drags} drags ({per_pair:.1f} ms per pair, 12 views)")
+    if summary.skipped:
+        typer.echo(f"{len(summary.skipped)} sequences skipped (not rendered)", err=True)
+
+
+@app.command()
+def verify(
+    dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Dataset folder."),
+    drag_file: Optional[Path] = typer.Option(None, "--drag-file", help="Default: DATASET/drags.h5."),
+    show: int = typer.Option(20, "--show", help="Defects to print."),
+):
+    """Check every state and pair; print a table; exit non-zero on any defect."""
+    from partdrag4d.verify import verify as run_verify
+
+    report = run_verify(dataset, drag_file)
+    typer.echo(report.table())
+    for line in report.defects[:show]:
+        typer.echo(f"defect: {line}", err=True)
+    if report.defects:
+        typer.echo(f"{len(report.defects)} defects", err=True)
+        raise typer.Exit(1)
+    typer.echo("dataset OK")
+
+
+@app.command()
+def preview(
+    dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Rendered dataset folder."),
+    out: Path = typer.Option(Path("previews"), "--out", help="Folder for the pictures."),
+    state: Optional[str] = typer.Option(None, "--state", help="State id (default: the first in the manifest)."),
+    view: int = typer.Option(0, "--view", min=0, max=11, help="View of the stage strip."),
+):
+    """Contact sheet of a state's 12 views, a strip + GIF of its sequence's stages, a drag overlay."""
+    from partdrag4d.preview import write_previews
+
+    for path in write_previews(dataset, out, state, view):
+        typer.echo(str(path))
+
+
+@app.command("make-dataset")
+def make_dataset(
+    out: Path = typer.Option(Path("data"), "--out", help="Dataset folder."),
+    source: Optional[Path] = typer.Option(None, "--source", help="PartNet-Mobility folder; default: procedural objects."),
+    per_category: int = typer.Option(1, "--per-category", min=1, help="Procedural objects per category (embedded default)."),
+    max_joints: int = typer.Option(1, "--max-joints", min=0, help="Joints swept per object (0 = all)."),
+    configs: int = typer.Option(1, "--configs", min=1, help="Random configurations of the other joints."),
+    quality: str = typer.Option("draft", "--quality", "-q", help="Render quality preset."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Blender worker processes."),
+    resolution: int = typer.Option(512, "--resolution", min=16, help="Image size."),
+    category: list[str] = typer.Option(["all"], "--category", "-c", help="Categories (repeatable) or 'all'."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every step."),
+):
+    """The main job: synth -> articulate -> render -> drags (then run `partdrag4d verify`)."""
+    from partdrag4d.pipeline import make_dataset as run
+
+    try:
+        cats = _categories_option(category)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0])) from None
+    summary = run(out, source, per_category, seed, quality, workers, cats, configs, max_joints or None, resolution)
+    typer.echo(json.dumps(summary.__dict__, indent=1))
+
+
+gsdb_app = typer.Typer(help="The Gaussian database (teacher splatter images of every state).", no_args_is_help=True)
+app.add_typer(gsdb_app, name="gsdb")
+
+
+@gsdb_app.command("build")
+def gsdb_build(
+    dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Rendered dataset folder."),
+    teacher: Path = typer.Option(..., "--teacher", help="Teacher LGM weights (partrm pretrain-lgm output or official safetensors)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Default: DATASET/gsdb.h5."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    ply: Optional[Path] = typer.Option(None, "--ply", help="Also write one 3DGS PLY per state into this folder."),
+):
+    """Run the teacher on every state's 4 input views; store splatter images (float16, resumable)."""
+    import torch
+
+    from partrm.gsdb import build_gsdb
+
+    if not teacher.is_file():
+        raise typer.BadParameter(f"teacher weights not found: {teacher} (pass --teacher PATH)")
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    summary = build_gsdb(dataset, teacher, out, batch_size, device=dev, ply_dir=ply)
+    typer.echo(f"{summary.states} states ({summary.computed} computed) in {summary.seconds:.1f} s")
 
 
 def _read_ids(path: Path) -> set[str]:

@@ -163,3 +163,22 @@ def render_dir(root: Path, state_id: str) -> Path:
 
 def view_png_name(view: int) -> str:
     return f"view_{view:02d}.png"
+
+
+def read_render(render_folder: Path) -> tuple[np.ndarray, np.ndarray, list]:
+    """A rendered state's depth [V, H, W] float32, part ids [V, H, W] and cameras."""
+    from partdrag4d.cameras import Camera
+
+    with np.load(Path(render_folder) / "views.npz") as z:
+        depth, part_id = z["depth"], z["part_id"]
+    views = read_json(Path(render_folder) / "cameras.json")["views"]
+    cams = [Camera(np.asarray(v["K"]), np.asarray(v["c2w_opencv"]), int(v["width"]), int(v["height"])) for v in views]
+    return depth, part_id, cams
+
+
+def read_rgba(render_folder: Path, view: int) -> np.ndarray:
+    """One rendered view as [H, W, 4] uint8 (straight alpha)."""
+    from PIL import Image
+
+    with Image.open(Path(render_folder) / view_png_name(view)) as im:
+        return np.asarray(im.convert("RGBA"))

@@ -207,9 +207,10 @@ def texture_image(kind: str, rng: np.random.Generator, color, size: int = 128) -
     c = np.asarray(color, dtype=np.float64)
     yy, xx = np.mgrid[0:size, 0:size] / size
     if kind == "wood":
-        n = _smooth_noise(rng, size, 6)
-        rings = 0.5 + 0.5 * np.sin(2 * np.pi * (yy * rng.uniform(8, 14) + 3.0 * n))
-        shade = 0.78 + 0.22 * rings
+        n = _smooth_noise(rng, size, 3)
+        rings = 0.5 + 0.5 * np.sin(2 * np.pi * (yy * rng.uniform(3, 6) + 1.2 * n))
+        grain = 0.5 + 0.5 * np.sin(2 * np.pi * yy * 40 + 2.0 * _smooth_noise(rng, size, 8))
+        shade = 0.84 + 0.1 * rings + 0.06 * grain
         img = c[None, None] * shade[..., None]
     elif kind == "metal":
         streak = rng.normal(0, 1, size)[None, :].repeat(size, 0)

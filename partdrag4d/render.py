@@ -1,0 +1,460 @@
+"""The toolkit's one adapter to Blender: render jobs in worker processes.
+
+Blender runs only in worker processes (``blender_scripts/render_worker.py``), each a
+fresh interpreter started with ``sys.executable -m blender_scripts.render_worker``
+that imports bpy itself (forking after ``import bpy`` halves render speed and
+``spawn`` inherits bpy's ``sys.path``; a fresh interpreter has neither problem). This
+module never imports bpy.
+
+A render job (one object; JSON-serialisable dict)::
+
+    {"object_id": str,
+     "mesh": "/abs/.../objects/<id>/rest.obj",    # canonical frame, one `o <link>` group per link
+     "links": [{"name": "link_0", "part_id": 1}, ...],
+     "cameras": [Camera.to_dict(), ...],           # 12 ring cameras at the output size
+     "quality": "draft" | "standard" | "high", "seed": int,
+     "states": [{"state_id": str, "out_dir": "/abs/.../states/<id>/render",
+                 "link_poses": {"link_0": 4x4 nested list, ...}}]}  # missing links: identity
+
+Each worker imports an object's mesh once, then poses its links per state and moves
+one camera per view. Per state the worker writes, into a staging folder renamed onto
+``out_dir`` when complete: ``view_00.png`` .. (RGBA, straight alpha, transparent
+background), ``views.npz`` (``depth`` float32 [V,H,W] planar camera z, background inf;
+``part_id`` uint16 [V,H,W], 0 background), ``cameras.json`` and ``render.json``.
+States whose ``out_dir`` passes :func:`is_render_complete` are skipped, so a rerun
+resumes; a killed run leaves only hidden ``.render.*.tmp`` folders, which the next run
+deletes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from blender_scripts.presets import PRESETS, get_preset
+from partdrag4d.cameras import NUM_VIEWS
+from partdrag4d.store import _json_default, view_png_name
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKER_MODULE = "blender_scripts.render_worker"
+RENDER_FILES = ("views.npz", "cameras.json", "render.json")
+
+
+@dataclass
+class StateResult:
+    """Outcome of one state: ``status`` is ``rendered``, ``skipped`` (already complete) or ``failed``."""
+
+    object_id: str
+    state_id: str
+    out_dir: str
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("rendered", "skipped")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ completeness
+
+
+def _npy_header(z: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    with z.open(name) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    return shape, dtype
+
+
+def is_render_complete(out_dir: Path | str, num_views: int = NUM_VIEWS, deep: bool = False) -> bool:
+    """Cheap check that ``out_dir`` holds a finished render of ``num_views`` views.
+
+    All files present; every PNG is RGBA of one size (header only); ``cameras.json``
+    lists ``num_views`` views; ``views.npz`` holds ``depth`` float32 and ``part_id``
+    uint16 of shape [num_views, H, W] (npy headers only; ``deep=True`` loads the arrays).
+    """
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    try:
+        if not out_dir.is_dir():
+            return False
+        size = None
+        for v in range(num_views):
+            with Image.open(out_dir / view_png_name(v)) as im:
+                if im.format != "PNG" or im.mode != "RGBA" or (size is not None and im.size != size):
+                    return False
+                size = im.size
+        if size is None:
+            return False
+        width, height = size
+        with open(out_dir / "cameras.json", encoding="utf-8") as f:
+            if len(json.load(f)["views"]) != num_views:
+                return False
+        with open(out_dir / "render.json", encoding="utf-8") as f:
+            json.load(f)
+        expected = {"depth": np.dtype(np.float32), "part_id": np.dtype(np.uint16)}
+        with zipfile.ZipFile(out_dir / "views.npz") as z:
+            for name, dtype in expected.items():
+                shape, dt = _npy_header(z, name + ".npy")
+                if tuple(shape) != (num_views, height, width) or dt != dtype:
+                    return False
+        if deep:
+            with np.load(out_dir / "views.npz") as data:
+                if data["depth"].shape != (num_views, height, width) or data["part_id"].shape != (num_views, height, width):
+                    return False
+        return True
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, zipfile.BadZipFile, EOFError):
+        return False
+
+
+# ------------------------------------------------------------------ GL probe
+
+_GL_PROBE = """
+import bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+sc = bpy.context.scene
+sc.render.engine = {engine!r}
+sc.render.resolution_x = sc.render.resolution_y = 8
+cam = bpy.data.objects.new("c", bpy.data.cameras.new("c"))
+sc.collection.objects.link(cam)
+sc.camera = cam
+bpy.ops.render.render()
+print("GL-OK")
+"""
+
+_gl_cache: dict[str, str | None] = {}
+
+
+def probe_gl(engine: str = "BLENDER_WORKBENCH", timeout: float = 300.0) -> str | None:
+    """Render 8x8 pixels with a GL engine in a throw-away process; None if it worked, else why not.
+
+    Without a GL driver Blender aborts the process (exit 134) on the first GL render,
+    which Python cannot catch; the probe keeps that out of the caller's process.
+    """
+    if engine in _gl_cache:
+        return _gl_cache[engine]
+    try:
+        proc = subprocess.run([sys.executable, "-c", _GL_PROBE.format(engine=engine)], capture_output=True, text=True,
+                              timeout=timeout, env=_worker_env(), cwd=str(REPO_ROOT))
+        if proc.returncode == 0 and "GL-OK" in proc.stdout:
+            reason = None
+        else:
+            tail = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()][-1:] or ["no output"]
+            how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+                   else f"exited with code {proc.returncode}")
+            reason = f"test render with {engine} {how}: {tail[0][:200]}"
+    except subprocess.TimeoutExpired:
+        reason = f"test render with {engine} did not finish in {timeout:.0f} s"
+    _gl_cache[engine] = reason
+    return reason
+
+
+def require_gl(quality: str) -> None:
+    """Raise a one-line RuntimeError if preset ``quality`` needs GL and this machine has none."""
+    preset = get_preset(quality)
+    if not preset.needs_gl:
+        return
+    reason = probe_gl(preset.engine)
+    if reason is not None:
+        raise RuntimeError(
+            f"quality preset {quality!r} renders with {preset.engine}, which needs OpenGL, and none works here "
+            f"({reason}); use --quality standard (Cycles, no GL) or install Mesa EGL (libegl1 libegl-mesa0 libgl1-mesa-dri)")
+
+
+# ------------------------------------------------------------------ workers
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (0-based I, as a cluster job array index) -> ``(I, N)``."""
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes I/N with integers, e.g. 0/4; got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"--shard I/N needs 0 <= I < N; got {text!r}")
+    return i, n
+
+
+def select_shard(jobs: Sequence[dict], shard: tuple[int, int]) -> list[dict]:
+    """Jobs of shard ``i`` of ``n`` (0-based): every n-th object in object-id order."""
+    i, n = int(shard[0]), int(shard[1])
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got ({i}, {n})")
+    ordered = sorted(jobs, key=lambda j: str(j["object_id"]))
+    return ordered[i::n]
+
+
+class _Worker:
+    """One Blender worker process: send a job, read its events."""
+
+    def __init__(self, threads: int, log_dir: Path, index: int, verbose: bool = False):
+        self.log_path = log_dir / f"worker-{index}-{time.monotonic_ns()}.log"
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"scratch-{index}-", dir=log_dir))
+        self._log = open(self.log_path, "wb")
+        cmd = [sys.executable, "-m", WORKER_MODULE, "--threads", str(threads), "--scratch", str(self.scratch)]
+        if verbose:
+            cmd.append("--verbose")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                     env=_worker_env(), cwd=str(REPO_ROOT), text=True, bufsize=1)
+        ready = self.read()
+        if ready is None or ready.get("event") != "ready":
+            reason = self.death_reason()
+            self.kill()
+            self.close(timeout=5)
+            raise RuntimeError(f"render worker failed to start: {reason}")
+
+    def read(self) -> dict | None:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                return None
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+
+    def send(self, job: dict) -> None:
+        self.proc.stdin.write(json.dumps(job, default=_json_default) + "\n")
+        self.proc.stdin.flush()
+
+    def death_reason(self) -> str:
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            code = None
+        self._log.flush()
+        try:
+            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        tail = " | ".join(lines[-3:])[-400:]
+        if code is None:
+            what = "stopped answering"
+        elif code < 0:
+            what = f"was killed by {signal.Signals(-code).name}"
+        else:
+            what = f"exited with code {code}" + (" (abort)" if code == 134 else "")
+        return f"render worker {what}" + (f"; last output: {tail}" if tail else "")
+
+    def close(self, timeout: float = 60.0) -> None:
+        try:
+            if self.proc.poll() is None and self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=timeout)
+        except (subprocess.TimeoutExpired, OSError, BrokenPipeError):
+            self.kill()
+        finally:
+            self._log.close()
+            import shutil
+
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                pass
+
+
+def _validate(job: dict) -> None:
+    for key in ("object_id", "mesh", "cameras", "states"):
+        if key not in job:
+            raise ValueError(f"render job {job.get('object_id', '?')!r} lacks {key!r}")
+    get_preset(job.get("quality", "standard"))
+    for state in job["states"]:
+        if "state_id" not in state or "out_dir" not in state:
+            raise ValueError(f"a state of render job {job['object_id']!r} lacks state_id or out_dir")
+
+
+def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] = (0, 1), progress: bool = True,
+                threads: int | None = None, verbose: bool = False, log_dir: Path | None = None) -> list[StateResult]:
+    """Render every state of ``jobs`` (this shard's share); one result per state, in job order.
+
+    ``workers`` Blender processes run side by side, each with ``threads`` Cycles threads
+    (default: available cores // workers). Objects go to whichever worker is free. A
+    failing object or state is reported (status ``failed`` with the reason) and the rest
+    continue; a worker that dies is replaced. States already complete are ``skipped``
+    without starting Blender. ``log_dir`` keeps the workers' stderr logs (default: a
+    temporary folder, deleted afterwards).
+    """
+    jobs = [dict(j) for j in jobs]
+    for job in jobs:
+        _validate(job)
+    jobs = select_shard(jobs, shard)
+
+    results: dict[tuple[int, int], StateResult] = {}
+    todo: list[tuple[int, dict]] = []
+    for j, job in enumerate(jobs):
+        num_views = len(job["cameras"])
+        pending = []
+        for s, state in enumerate(job["states"]):
+            if is_render_complete(state["out_dir"], num_views):
+                results[(j, s)] = StateResult(str(job["object_id"]), str(state["state_id"]), str(state["out_dir"]), "skipped")
+            else:
+                pending.append(s)
+        if pending:
+            todo.append((j, {**job, "states": [job["states"][s] for s in pending], "_state_index": pending}))
+    if not todo:
+        return [results[k] for k in sorted(results)]
+
+    for quality in sorted({job.get("quality", "standard") for _, job in todo}):
+        require_gl(quality)
+
+    workers = max(1, min(int(workers), len(todo)))
+    threads = max(1, int(threads) if threads else available_cores() // workers)
+    total = sum(len(job["states"]) for _, job in todo)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="render", unit="state", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    lock = threading.Lock()
+    job_queue: "queue.Queue[tuple[int, dict]]" = queue.Queue()
+    for item in sorted(todo, key=lambda item: -len(item[1]["states"])):  # longest objects first: better balance
+        job_queue.put(item)
+    skipped = len(results)
+    if skipped:
+        bar.set_postfix_str(f"{skipped} already done", refresh=False)
+    failures = [0]
+    stop = threading.Event()
+    own_log_dir = log_dir is None
+    log_root = Path(tempfile.mkdtemp(prefix="pd4d-render-")) if own_log_dir else Path(log_dir)
+    log_root.mkdir(parents=True, exist_ok=True)
+    live: list[_Worker] = []
+
+    def record(j: int, s: int, result: StateResult) -> None:
+        with lock:
+            results[(j, s)] = result
+            if not result.ok:
+                failures[0] += 1
+                bar.set_postfix_str(f"failed {failures[0]}" + (f", {skipped} already done" if skipped else ""), refresh=False)
+            bar.update(1)
+
+    def fail_rest(j: int, job: dict, done: set[int], reason: str) -> None:
+        for k, state in enumerate(job["states"]):
+            if k not in done:
+                record(j, job["_state_index"][k],
+                       StateResult(str(job["object_id"]), str(state["state_id"]), str(state["out_dir"]), "failed", 0.0, reason))
+
+    def run(index: int) -> None:
+        worker: _Worker | None = None
+        start_failures = 0
+        try:
+            while not stop.is_set():
+                try:
+                    j, job = job_queue.get_nowait()
+                except queue.Empty:
+                    return
+                if worker is None:
+                    try:
+                        worker = _Worker(threads, log_root, index, verbose)
+                        with lock:
+                            live.append(worker)
+                    except Exception as exc:  # noqa: BLE001 - reported per state
+                        start_failures += 1
+                        fail_rest(j, job, set(), str(exc))
+                        if start_failures >= 2:
+                            return
+                        continue
+                done: set[int] = set()
+                by_id = {str(state["state_id"]): k for k, state in enumerate(job["states"])}
+                try:
+                    worker.send({k: v for k, v in job.items() if k != "_state_index"})
+                    while True:
+                        event = worker.read()
+                        if event is None:
+                            raise EOFError
+                        if event.get("event") == "state":
+                            k = by_id.get(str(event.get("state_id")))
+                            if k is None or k in done:
+                                continue
+                            done.add(k)
+                            record(j, job["_state_index"][k], StateResult(
+                                str(job["object_id"]), str(event["state_id"]), str(event.get("out_dir")),
+                                str(event.get("status")), float(event.get("seconds") or 0.0), event.get("error")))
+                        elif event.get("event") == "job":
+                            if event.get("status") == "failed":
+                                fail_rest(j, job, done, str(event.get("error")))
+                            break
+                except (EOFError, BrokenPipeError, OSError):
+                    reason = worker.death_reason()
+                    fail_rest(j, job, done, reason)
+                    worker.close(timeout=5)
+                    worker = None
+        finally:
+            if worker is not None:
+                worker.close()
+
+    threads_list = [threading.Thread(target=run, args=(w,), name=f"render-worker-{w}", daemon=True) for w in range(workers)]
+    try:
+        for t in threads_list:
+            t.start()
+        while any(t.is_alive() for t in threads_list):
+            for t in threads_list:
+                t.join(timeout=0.5)
+    except BaseException:
+        stop.set()
+        with lock:
+            for w in live:
+                w.kill()
+        raise
+    finally:
+        bar.close()
+        if own_log_dir:
+            import shutil
+
+            shutil.rmtree(log_root, ignore_errors=True)
+
+    # States never reached (e.g. a worker could not start twice) are failures too.
+    while not job_queue.empty():
+        j, job = job_queue.get_nowait()
+        fail_rest(j, job, set(), "not rendered: no render worker could be started")
+    return [results[k] for k in sorted(results)]
+
+
+def summarize(results: Sequence[StateResult]) -> dict:
+    """Counts by status and the failures (id and reason), for a CLI to print."""
+    counts = {status: sum(r.status == status for r in results) for status in ("rendered", "skipped", "failed")}
+    return {**counts, "failures": [{"object_id": r.object_id, "state_id": r.state_id, "error": r.error}
+                                   for r in results if r.status == "failed"]}
+
+
+__all__ = ["PRESETS", "StateResult", "available_cores", "is_render_complete", "parse_shard", "probe_gl", "render_jobs",
+           "require_gl", "select_shard", "summarize"]
