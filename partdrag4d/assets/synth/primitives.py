@@ -214,7 +214,7 @@ def texture_image(kind: str, rng: np.random.Generator, color, size: int = 128) -
         img = c[None, None] * shade[..., None]
     elif kind == "metal":
         streak = rng.normal(0, 1, size)[None, :].repeat(size, 0)
-        img = c[None, None] * (0.92 + 0.04 * streak[..., None] + 0.04 * _smooth_noise(rng, size, 4)[..., None])
+        img = c[None, None] * (0.94 + 0.015 * streak[..., None] + 0.04 * _smooth_noise(rng, size, 4)[..., None])
     elif kind == "keyboard":
         img = np.broadcast_to(c * 0.9, (size, size, 3)).copy()
         keys = ((xx * 14) % 1 > 0.15) & ((yy * 6) % 1 > 0.2) & (yy > 0.1) & (yy < 0.7) & (xx > 0.05) & (xx < 0.95)

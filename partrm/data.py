@@ -1,0 +1,288 @@
+"""Training and evaluation pairs of a PartDrag-4D dataset as a PyTorch ``Dataset``.
+
+A pair is (source state i, target state j) of one sequence. An item holds
+
+- the source state's 4 input views (default ring views 0/3/6/9, i.e. azimuths
+  0/90/180/270, which is also LGM's input order) at ``input_size``, composited on
+  white like LGM's inputs, with their cameras (K scaled to the size, OpenCV c2w);
+- ``num_drags`` drags per input view, as (x0, y0, x1, y1) in normalised image
+  coordinates (pixel coordinate / image size, so 0..1 across the image, x right,
+  y down) with a validity mask. ``drag_mode="propagated"`` (the paper's Eq. 2): one
+  visible drag of the view is the user's drag (index 0) and the others start at
+  random pixels of the moving part's mask with the same 2D displacement;
+  ``drag_mode="visible"``: ``num_drags`` of the view's stored visible drags, each
+  with its own true displacement. Optional Gaussian noise on drag ends (in pixels of
+  a 512 image) is the paper's training noise;
+- the moving part's mask in each input view (the propagation region);
+- all 12 views of the target state (rgb, alpha) at ``target_size`` with cameras and
+  the indices of the 8 views not used as input (the supervised / evaluated ones);
+- optionally the Gaussian-database splatter images of the source and target states.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+
+from partdrag4d import store
+from partdrag4d.cameras import IMAGE_SIZE, NUM_VIEWS, Camera
+from partdrag4d.dragfile import DRAG_FILE
+
+DEFAULT_INPUT_VIEWS = (0, 3, 6, 9)
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    input_views: tuple[int, ...] = DEFAULT_INPUT_VIEWS
+    input_size: int = 256
+    target_size: int = 256
+    num_drags: int = 10
+    drag_mode: str = "propagated"  # propagated | visible
+    drag_noise_px: float = 0.0
+    background: float = 1.0  # LGM composites its inputs on white
+
+    @property
+    def supervised_views(self) -> tuple[int, ...]:
+        return tuple(v for v in range(NUM_VIEWS) if v not in self.input_views)
+
+
+@dataclass(frozen=True)
+class PairRef:
+    sequence_id: str
+    pair_index: int
+    source_stage: int
+    target_stage: int
+    source_state: str
+    target_state: str
+    category: str
+    object_id: str
+
+
+def load_view(path: Path, size: int, background: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """A rendered RGBA view resized to ``size``: rgb [3,S,S] (composited if background
+    is given) and alpha [1,S,S], float32 in [0, 1]."""
+    with Image.open(path) as im:
+        im = im.convert("RGBA")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
+        a = np.asarray(im, dtype=np.float32) / 255.0
+    rgb, alpha = a[..., :3], a[..., 3:]
+    if background is not None:
+        rgb = rgb * alpha + background * (1.0 - alpha)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)), np.ascontiguousarray(alpha.transpose(2, 0, 1))
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Boolean mask [H, W] -> [size, size]: a cell is in the mask if any pixel of it is."""
+    h, w = mask.shape
+    if h == size and w == size:
+        return mask.copy()
+    if h % size == 0 and w % size == 0:
+        return mask.reshape(size, h // size, size, w // size).any(axis=(1, 3))
+    img = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
+    return np.asarray(img) > 127
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """(source, target) pairs of a rendered dataset with drags; see the module docstring."""
+
+    def __init__(self, root: Path, split: str | None = None, categories: list[str] | None = None,
+                 config: PairConfig = PairConfig(), drag_file: Path | None = None, gsdb: Path | None = None,
+                 seed: int = 0, sequences: list[str] | None = None):
+        self.root = Path(root)
+        self.config = config
+        self.seed = seed
+        self.drag_path = Path(drag_file) if drag_file else self.root / DRAG_FILE
+        if not self.drag_path.is_file():
+            raise FileNotFoundError(f"{self.drag_path} not found: run `partdrag4d drags {self.root}` first")
+        self.gsdb_path = Path(gsdb) if gsdb else None
+        self._h5: h5py.File | None = None
+        self._gs: h5py.File | None = None
+        self.pairs: list[PairRef] = []
+        first = config.input_views[0]
+        with h5py.File(self.drag_path, "r") as f:
+            for sid, g in f["sequences"].items():
+                if split and g.attrs["split"] != split:
+                    continue
+                if categories and g.attrs["category"] not in categories:
+                    continue
+                if sequences is not None and sid not in sequences:
+                    continue
+                states = json.loads(g.attrs["state_ids"])
+                counts = g["count"][:]
+                for k, (i, j) in enumerate(g["pairs"][:]):
+                    if counts[k, first] == 0:
+                        continue  # the part is not visible in the user's view
+                    self.pairs.append(PairRef(sid, k, int(i), int(j), states[i], states[j], str(g.attrs["category"]), str(g.attrs["object_id"])))
+        self.cameras = self._read_cameras()
+
+    def _read_cameras(self) -> list[Camera]:
+        data = store.read_json(self.root / "cameras.json")
+        return [Camera.from_dict(c) for c in data["cameras"]]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _file(self) -> h5py.File:
+        if self._h5 is None:  # opened lazily so that DataLoader workers each get their own handle
+            self._h5 = h5py.File(self.drag_path, "r")
+        return self._h5
+
+    def camera_tensors(self, views, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cams = [self.cameras[v].resized(size, size) for v in views]
+        K = torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32)
+        c2w = torch.tensor(np.stack([c.c2w for c in cams]), dtype=torch.float32)
+        return K, c2w
+
+    def _drags(self, g: h5py.Group, ref: PairRef, masks: list[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        cfg = self.config
+        n = cfg.num_drags
+        drags = np.zeros((len(cfg.input_views), n, 4), np.float32)
+        valid = np.zeros((len(cfg.input_views), n), bool)
+        count = g["count"][ref.pair_index]
+        res = float(g["masks"].shape[-1])  # drags are stored in pixels of the rendered size
+        for a, v in enumerate(cfg.input_views):
+            c = int(count[v])
+            if c == 0:
+                continue
+            start = g["start_2d"][ref.pair_index, v, :c]
+            end = g["end_2d"][ref.pair_index, v, :c]
+            if cfg.drag_mode == "visible":
+                pick = rng.choice(c, size=min(n, c), replace=False)
+                s, e = start[pick], end[pick]
+            elif cfg.drag_mode == "propagated":
+                user = int(rng.integers(c))
+                delta = end[user] - start[user]
+                rows, cols = np.nonzero(masks[a])
+                extra = n - 1
+                if len(rows) and extra > 0:
+                    pick = rng.integers(len(rows), size=extra)
+                    jitter = rng.random((extra, 2))  # a random point inside each chosen mask pixel
+                    prop = np.stack([cols[pick] + jitter[:, 0], rows[pick] + jitter[:, 1]], axis=1)
+                    s = np.concatenate([start[user : user + 1], prop])
+                else:
+                    s = start[user : user + 1]
+                e = s + delta
+            else:
+                raise ValueError(f"unknown drag_mode {cfg.drag_mode!r}")
+            e = e + rng.normal(0.0, cfg.drag_noise_px * res / IMAGE_SIZE, e.shape) if cfg.drag_noise_px > 0 else e
+            k = len(s)
+            drags[a, :k, :2] = s / res
+            drags[a, :k, 2:] = e / res
+            valid[a, :k] = True
+        return drags, valid
+
+    def __getitem__(self, index: int) -> dict:
+        cfg = self.config
+        ref = self.pairs[index]
+        rng = np.random.default_rng([self.seed, index])
+        g = self._file()["sequences"][ref.sequence_id]
+        src_dir = self.root / "states" / ref.source_state / "render"
+        dst_dir = self.root / "states" / ref.target_state / "render"
+        inputs = [load_view(src_dir / store.view_png_name(v), cfg.input_size, cfg.background) for v in cfg.input_views]
+        full_masks = [g["masks"][ref.source_stage, v] for v in cfg.input_views]
+        drags, valid = self._drags(g, ref, full_masks, rng)
+        targets = [load_view(dst_dir / store.view_png_name(v), cfg.target_size, None) for v in range(NUM_VIEWS)]
+        in_K, in_c2w = self.camera_tensors(cfg.input_views, cfg.input_size)
+        t_K, t_c2w = self.camera_tensors(range(NUM_VIEWS), cfg.target_size)
+        item = {
+            "input_rgb": torch.from_numpy(np.stack([x[0] for x in inputs])),
+            "input_alpha": torch.from_numpy(np.stack([x[1] for x in inputs])),
+            "input_K": in_K,
+            "input_c2w": in_c2w,
+            "drags": torch.from_numpy(drags),
+            "drag_valid": torch.from_numpy(valid),
+            "mask": torch.from_numpy(np.stack([resize_mask(m, cfg.input_size) for m in full_masks])),
+            "target_rgb": torch.from_numpy(np.stack([x[0] for x in targets])),
+            "target_alpha": torch.from_numpy(np.stack([x[1] for x in targets])),
+            "target_K": t_K,
+            "target_c2w": t_c2w,
+            "supervised_views": torch.tensor(cfg.supervised_views),
+            "index": index,
+            "sequence_id": ref.sequence_id,
+            "source_state": ref.source_state,
+            "target_state": ref.target_state,
+            "category": ref.category,
+            "object_id": ref.object_id,
+        }
+        if self.gsdb_path is not None:
+            from partrm.gsdb import GaussianDatabase
+
+            if self._gs is None:
+                self._gs = GaussianDatabase(self.gsdb_path)
+            item["gs_source"] = torch.from_numpy(self._gs.splatter(ref.source_state))
+            item["gs_target"] = torch.from_numpy(self._gs.splatter(ref.target_state))
+        return item
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_h5"] = None
+        state["_gs"] = None
+        return state
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack tensors, keep strings and ints as lists."""
+    out = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        out[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return out
+
+
+class StateDataset(torch.utils.data.Dataset):
+    """Single rendered states: the 4 input views and all 12 views of the *same* state.
+
+    What LGM's own objective (teacher pre-training) and the Gaussian database need.
+    """
+
+    def __init__(self, root: Path, split: str | None = None, categories: list[str] | None = None,
+                 input_views: tuple[int, ...] = DEFAULT_INPUT_VIEWS, input_size: int = 256, target_size: int = 256,
+                 states: list[str] | None = None):
+        self.root = Path(root)
+        self.input_views = tuple(input_views)
+        self.input_size = input_size
+        self.target_size = target_size
+        records = [r for r in store.read_jsonl(self.root / store.MANIFEST) if r.get("status") == "ok"]
+        if split:
+            records = [r for r in records if r["split"] == split]
+        if categories:
+            records = [r for r in records if r["category"] in categories]
+        if states is not None:
+            wanted = set(states)
+            records = [r for r in records if r["state_id"] in wanted]
+        self.records = [r for r in records if (self.root / r["paths"]["state"] / "render" / "cameras.json").is_file()]
+        self.cameras = [Camera.from_dict(c) for c in store.read_json(self.root / "cameras.json")["cameras"]]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def camera_tensors(self, views, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cams = [self.cameras[v].resized(size, size) for v in views]
+        return (torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32),
+                torch.tensor(np.stack([c.c2w for c in cams]), dtype=torch.float32))
+
+    def __getitem__(self, index: int) -> dict:
+        r = self.records[index]
+        folder = self.root / r["paths"]["state"] / "render"
+        inputs = [load_view(folder / store.view_png_name(v), self.input_size, 1.0) for v in self.input_views]
+        item = {
+            "state_id": r["state_id"],
+            "category": r["category"],
+            "input_rgb": torch.from_numpy(np.stack([x[0] for x in inputs])),
+            "input_alpha": torch.from_numpy(np.stack([x[1] for x in inputs])),
+        }
+        item["input_K"], item["input_c2w"] = self.camera_tensors(self.input_views, self.input_size)
+        if self.target_size:
+            targets = [load_view(folder / store.view_png_name(v), self.target_size, None) for v in range(NUM_VIEWS)]
+            item["target_rgb"] = torch.from_numpy(np.stack([x[0] for x in targets]))
+            item["target_alpha"] = torch.from_numpy(np.stack([x[1] for x in targets]))
+            item["target_K"], item["target_c2w"] = self.camera_tensors(range(NUM_VIEWS), self.target_size)
+            item["supervised_views"] = torch.tensor([v for v in range(NUM_VIEWS) if v not in self.input_views])
+        return item
