@@ -1,0 +1,178 @@
+"""The Gaussian database: the teacher's splatter images of every state (stage-1 targets).
+
+``gsdb.h5`` holds ``/states/<state_id>`` = [V, 14, S, S] float16, unpruned, in exactly
+the layout the model outputs (view, channel, row, col), so stage 1 compares pixel i of
+the prediction with pixel i of the target. Attributes record the teacher, its config,
+the input views and versions.
+
+Building is resumable: states are written in parts (``gsdb.h5.parts/part-XXXXX.h5``,
+each renamed into place when complete); finished parts are skipped on a rerun, and the
+final file is assembled under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from partdrag4d import __version__
+
+GSDB_FILE = "gsdb.h5"
+SCHEMA_VERSION = 1
+
+
+class GaussianDatabase:
+    """Read access to a ``gsdb.h5``."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"Gaussian database not found: {self.path} (build it with `partdrag4d gsdb build`, or pass --gsdb PATH)")
+        self.file = h5py.File(self.path, "r")
+        self.attrs = dict(self.file.attrs)
+
+    def __contains__(self, state_id: str) -> bool:
+        return state_id in self.file["states"]
+
+    def states(self) -> list[str]:
+        return sorted(self.file["states"].keys())
+
+    def splatter(self, state_id: str) -> np.ndarray:
+        """[V, 14, S, S] float32."""
+        if state_id not in self.file["states"]:
+            raise KeyError(f"state {state_id!r} is not in the Gaussian database {self.path}")
+        return self.file["states"][state_id][...].astype(np.float32)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@dataclass
+class GsdbSummary:
+    states: int = 0
+    computed: int = 0
+    seconds: float = 0.0
+    parts: list[str] = field(default_factory=list)
+
+
+def _atomic_h5(path: Path):
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
+def build_gsdb(root: Path, teacher: Path, out: Path | None = None, batch_size: int = 4, part_size: int = 64,
+               device: str = "cpu", ply_dir: Path | None = None, progress: bool = True, split: str | None = None) -> GsdbSummary:
+    """Run the teacher LGM on every rendered state's input views; write ``gsdb.h5``."""
+    from tqdm import tqdm
+
+    from partrm.data import StateDataset
+    from partrm.models.lgm import LGM
+
+    root = Path(root)
+    out = Path(out) if out else root / GSDB_FILE
+    model = LGM.from_pretrained(teacher).to(device).eval()
+    cfg = model.config
+    data = StateDataset(root, split=split, input_size=cfg.input_size, target_size=0)
+    ids = [r["state_id"] for r in data.records]
+    parts_dir = out.with_name(out.name + ".parts")
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    for stale in parts_dir.glob(".*.tmp"):
+        stale.unlink()
+    summary = GsdbSummary(states=len(ids))
+    t0 = time.perf_counter()
+    chunks = [ids[i : i + part_size] for i in range(0, len(ids), part_size)]
+    bar = tqdm(total=len(ids), desc="gsdb", unit="state", disable=not progress, dynamic_ncols=True)
+    for k, chunk in enumerate(chunks):
+        part = parts_dir / f"part-{k:05d}.h5"
+        if part.is_file() and _part_has(part, chunk):
+            bar.update(len(chunk))
+            continue
+        tmp = _atomic_h5(part)
+        with h5py.File(tmp, "w") as f:
+            g = f.create_group("states")
+            index = {sid: i for i, sid in enumerate(ids)}
+            for start in range(0, len(chunk), batch_size):
+                items = [data[index[sid]] for sid in chunk[start : start + batch_size]]
+                rgb = torch.stack([it["input_rgb"] for it in items]).to(device)
+                K = torch.stack([it["input_K"] for it in items]).to(device)
+                c2w = torch.stack([it["input_c2w"] for it in items]).to(device)
+                with torch.inference_mode():
+                    splatter = _splatter_object_frame(model, rgb, K, c2w)
+                for it, s in zip(items, splatter):
+                    g.create_dataset(it["state_id"], data=s.cpu().numpy().astype(np.float16))
+                    if ply_dir is not None:
+                        from partrm.gaussians import gaussians_from_lgm, write_ply
+
+                        write_ply(Path(ply_dir) / f"{it['state_id']}.ply", gaussians_from_lgm(model.gaussians(s[None].float())[0]))
+                summary.computed += len(items)
+                bar.update(len(items))
+        os.replace(tmp, part)
+        summary.parts.append(part.name)
+    bar.close()
+    _assemble(out, sorted(parts_dir.glob("part-*.h5")), ids, teacher, cfg)
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _splatter_object_frame(model, rgb, K, c2w) -> torch.Tensor:
+    """The teacher's splatter images [B, V, 14, S, S] with xyz in the object frame.
+
+    With an LGM-frame teacher (official weights) the xyz/rotation/scale channels are
+    mapped back so every database entry lives in the dataset's object frame."""
+    from partrm.models.lgm import invert_similarity, transform_gaussians
+
+    frame = model.model_frame(c2w[:, 0].double()) if model.config.frame == "lgm" else None
+    x = model.prepare_inputs(rgb, (K, c2w), frame)
+    splatter = model(x)
+    if frame is None:
+        return splatter
+    b, v, c, s, _ = splatter.shape
+    g = transform_gaussians(model.gaussians(splatter), invert_similarity(frame))
+    return g.reshape(b, v, s, s, c).permute(0, 1, 4, 2, 3).contiguous()
+
+
+def _part_has(part: Path, chunk: list[str]) -> bool:
+    try:
+        with h5py.File(part, "r") as f:
+            return set(chunk) <= set(f["states"].keys())
+    except OSError:
+        return False
+
+
+def _assemble(out: Path, parts: list[Path], ids: list[str], teacher: Path, cfg) -> None:
+    tmp = _atomic_h5(out)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema"] = "partrm-gsdb"
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["partdrag4d_version"] = __version__
+            f.attrs["torch_version"] = str(torch.__version__)
+            f.attrs["teacher"] = str(Path(teacher).resolve())
+            f.attrs["lgm_config"] = cfg.to_json()
+            f.attrs["layout"] = "[V, 14, S, S]: xyz(3) opacity(1) scale(3) rotation wxyz(4) rgb(3), activated, object frame"
+            g = f.create_group("states")
+            wanted = set(ids)
+            for part in parts:
+                with h5py.File(part, "r") as p:
+                    for sid, ds in p["states"].items():
+                        if sid in wanted and sid not in g:
+                            g.create_dataset(sid, data=ds[...], compression="gzip", compression_opts=1)
+            f.attrs["num_states"] = len(g)
+            f.attrs["states_json"] = json.dumps(sorted(g.keys()))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,480 @@
+"""Training: LGM's own objective (the teacher) and PartRM's two stages (paper Sec. 4.4).
+
+- ``teacher``: LGM on static states: render the predicted Gaussians into the state's
+  views; MSE(rgb) + lambda_alpha MSE(alpha) [+ lambda_lpips LPIPS].
+- stage ``1`` (motion): L2 between PartRM's splatter image for the target state and the
+  Gaussian database's (Eq. 5), pixel by pixel.
+- stage ``2`` (appearance): MSE(rgb) + lambda_lpips LPIPS + lambda_alpha MSE(alpha) on
+  the target state's rendered views (Eq. 6; lambdas 1 by default).
+- ``1+2``: stage 1 for ``stage1_steps``, then stage 2 for ``stage2_steps``.
+
+AdamW, linear warm-up + cosine decay, gradient clipping, bf16 autocast on GPU, drag
+noise, through HF accelerate (one CPU to many GPUs with ``accelerate launch``).
+Checkpoints are written atomically (model safetensors + optimizer/scheduler/RNG state)
+and resume exactly: the data order is a seeded permutation per epoch and every item's
+randomness is seeded by (seed, epoch, index), so a resumed run repeats the
+uninterrupted run's loss curve. A non-finite loss stops with a clear message.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from partdrag4d import store
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "data"
+    out: str = "runs/partrm"
+    stage: str = "1+2"  # teacher | 1 | 2 | 1+2
+    model: str = "tiny"  # LGM preset: tiny | small | big
+    init: Optional[str] = None  # LGM weights (teacher or official) / PartRM checkpoint to start from
+    gsdb: Optional[str] = None  # Gaussian database for stage 1 (default: <data>/gsdb.h5)
+    drag_sizes: Optional[tuple[int, ...]] = None  # None: every down-block input
+    steps: int = 0  # total steps for a single stage (teacher / 1 / 2); 0 = use the stage's own count
+    stage1_steps: int = 200
+    stage2_steps: int = 100
+    teacher_steps: int = 300
+    batch_size: int = 4
+    lr: float = 4e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 20
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    mixed_precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | no | bf16 | fp16
+    num_drags: int = 10
+    drag_mode: str = "propagated"  # propagated | visible
+    drag_noise_px: float = 2.0
+    lambda_lpips: float = 1.0
+    lambda_alpha: float = 1.0
+    vgg_weights: Optional[str] = None
+    lpips_weights: Optional[str] = None
+    render_size: int = 0  # stage 2 / teacher render size; 0 = the model's input size
+    supervise: str = "novel"  # novel (8 views not used as input) | all
+    split: str = "train"
+    categories: Optional[tuple[str, ...]] = None
+    sequences: Optional[tuple[str, ...]] = None
+    workers: int = 0
+    log_every: int = 10
+    ckpt_every: int = 100
+    keep_checkpoints: int = 2
+    seed: int = 0
+    progress: bool = True
+
+    def total_steps(self) -> int:
+        if self.stage == "1+2":
+            return self.stage1_steps + self.stage2_steps
+        if self.steps:
+            return self.steps
+        return {"teacher": self.teacher_steps, "1": self.stage1_steps, "2": self.stage2_steps}[self.stage]
+
+    def stage_at(self, step: int) -> str:
+        if self.stage == "1+2":
+            return "1" if step < self.stage1_steps else "2"
+        return self.stage
+
+
+def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
+    """Defaults < config file (TOML or JSON) < explicit overrides (flags)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        text = Path(path).read_text()
+        values.update(tomllib.loads(text) if str(path).endswith(".toml") else json.loads(text))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
+    for key in ("drag_sizes", "categories", "sequences", "betas"):
+        if values.get(key) is not None:
+            values[key] = tuple(values[key])
+    cfg = TrainConfig(**values)
+    if cfg.stage not in ("teacher", "1", "2", "1+2"):
+        raise ValueError(f"--stage must be teacher, 1, 2 or 1+2, got {cfg.stage!r}")
+    return cfg
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------ data order
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Seeded permutation per epoch, sharded by rank, startable at any step (exact resume).
+
+    Yields ``epoch * len(dataset) + index`` so items can seed their randomness by epoch."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, start_step: int = 0, rank: int = 0, world: int = 1):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start_step, self.rank, self.world = start_step, rank, world
+        self.per_epoch = max(1, size // (batch_size * world))
+
+    def __iter__(self) -> Iterator[int]:
+        step = self.start_step
+        while True:
+            epoch, pos = divmod(step, self.per_epoch)
+            perm = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100003 + epoch)).tolist()
+            if len(perm) < self.batch_size * self.world:  # tiny datasets: repeat to fill a batch
+                perm = (perm * math.ceil(self.batch_size * self.world / len(perm)))[: self.batch_size * self.world]
+            start = (pos * self.world + self.rank) * self.batch_size
+            for i in perm[start : start + self.batch_size]:
+                yield epoch * self.size + i
+            step += 1
+
+    def __len__(self) -> int:  # pragma: no cover - infinite stream
+        return sys.maxsize
+
+
+class EpochSeeded(torch.utils.data.Dataset):
+    """Wraps a dataset whose items take their randomness from ``seed``: index ``e * n + i``
+    gives item ``i`` with seed (seed, e)."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        epoch, i = divmod(index, len(self.dataset))
+        if hasattr(self.dataset, "seed"):
+            self.dataset.seed = self.seed * 1_000_003 + epoch
+        return self.dataset[i]
+
+
+# ------------------------------------------------------------------ objectives
+
+
+def composite(rgb: torch.Tensor, alpha: torch.Tensor, background: float = 1.0) -> torch.Tensor:
+    return rgb * alpha + background * (1.0 - alpha)
+
+
+def render_views(gaussians: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, size: int, background: float = 1.0):
+    """Gaussians [B, N, 14] -> rgb [B, C, 3, H, W], alpha [B, C, 1, H, W] for cameras [B, C, ...]."""
+    from partrm.gaussians import gaussians_from_lgm, render_gaussians
+
+    g = gaussians_from_lgm(gaussians.float())
+    viewmats = torch.linalg.inv(c2w.float())
+    out = render_gaussians(g.means, g.quats, g.scales, g.opacities, g.colors, viewmats, K.float(), size, size, background=background)
+    return out.rgb.permute(0, 1, 4, 2, 3), out.alpha.permute(0, 1, 4, 2, 3)
+
+
+def _scaled_K(K: torch.Tensor, from_size: int, to_size: int) -> torch.Tensor:
+    if from_size == to_size:
+        return K
+    K = K.clone()
+    K[..., :2, :] *= to_size / from_size
+    return K
+
+
+def _select_views(batch: dict, supervise: str) -> torch.Tensor:
+    views = batch["supervised_views"][0] if supervise == "novel" else torch.arange(batch["target_rgb"].shape[1])
+    return views
+
+
+class Objective:
+    """Computes a stage's loss terms for a batch; holds the optional LPIPS module."""
+
+    def __init__(self, cfg: TrainConfig, lpips_model=None):
+        self.cfg = cfg
+        self.lpips = lpips_model
+
+    def photometric(self, gaussians: torch.Tensor, batch: dict, size: int) -> dict[str, torch.Tensor]:
+        views = _select_views(batch, self.cfg.supervise)
+        target_size = batch["target_rgb"].shape[-1]
+        K = _scaled_K(batch["target_K"][:, views], target_size, size)
+        rgb, alpha = render_views(gaussians, K, batch["target_c2w"][:, views], size)
+        gt_rgb, gt_alpha = batch["target_rgb"][:, views], batch["target_alpha"][:, views]
+        if target_size != size:
+            b, c = gt_rgb.shape[:2]
+            gt_rgb = F.interpolate(gt_rgb.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False, antialias=True).view(b, c, 3, size, size)
+            gt_alpha = F.interpolate(gt_alpha.flatten(0, 1), size=(size, size), mode="bilinear", align_corners=False, antialias=True).view(b, c, 1, size, size)
+        gt = composite(gt_rgb, gt_alpha)
+        terms = {"mse": F.mse_loss(rgb, gt), "alpha": F.mse_loss(alpha, gt_alpha)}
+        loss = terms["mse"] + self.cfg.lambda_alpha * terms["alpha"]
+        if self.lpips is not None and self.cfg.lambda_lpips > 0:
+            terms["lpips"] = self.lpips(rgb.flatten(0, 1), gt.flatten(0, 1)).mean()
+            loss = loss + self.cfg.lambda_lpips * terms["lpips"]
+        terms["loss"] = loss
+        return terms
+
+
+def _model_inputs(model, batch: dict) -> torch.Tensor:
+    lgm = model.lgm if hasattr(model, "lgm") else model
+    K, c2w = batch["input_K"], batch["input_c2w"]
+    frame = lgm.model_frame(c2w[:, 0].double()) if lgm.config.frame == "lgm" else None
+    return lgm.prepare_inputs(batch["input_rgb"], (K, c2w), frame), frame
+
+
+def _to_object_frame(lgm, splatter: torch.Tensor, frame) -> torch.Tensor:
+    if frame is None:
+        return splatter
+    from partrm.models.lgm import invert_similarity, transform_gaussians
+
+    b, v, c, s, _ = splatter.shape
+    g = transform_gaussians(lgm.gaussians(splatter), invert_similarity(frame).to(splatter.device))
+    return g.reshape(b, v, s, s, c).permute(0, 1, 4, 2, 3)
+
+
+def compute_loss(model, batch: dict, stage: str, objective: Objective, render_size: int) -> dict[str, torch.Tensor]:
+    unwrapped = getattr(model, "module", model)
+    lgm = unwrapped.lgm if hasattr(unwrapped, "lgm") else unwrapped
+    x, frame = _model_inputs(unwrapped, batch)
+    if stage == "teacher":
+        splatter = model(x)
+    else:
+        splatter = model(x, batch["drags"], batch["drag_valid"])
+    splatter = _to_object_frame(lgm, splatter, frame)
+    if stage == "1":
+        loss = F.mse_loss(splatter.float(), batch["gs_target"].float())
+        return {"loss": loss, "l2": loss.detach()}
+    return objective.photometric(lgm.gaussians(splatter), batch, render_size)
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if torch.cuda.is_available() and state.get("cuda"):
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, cfg: TrainConfig, keep: int) -> Path:
+    """``checkpoints/step_XXXXXXX/`` assembled under a temporary name and renamed."""
+    target = run / "checkpoints" / f"step_{step:07d}"
+    with store.StagingDir(target) as tmp:
+        model.save(tmp / "model.safetensors")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}, tmp / "optimizer.pt")
+        store.atomic_write_json(tmp / "state.json", {"step": step, "config": asdict(cfg), "time": time.time()})
+    checkpoints = sorted((run / "checkpoints").glob("step_*"))
+    for old in checkpoints[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def latest_checkpoint(run: Path) -> Optional[Path]:
+    found = [p for p in sorted((run / "checkpoints").glob("step_*")) if (p / "state.json").is_file()]
+    return found[-1] if found else None
+
+
+# ------------------------------------------------------------------ building blocks
+
+
+def build_model(cfg: TrainConfig):
+    """Teacher: an LGM. Stages: a PartRM from ``init`` (PartRM checkpoint or LGM weights)."""
+    from partrm.models.lgm import LGM, LGMConfig
+    from partrm.models.partrm import PartRM, PartRMConfig
+
+    if cfg.stage == "teacher":
+        if cfg.init:
+            return LGM.from_pretrained(cfg.init)
+        return LGM(LGMConfig.preset(cfg.model))
+    if cfg.init:
+        path = Path(cfg.init)
+        if not path.is_file():
+            raise FileNotFoundError(f"initial weights not found: {path} (pass --init PATH: a teacher/official LGM or a PartRM checkpoint)")
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if "partrm_config" in meta:
+            return PartRM.load(path)
+        lgm = LGM.from_pretrained(path)
+        return PartRM.from_lgm(lgm, PartRMConfig(lgm=lgm.config, drag_sizes=cfg.drag_sizes))
+    print("PartRM starts from a randomly initialised LGM (no --init given)", file=sys.stderr)
+    return PartRM(PartRMConfig(lgm=LGMConfig.preset(cfg.model), drag_sizes=cfg.drag_sizes))
+
+
+def build_dataset(cfg: TrainConfig, model, stage: str):
+    from partrm.data import PairConfig, PairDataset, StateDataset
+
+    lgm_cfg = model.lgm.config if hasattr(model, "lgm") else model.config
+    render = cfg.render_size or lgm_cfg.input_size
+    cats = list(cfg.categories) if cfg.categories else None
+    if stage == "teacher":
+        return StateDataset(Path(cfg.data), split=cfg.split, categories=cats, input_size=lgm_cfg.input_size, target_size=render)
+    gsdb = None
+    if stage == "1":
+        gsdb = Path(cfg.gsdb) if cfg.gsdb else Path(cfg.data) / "gsdb.h5"
+        if not gsdb.is_file():
+            raise FileNotFoundError(f"stage 1 needs a Gaussian database: {gsdb} not found (build it with `partdrag4d gsdb build`, or pass --gsdb PATH)")
+    pair_cfg = PairConfig(input_size=lgm_cfg.input_size, target_size=render, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode, drag_noise_px=cfg.drag_noise_px)
+    return PairDataset(Path(cfg.data), split=cfg.split, categories=cats, config=pair_cfg, gsdb=gsdb, seed=cfg.seed,
+                       sequences=list(cfg.sequences) if cfg.sequences else None)
+
+
+def lr_lambda(cfg: TrainConfig):
+    total = max(1, cfg.total_steps())
+
+    def f(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+@dataclass
+class TrainResult:
+    run: Path
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    model_path: Optional[Path] = None
+
+
+def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = None) -> TrainResult:
+    """Train per ``cfg``; ``stop_after`` ends the run early (after that many total steps) as an
+    interruption would, leaving its checkpoint behind."""
+    from accelerate import Accelerator
+    from tqdm import tqdm
+
+    from partrm.data import collate
+    from partrm.lpips import load_lpips
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    random.seed(cfg.seed)
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() else "no"
+    accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+    run = Path(cfg.out)
+    run.mkdir(parents=True, exist_ok=True)
+    store.atomic_write_json(run / "config.json", {**asdict(cfg), "resolved_mixed_precision": mp, "torch": torch.__version__})
+
+    model = build_model(cfg)
+    lpips_model = load_lpips(cfg.vgg_weights, cfg.lpips_weights) if cfg.stage != "1" else None
+    if lpips_model is None and cfg.stage != "1" and cfg.lambda_lpips > 0:
+        accelerator.print("LPIPS term off: no local VGG/LPIPS weights (pass --vgg-weights and --lpips-weights)")
+    objective = Objective(cfg, lpips_model.to(accelerator.device) if lpips_model is not None else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+
+    start = 0
+    ckpt = latest_checkpoint(run) if resume else None
+    if ckpt is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
+        state = torch.load(ckpt / "optimizer.pt", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start = store.read_json(ckpt / "state.json")["step"]
+        accelerator.print(f"resuming from {ckpt} (step {start})")
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    total = cfg.total_steps()
+    end = min(total, stop_after) if stop_after is not None else total
+    render_size = cfg.render_size or (accelerator.unwrap_model(model).lgm.config.input_size if cfg.stage != "teacher" else accelerator.unwrap_model(model).config.input_size)
+    loaders: dict[str, Any] = {}
+
+    def loader_for(stage: str, step: int):
+        dataset = EpochSeeded(build_dataset(cfg, accelerator.unwrap_model(model), stage), cfg.seed)
+        if len(dataset) == 0:
+            raise RuntimeError(f"no training items for stage {stage} in {cfg.data} (split {cfg.split!r}): render the dataset and build its drags first")
+        sampler = EpochSampler(len(dataset), cfg.batch_size, cfg.seed, step, accelerator.process_index, accelerator.num_processes)
+        return iter(torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
+                                                num_workers=cfg.workers, persistent_workers=cfg.workers > 0))
+
+    log_path = run / "log.csv"
+    if start == 0 and log_path.exists():
+        log_path.unlink()
+    _truncate_log(log_path, start)
+    log_file = open(log_path, "a", newline="")
+    writer = csv.writer(log_file)
+    if start == 0:
+        writer.writerow(["step", "stage", "loss", "terms", "lr", "seconds"])
+    result = TrainResult(run=run, steps=start)
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, end), desc=f"train {cfg.stage}", unit="step", disable=not (cfg.progress and accelerator.is_main_process), dynamic_ncols=True)
+    model.train()
+    for step in bar:
+        stage = cfg.stage_at(step)
+        if stage not in loaders:
+            first_of_stage = 0 if cfg.stage != "1+2" or stage == "1" else cfg.stage1_steps
+            loaders = {stage: loader_for(stage, step - first_of_stage)}
+        batch = _to_device(next(loaders[stage]), accelerator.device)
+        with accelerator.autocast():
+            terms = compute_loss(model, batch, stage, objective, render_size)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"non-finite loss at step {step} (stage {stage}): "
+                + ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                + f"; last checkpoint: {latest_checkpoint(run) or 'none'}. Lower --lr or check the data."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if cfg.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        value = float(loss.detach())
+        result.losses.append(value)
+        result.steps = step + 1
+        if accelerator.is_main_process:
+            writer.writerow([step + 1, stage, f"{value:.6g}", json.dumps({k: round(float(v.detach()), 6) for k, v in terms.items() if k != "loss"}), f"{scheduler.get_last_lr()[0]:.4g}", f"{time.perf_counter() - t0:.2f}"])
+            if (step + 1) % cfg.log_every == 0:
+                log_file.flush()
+                bar.set_postfix(loss=f"{value:.4f}", stage=stage)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
+                save_checkpoint(run, step + 1, accelerator.unwrap_model(model), optimizer, scheduler, cfg, cfg.keep_checkpoints)
+    log_file.close()
+    result.seconds = time.perf_counter() - t0
+    if accelerator.is_main_process and result.steps == total:
+        result.model_path = run / "model.safetensors"
+        accelerator.unwrap_model(model).save(result.model_path)
+    return result
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """On resume, drop log rows written after the checkpoint we restart from."""
+    if step == 0 or not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    store.atomic_write_text(path, "".join(",".join(_csv_escape(c) for c in r) + "\n" for r in kept))
+
+
+def _csv_escape(cell: str) -> str:
+    return '"' + cell.replace('"', '""') + '"' if ("," in cell or '"' in cell) else cell
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def read_log(run: Path) -> list[dict]:
+    with open(Path(run) / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
