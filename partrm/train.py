@@ -67,10 +67,11 @@ class TrainConfig:
     vgg_weights: Optional[str] = None
     lpips_weights: Optional[str] = None
     render_size: int = 0  # stage 2 / teacher render size; 0 = the model's input size
-    supervise: str = "novel"  # novel (8 views not used as input) | all
-    split: str = "train"
+    supervise: str = "novel"  # novel (8 views not used as input) | all | a comma list of view indices
+    split: str = "train"  # train | test | all
     categories: Optional[tuple[str, ...]] = None
-    sequences: Optional[tuple[str, ...]] = None
+    sequences: Optional[tuple[str, ...]] = None  # restrict pair training to these sequences
+    states: Optional[tuple[str, ...]] = None  # restrict teacher training to these states
     workers: int = 0
     log_every: int = 10
     ckpt_every: int = 100
@@ -102,7 +103,7 @@ def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
-    for key in ("drag_sizes", "categories", "sequences", "betas"):
+    for key in ("drag_sizes", "categories", "sequences", "states", "betas"):
         if values.get(key) is not None:
             values[key] = tuple(values[key])
     cfg = TrainConfig(**values)
@@ -187,8 +188,12 @@ def _scaled_K(K: torch.Tensor, from_size: int, to_size: int) -> torch.Tensor:
 
 
 def _select_views(batch: dict, supervise: str) -> torch.Tensor:
-    views = batch["supervised_views"][0] if supervise == "novel" else torch.arange(batch["target_rgb"].shape[1])
-    return views
+    """Views rendered for the photometric loss: the 8 not used as input, all 12, or a list."""
+    if supervise == "novel":
+        return batch["supervised_views"][0]
+    if supervise == "all":
+        return torch.arange(batch["target_rgb"].shape[1])
+    return torch.tensor([int(v) for v in supervise.split(",")])
 
 
 class Objective:
@@ -318,15 +323,17 @@ def build_dataset(cfg: TrainConfig, model, stage: str):
     lgm_cfg = model.lgm.config if hasattr(model, "lgm") else model.config
     render = cfg.render_size or lgm_cfg.input_size
     cats = list(cfg.categories) if cfg.categories else None
+    split = None if cfg.split == "all" else cfg.split
     if stage == "teacher":
-        return StateDataset(Path(cfg.data), split=cfg.split, categories=cats, input_size=lgm_cfg.input_size, target_size=render)
+        return StateDataset(Path(cfg.data), split=split, categories=cats, input_size=lgm_cfg.input_size, target_size=render,
+                            states=list(cfg.states) if cfg.states else None)
     gsdb = None
     if stage == "1":
         gsdb = Path(cfg.gsdb) if cfg.gsdb else Path(cfg.data) / "gsdb.h5"
         if not gsdb.is_file():
             raise FileNotFoundError(f"stage 1 needs a Gaussian database: {gsdb} not found (build it with `partdrag4d gsdb build`, or pass --gsdb PATH)")
     pair_cfg = PairConfig(input_size=lgm_cfg.input_size, target_size=render, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode, drag_noise_px=cfg.drag_noise_px)
-    return PairDataset(Path(cfg.data), split=cfg.split, categories=cats, config=pair_cfg, gsdb=gsdb, seed=cfg.seed,
+    return PairDataset(Path(cfg.data), split=split, categories=cats, config=pair_cfg, gsdb=gsdb, seed=cfg.seed,
                        sequences=list(cfg.sequences) if cfg.sequences else None)
 
 
@@ -430,7 +437,7 @@ def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = Non
         if not torch.isfinite(loss):
             raise TrainingDiverged(
                 f"non-finite loss at step {step} (stage {stage}): "
-                + ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
                 + f"; last checkpoint: {latest_checkpoint(run) or 'none'}. Lower --lr or check the data."
             )
         optimizer.zero_grad(set_to_none=True)

@@ -5,9 +5,8 @@ Geometry must agree with the renders; drags must start on visible moving-part pi
 be pure translations for a drawer, and reject points hidden behind another part or on
 the far side of the moving part.
 
-The object is built here: a cabinet whose drawer slides out under an awning (a fixed
-plate of the body sticking out above it, hiding part of the drawer from the elevated
-cameras), plus a procedural laptop (a revolute lid).
+The dataset is conftest's ``rendered_dataset``: a cabinet whose drawer slides out under
+an awning (hiding part of the drawer from the elevated cameras) and a procedural laptop.
 """
 
 from __future__ import annotations
@@ -23,43 +22,17 @@ from PIL import Image
 
 from partdrag4d import cameras, store
 from partdrag4d.articulate import articulate_folder
-from partdrag4d.assets.synth import generate
-from partdrag4d.assets.synth.builder import ObjectBuilder
-from partdrag4d.assets.synth.primitives import Look, box, shell
 from partdrag4d.dragfile import build_drag_file
 from partdrag4d.drags import DEPTH_TOLERANCE
-from partdrag4d.pipeline import render_dataset
 from partdrag4d.verify import part_boundary, verify
 
 pytestmark = pytest.mark.blender
 SIZE = 128
 
 
-def build_drawer_under_awning(out: Path) -> Path:
-    b = ObjectBuilder("storage-furniture", "StorageFurniture", np.random.default_rng(0))
-    W, H, D, t = 0.6, 0.5, 0.5, 0.02
-    x0, x1, y0, y1, z0, z1 = -W / 2, W / 2, -H / 2, H / 2, -D / 2, D / 2
-    wood = Look((0.7, 0.55, 0.4), "wood", 0.1, 20)
-    b.add(b.body, "frame", shell((x0, y0, z0), (x1, y1, z1), t, "front"), wood)
-    b.add(b.body, "awning", box((x0, y1, z1 - 0.05), (x1, y1 + 0.02, z1 + 0.3)), Look((0.2, 0.3, 0.6), None, 0.2, 40))
-    drawer = b.add_link("drawer", "prismatic", (0, 0, 0), (0, 0, 1), 0.0, 0.3)
-    b.add(drawer, "drawer_front", box((x0 + t, y0 + t, z1 - 0.03), (x1 - t, y1 - t, z1)), Look((0.8, 0.2, 0.2), None, 0.2, 40))
-    b.add(drawer, "drawer_box", shell((x0 + 0.03, y0 + 0.03, z0 + 0.05), (x1 - 0.03, y1 - 0.05, z1 - 0.03), 0.01, "top"), Look((0.9, 0.85, 0.7), None, 0.1, 20))
-    return b.write(out / "awning-drawer", "awning-drawer", 0)
-
-
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    src = tmp_path_factory.mktemp("src")
-    build_drawer_under_awning(src)
-    generate("laptop", 0, 0, src)
-    root = tmp_path_factory.mktemp("data")
-    summary = articulate_folder(src, root, num_points=8192, progress=False)
-    assert summary.objects_ok == 2
-    rendered = render_dataset(root, quality="draft", resolution=SIZE, progress=False)
-    assert rendered["failed"] == 0 and rendered["rendered"] == 12
-    build_drag_file(root, seed=0, progress=False)
-    return root
+def dataset(rendered_dataset) -> Path:
+    return rendered_dataset
 
 
 def _records(root: Path) -> list[dict]:
