@@ -77,16 +77,37 @@ def visible_mask(points: np.ndarray, camera: Camera, depth: np.ndarray, part_id:
 
 def farthest_point_sample(xy: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Indices of ``k`` points of ``xy`` [M, 2] spread out greedily (all of them if M <= k)."""
-    m = len(xy)
-    if m <= k:
-        return np.arange(m)
-    chosen = np.empty(k, dtype=np.int64)
-    chosen[0] = rng.integers(m)
-    dist = np.sum((xy - xy[chosen[0]]) ** 2, axis=1)
-    for i in range(1, k):
-        chosen[i] = int(np.argmax(dist))
-        dist = np.minimum(dist, np.sum((xy - xy[chosen[i]]) ** 2, axis=1))
-    return chosen
+    return farthest_point_sample_batched([xy], k, rng)[0]
+
+
+def farthest_point_sample_batched(sets: list[np.ndarray], k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Farthest-point sampling of several 2D point sets at once (one per view): the same
+    greedy choice as one set at a time, with the sets padded into one array so the k
+    iterations run once for all of them. A random first point per set (from ``rng``)."""
+    out: list[np.ndarray] = [np.arange(len(s)) for s in sets]
+    todo = [i for i, s in enumerate(sets) if len(s) > k]
+    if not todo:
+        return out
+    m = max(len(sets[i]) for i in todo)
+    x = np.zeros((len(todo), m))
+    y = np.zeros((len(todo), m))
+    dist = np.full((len(todo), m), -np.inf)
+    rows = np.arange(len(todo))
+    for r, i in enumerate(todo):
+        n = len(sets[i])
+        x[r, :n], y[r, :n] = sets[i][:, 0], sets[i][:, 1]
+        dist[r, :n] = np.inf
+    chosen = np.empty((len(todo), k), dtype=np.int64)
+    chosen[:, 0] = [rng.integers(len(sets[i])) for i in todo]
+    for step in range(k):
+        if step:
+            chosen[:, step] = np.argmax(dist, axis=1)
+        cx, cy = x[rows, chosen[:, step]], y[rows, chosen[:, step]]
+        dx, dy = x - cx[:, None], y - cy[:, None]
+        np.minimum(dist, dx * dx + dy * dy, out=dist)
+    for r, i in enumerate(todo):
+        out[i] = chosen[r]
+    return out
 
 
 def pair_seed(seed: int, sequence_id: str, source: int, target: int) -> np.random.Generator:
@@ -112,16 +133,20 @@ def sample_pair(source_points: np.ndarray, target_points: np.ndarray, moving: np
     )
     if len(candidates) == 0:
         return out
+    visible, uvs = [], []
     for v, cam in enumerate(cameras):
         ok, uv = visible_mask(src, cam, render.depth[v], render.part_id[v], moving_ids, tolerance)
-        vis = np.flatnonzero(ok)
-        if len(vis) == 0:
-            continue
-        keep = vis[farthest_point_sample(uv[vis], max_drags, rng)]
+        visible.append(np.flatnonzero(ok))
+        uvs.append(uv)
+    picks = farthest_point_sample_batched([uvs[v][visible[v]] for v in range(num_views)], max_drags, rng)
+    for v, cam in enumerate(cameras):
+        keep = visible[v][picks[v]]
         n = len(keep)
+        if n == 0:
+            continue
         end_uv, _ = cam.project(dst[keep])
         out.count[v] = n
-        out.start_2d[v, :n] = uv[keep]
+        out.start_2d[v, :n] = uvs[v][keep]
         out.end_2d[v, :n] = end_uv
         out.start_3d[v, :n] = src[keep]
         out.end_3d[v, :n] = dst[keep]

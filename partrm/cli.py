@@ -126,5 +126,43 @@ def evaluate(
         typer.echo(result.markdown)
 
 
+@app.command()
+def infer(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="PartRM checkpoint."),
+    drag: Optional[list[str]] = typer.Option(None, "--drag", help="x0,y0:x1,y1 in input-image pixels (repeatable)."),
+    drags_json: Optional[Path] = typer.Option(None, "--drags", exists=True, help="JSON list of [x0, y0, x1, y1]."),
+    state: Optional[str] = typer.Option(None, "--state", help="Use this dataset state's rendered views as input (with --data)."),
+    data: Path = typer.Option(Path("data"), "--data"),
+    image: Optional[Path] = typer.Option(None, "--image", exists=True, help="A single RGBA/RGB image (needs --zero123-weights)."),
+    zero123_weights: Optional[Path] = typer.Option(None, "--zero123-weights", help="Local Zero123++ diffusers folder."),
+    region: str = typer.Option("mask", "--region", help="Propagation region: mask (dataset) | sam | color."),
+    sam_checkpoint: Optional[Path] = typer.Option(None, "--sam-checkpoint"),
+    rule: str = typer.Option("translation", "--rule", help="translation (paper Eq. 2) | rotation (appendix Eq. 8)."),
+    num_drags: int = typer.Option(10, "--num-drags", min=1),
+    out: Path = typer.Option(Path("runs/infer"), "--out"),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Predict the moved state from one view + drags: PLY, turntable strip/GIF, drags image."""
+    from partrm import infer as inf
+    from partrm.models.partrm import PartRM
+
+    try:
+        drags_px = inf.parse_drags(drag, drags_json)
+        model = PartRM.load(checkpoint).eval()
+        size = model.config.lgm.input_size
+        if state is not None:
+            views = inf.dataset_views(data, state, size)
+        elif image is not None:
+            views = inf.zero123pp_views(image, zero123_weights, size)
+        else:
+            raise inf.InputError("give --state (with --data) or --image")
+        gaussians, used = inf.predict(model, views, drags_px, num_drags, region, sam_checkpoint, rule, seed)
+    except (inf.InputError, FileNotFoundError, ImportError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    for path in inf.write_outputs(out, gaussians, views, used):
+        typer.echo(str(path))
+
+
 def main() -> None:  # pragma: no cover
     app()

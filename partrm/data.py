@@ -5,7 +5,8 @@ A pair is (source state i, target state j) of one sequence. An item holds
 - the source state's 4 input views (default ring views 0/3/6/9, i.e. azimuths
   0/90/180/270, which is also LGM's input order) at ``input_size``, composited on
   white like LGM's inputs, with their cameras (K scaled to the size, OpenCV c2w);
-- ``num_drags`` drags per input view, as (x0, y0, x1, y1) in normalised image
+- ``num_drags`` drags in the first input view (the user's image; ``drag_views="all"``:
+  in every input view), as (x0, y0, x1, y1) in normalised image
   coordinates (pixel coordinate / image size, so 0..1 across the image, x right,
   y down) with a validity mask. ``drag_mode="propagated"`` (the paper's Eq. 2): one
   visible drag of the view is the user's drag (index 0) and the others start at
@@ -45,6 +46,7 @@ class PairConfig:
     num_drags: int = 10
     drag_mode: str = "propagated"  # propagated | visible
     drag_noise_px: float = 0.0
+    drag_views: str = "first"  # first: drags only in the first input view (the user's image) | all
     background: float = 1.0  # LGM composites its inputs on white
 
     @property
@@ -149,7 +151,7 @@ class PairDataset(torch.utils.data.Dataset):
         res = float(g["masks"].shape[-1])  # drags are stored in pixels of the rendered size
         for a, v in enumerate(cfg.input_views):
             c = int(count[v])
-            if c == 0:
+            if c == 0 or (cfg.drag_views == "first" and a > 0):
                 continue
             start = g["start_2d"][ref.pair_index, v, :c]
             end = g["end_2d"][ref.pair_index, v, :c]

@@ -109,7 +109,8 @@ def evaluate(cfg: EvalConfig, model=None, teacher_db=None, progress: bool = True
     root = Path(cfg.data)
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
     input_size = model.lgm.config.input_size if model is not None else 256
-    pair_cfg = PairConfig(input_size=input_size, target_size=cfg.eval_size, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode)
+    drag_views = model.config.drag_views if model is not None else "first"
+    pair_cfg = PairConfig(input_size=input_size, target_size=cfg.eval_size, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode, drag_views=drag_views)
     dataset = PairDataset(root, split=cfg.split, categories=list(cfg.categories) if cfg.categories else None, config=pair_cfg, seed=cfg.seed)
     indices = choose_pairs(dataset, cfg.seed, cfg.max_sequences)
     lpips_model = load_lpips(cfg.vgg_weights, cfg.lpips_weights)

@@ -62,6 +62,7 @@ class TrainConfig:
     num_drags: int = 10
     drag_mode: str = "propagated"  # propagated | visible
     drag_noise_px: float = 2.0
+    drag_views: str = "first"  # first (the user's image, as at inference) | all input views
     lambda_lpips: float = 1.0
     lambda_alpha: float = 1.0
     vgg_weights: Optional[str] = None
@@ -312,9 +313,9 @@ def build_model(cfg: TrainConfig):
         if "partrm_config" in meta:
             return PartRM.load(path)
         lgm = LGM.from_pretrained(path)
-        return PartRM.from_lgm(lgm, PartRMConfig(lgm=lgm.config, drag_sizes=cfg.drag_sizes))
+        return PartRM.from_lgm(lgm, PartRMConfig(lgm=lgm.config, drag_sizes=cfg.drag_sizes, drag_views=cfg.drag_views))
     print("PartRM starts from a randomly initialised LGM (no --init given)", file=sys.stderr)
-    return PartRM(PartRMConfig(lgm=LGMConfig.preset(cfg.model), drag_sizes=cfg.drag_sizes))
+    return PartRM(PartRMConfig(lgm=LGMConfig.preset(cfg.model), drag_sizes=cfg.drag_sizes, drag_views=cfg.drag_views))
 
 
 def build_dataset(cfg: TrainConfig, model, stage: str):
@@ -332,7 +333,8 @@ def build_dataset(cfg: TrainConfig, model, stage: str):
         gsdb = Path(cfg.gsdb) if cfg.gsdb else Path(cfg.data) / "gsdb.h5"
         if not gsdb.is_file():
             raise FileNotFoundError(f"stage 1 needs a Gaussian database: {gsdb} not found (build it with `partdrag4d gsdb build`, or pass --gsdb PATH)")
-    pair_cfg = PairConfig(input_size=lgm_cfg.input_size, target_size=render, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode, drag_noise_px=cfg.drag_noise_px)
+    pair_cfg = PairConfig(input_size=lgm_cfg.input_size, target_size=render, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode,
+                          drag_noise_px=cfg.drag_noise_px, drag_views=model.config.drag_views)
     return PairDataset(Path(cfg.data), split=split, categories=cats, config=pair_cfg, gsdb=gsdb, seed=cfg.seed,
                        sequences=list(cfg.sequences) if cfg.sequences else None)
 

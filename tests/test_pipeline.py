@@ -223,6 +223,9 @@ def test_training_pairs(dataset):
     assert item["input_K"][0, 0, 2] == pytest.approx(32.0)
     valid = item["drag_valid"][0]
     assert valid.all()
+    assert not item["drag_valid"][1:].any(), "by default only the user's (first) view carries drags"
+    every = PairDataset(dataset, config=PairConfig(input_size=64, target_size=32, drag_views="all"))
+    assert any(every[k]["drag_valid"][1:].any() for k in range(len(every)))
     d = item["drags"][0].numpy()
     # propagated drags: same displacement as the user's drag, starts inside the part mask
     np.testing.assert_allclose(d[:, 2:] - d[:, :2], np.tile(d[0, 2:] - d[0, :2], (10, 1)), atol=1e-6)

@@ -29,6 +29,7 @@ class PartRMConfig:
     fourier_frequencies: int = 8
     mlp_hidden: int = 128
     merge_kernel: int = 1
+    drag_views: str = "first"  # which input views carry drags in training and inference: first | all
 
     def levels(self) -> tuple[int, ...]:
         sizes = self.lgm.hook_sizes

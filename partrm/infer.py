@@ -1,0 +1,178 @@
+"""Inference: one image (or a dataset state) + drags -> the Gaussians of the moved state.
+
+Multi-view inputs come from a pluggable source:
+- ``dataset``: the state's own rendered input views (ring views 0/3/6/9) and cameras;
+- ``zero123pp``: Zero123++ (diffusers) generating the other views from one image, with
+  weights from a local folder (``--zero123-weights``); never downloaded.
+The user's drags live in the input image (the first input view, pixel coordinates,
+x right, y down). They are propagated over the moving part's region (``--region``:
+the dataset's mask, SAM with a local checkpoint, or the weight-free colour region).
+
+Outputs: ``prediction.ply`` (3DGS, object frame), ``turntable.png`` and ``.gif``
+(renders around the camera ring) and ``drags.png`` (the input with the drags drawn,
+beside the prediction rendered from the input view).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from partdrag4d import cameras, store
+from partrm.propagation import propagate, region_provider
+
+
+class InputError(ValueError):
+    pass
+
+
+def parse_drags(texts: list[str] | None, json_path: Optional[Path] = None) -> np.ndarray:
+    """``x0,y0:x1,y1`` strings and/or a JSON list of [x0, y0, x1, y1] -> [K, 4] pixels."""
+    drags = []
+    for t in texts or []:
+        try:
+            a, b = t.split(":")
+            drags.append([*map(float, a.split(",")), *map(float, b.split(","))])
+        except ValueError:
+            raise InputError(f"bad drag {t!r}: expected x0,y0:x1,y1 in input-image pixels") from None
+    if json_path is not None:
+        data = json.loads(Path(json_path).read_text())
+        for d in data:
+            d = d if isinstance(d, (list, tuple)) else [*d["start"], *d["end"]]
+            drags.append([float(x) for x in d])
+    if not drags:
+        raise InputError("no drags given: use --drag x0,y0:x1,y1 (repeatable) or --drags FILE.json")
+    arr = np.asarray(drags, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise InputError("each drag needs 4 numbers: x0, y0, x1, y1")
+    return arr
+
+
+@dataclass
+class MultiView:
+    rgb: torch.Tensor  # [V, 3, S, S] in [0, 1], on white
+    K: torch.Tensor  # [V, 3, 3] for S
+    c2w: torch.Tensor  # [V, 4, 4] OpenCV, object frame
+    first_rgba: np.ndarray  # the user's image [H, W, 4] uint8
+    mask: Optional[np.ndarray] = None  # dataset part mask of the first view [H, W]
+
+
+def dataset_views(root: Path, state_id: str, size: int, input_views=(0, 3, 6, 9)) -> MultiView:
+    from partrm.data import load_view
+
+    folder = Path(root) / "states" / state_id / "render"
+    if not (folder / "cameras.json").is_file():
+        raise InputError(f"state {state_id!r} has no render in {root}")
+    views = [load_view(folder / store.view_png_name(v), size, 1.0) for v in input_views]
+    cams = [cameras.Camera.from_dict(c) for c in store.read_json(Path(root) / "cameras.json")["cameras"]]
+    cams = [cams[v].resized(size, size) for v in input_views]
+    record = store.read_json(Path(root) / "states" / state_id / "state.json")
+    _, part_id, _ = store.read_render(folder)
+    mask = np.isin(part_id[input_views[0]], record["moving_part_ids"])
+    return MultiView(
+        torch.from_numpy(np.stack([v[0] for v in views])),
+        torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32),
+        torch.tensor(np.stack([c.c2w for c in cams]), dtype=torch.float32),
+        store.read_rgba(folder, input_views[0]),
+        mask,
+    )
+
+
+def zero123pp_views(image: Path, weights: Optional[Path], size: int) -> MultiView:  # pragma: no cover - needs weights
+    """Zero123++ multi-view generation from a local diffusers folder (its 6 outputs at
+    azimuths 30..330 / elevations 20,-10 alternating; we keep the 3 nearest to 90/180/270)."""
+    if weights is None or not Path(weights).is_dir():
+        raise FileNotFoundError("a single image needs multi-view inputs: pass --zero123-weights DIR (a local Zero123++ diffusers "
+                                "folder, needs the 'diffusers' extra) or use --state with --data")
+    try:
+        from diffusers import DiffusionPipeline
+    except ImportError as exc:
+        raise ImportError("Zero123++ needs the diffusers extra: pip install -e '.[diffusers]'") from exc
+    pipe = DiffusionPipeline.from_pretrained(str(weights), custom_pipeline=str(weights), torch_dtype=torch.float32, local_files_only=True)
+    rgba = Image.open(image).convert("RGBA")
+    grid = pipe(rgba.convert("RGB"), num_inference_steps=50).images[0]
+    w, h = grid.size[0] // 2, grid.size[1] // 3
+    tiles = [grid.crop(((k % 2) * w, (k // 2) * h, (k % 2 + 1) * w, (k // 2 + 1) * h)) for k in range(6)]
+    azimuths = [30, 90, 150, 210, 270, 330]
+    elevations = [20, -10, 20, -10, 20, -10]
+    picks = [azimuths.index(a) for a in (90, 210, 270)]
+    from partrm.data import load_view  # noqa: F401 - same resizing conventions
+
+    imgs = [np.asarray(rgba.convert("RGB").resize((size, size)), np.float32) / 255.0] + [np.asarray(tiles[p].resize((size, size)), np.float32) / 255.0 for p in picks]
+    K = cameras.intrinsics(size, size, 30.0)
+    c2ws = [cameras.look_at(_orbit(0.0, 0.0))] + [cameras.look_at(_orbit(azimuths[p], elevations[p])) for p in picks]
+    return MultiView(torch.tensor(np.stack(imgs)).permute(0, 3, 1, 2), torch.tensor(np.stack([K] * 4), dtype=torch.float32),
+                     torch.tensor(np.stack(c2ws), dtype=torch.float32), np.asarray(rgba))
+
+
+def _orbit(azimuth: float, elevation: float, radius: float = cameras.CAMERA_DISTANCE) -> np.ndarray:
+    a, e = np.radians(azimuth), np.radians(elevation)
+    return np.array([-radius * np.cos(e) * np.cos(a), -radius * np.cos(e) * np.sin(a), radius * np.sin(e)])
+
+
+def predict(model, views: MultiView, drags_px: np.ndarray, num_drags: int = 10, region: str = "mask",
+            sam_checkpoint: Optional[Path] = None, rule: str = "translation", seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Propagate the user's drags and run PartRM. Returns (Gaussians [N, 14], drags used [M, 4] px)."""
+    h, w = views.first_rgba.shape[:2]
+    provider = region_provider(region, views.mask, sam_checkpoint)
+    rng = np.random.default_rng(seed)
+    per_drag = max(1, num_drags // len(drags_px))
+    used = []
+    for d in drags_px:
+        region_mask = provider(views.first_rgba, d[:2])
+        used.append(propagate(d[:2], d[2:], region_mask, per_drag, rng, rule))
+    used = np.concatenate(used)[:num_drags]
+    v = views.rgb.shape[0]
+    drags = torch.zeros(1, v, num_drags, 4)
+    valid = torch.zeros(1, v, num_drags, dtype=torch.bool)
+    drags[0, 0, : len(used)] = torch.tensor(used / np.array([w, h, w, h]), dtype=torch.float32)
+    valid[0, 0, : len(used)] = True
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        g = model.reconstruct(views.rgb[None].to(device), (views.K[None].to(device), views.c2w[None].to(device)), drags.to(device), valid.to(device))
+    return g[0].float().cpu(), used
+
+
+def write_outputs(out: Path, gaussians: torch.Tensor, views: MultiView, drags_px: np.ndarray, size: int = 256, frames: int = 12) -> list[Path]:
+    from partrm.gaussians import gaussians_from_lgm, write_ply
+    from partrm.train import render_views
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    g = gaussians_from_lgm(gaussians)
+    write_ply(out / "prediction.ply", g.means, g.quats, g.scales, g.opacities, g.colors)
+    ring = cameras.ring_cameras(size, frames)
+    K = torch.tensor(np.stack([c.K for c in ring]), dtype=torch.float32)[None]
+    c2w = torch.tensor(np.stack([c.c2w for c in ring]), dtype=torch.float32)[None]
+    with torch.inference_mode():
+        rgb, _ = render_views(gaussians[None], K, c2w, size)
+    tiles = [Image.fromarray((rgb[0, k].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)) for k in range(frames)]
+    strip = Image.new("RGB", (size * frames, size), (255, 255, 255))
+    for k, t in enumerate(tiles):
+        strip.paste(t, (k * size, 0))
+    strip.save(out / "turntable.png")
+    tiles[0].save(out / "turntable.gif", save_all=True, append_images=tiles[1:], duration=150, loop=0)
+    # the input with its drags beside the prediction seen from the input view
+    first = Image.fromarray(views.first_rgba).convert("RGBA")
+    canvas = Image.new("RGB", first.size, (255, 255, 255))
+    canvas.paste(first, mask=first.getchannel("A"))
+    draw = ImageDraw.Draw(canvas)
+    for x0, y0, x1, y1 in drags_px:
+        draw.line([(x0, y0), (x1, y1)], fill=(255, 60, 0), width=2)
+        draw.ellipse([x0 - 3, y0 - 3, x0 + 3, y0 + 3], fill=(0, 200, 0))
+    Kin = views.K[:1][None].clone()
+    Kin[..., :2, :] *= size / views.rgb.shape[-1]
+    with torch.inference_mode():
+        pred, _ = render_views(gaussians[None], Kin, views.c2w[:1][None], size)
+    pred_img = Image.fromarray((pred[0, 0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8))
+    side = Image.new("RGB", (2 * size, size), (255, 255, 255))
+    side.paste(canvas.resize((size, size), Image.LANCZOS), (0, 0))
+    side.paste(pred_img, (size, 0))
+    side.save(out / "drags.png")
+    return [out / "prediction.ply", out / "turntable.png", out / "turntable.gif", out / "drags.png"]
