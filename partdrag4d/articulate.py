@@ -373,10 +373,6 @@ def merge_manifest(root: Path, records: list[dict], replaced_objects: set[str]) 
     return merged
 
 
-def python_info() -> str:
-    return f"{sys.version.split()[0]} on {platform.machine()}"
-
-
 @dataclass
 class ArticulateSummary:
     objects_ok: int = 0

@@ -6,9 +6,7 @@ Written under a temporary name and renamed, so a reader never sees a half-writte
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,25 +69,15 @@ def build_drag_file(root: Path, out: Path | None = None, category: str | None = 
     index, count = shard
     seqs = [s for k, s in enumerate(seqs) if k % count == index]
     summary = DragSummary()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            _write_header(f, root, seed, max_drags, every_pair)
-            group = f.create_group("sequences")
-            for seq in tqdm(seqs, desc="drags", unit="seq", disable=not progress, dynamic_ncols=True):
-                missing = [r["state_id"] for r in seq.records if not _rendered(root, r)]
-                if missing:
-                    summary.skipped.append(f"{seq.sequence_id}: not rendered ({', '.join(missing)})")
-                    continue
-                _write_sequence(group, root, seq, seed, max_drags, every_pair, summary)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with store.atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        _write_header(f, root, seed, max_drags, every_pair)
+        group = f.create_group("sequences")
+        for seq in tqdm(seqs, desc="drags", unit="seq", disable=not progress, dynamic_ncols=True):
+            missing = [r["state_id"] for r in seq.records if not _rendered(root, r)]
+            if missing:
+                summary.skipped.append(f"{seq.sequence_id}: not rendered ({', '.join(missing)})")
+                continue
+            _write_sequence(group, root, seq, seed, max_drags, every_pair, summary)
     for line in summary.skipped:
         print(f"skipped {line}", file=sys.stderr)
     return summary
@@ -150,7 +138,3 @@ def _write_sequence(group: h5py.Group, root: Path, seq: Sequence, seed: int, max
     summary.sequences += 1
     summary.pairs += len(pairs)
     summary.drags += int(sum(r.count.sum() for r in results))
-
-
-def read_cameras_attr(f: h5py.File) -> None:  # pragma: no cover - kept for symmetry in docs
-    return None

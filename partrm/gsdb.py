@@ -13,9 +13,7 @@ final file is assembled under a temporary name and renamed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ import h5py
 import numpy as np
 import torch
 
-from partdrag4d import __version__
+from partdrag4d import __version__, store
 
 GSDB_FILE = "gsdb.h5"
 SCHEMA_VERSION = 1
@@ -64,12 +62,6 @@ class GsdbSummary:
     parts: list[str] = field(default_factory=list)
 
 
-def _atomic_h5(path: Path):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return tmp
-
-
 def build_gsdb(root: Path, teacher: Path, out: Path | None = None, batch_size: int = 4, part_size: int = 64,
                device: str = "cpu", ply_dir: Path | None = None, progress: bool = True, split: str | None = None) -> GsdbSummary:
     """Run the teacher LGM on every rendered state's input views; write ``gsdb.h5``."""
@@ -97,8 +89,7 @@ def build_gsdb(root: Path, teacher: Path, out: Path | None = None, batch_size: i
         if part.is_file() and _part_has(part, chunk):
             bar.update(len(chunk))
             continue
-        tmp = _atomic_h5(part)
-        with h5py.File(tmp, "w") as f:
+        with store.atomic_path(part) as tmp, h5py.File(tmp, "w") as f:
             g = f.create_group("states")
             index = {sid: i for i, sid in enumerate(ids)}
             for start in range(0, len(chunk), batch_size):
@@ -113,10 +104,10 @@ def build_gsdb(root: Path, teacher: Path, out: Path | None = None, batch_size: i
                     if ply_dir is not None:
                         from partrm.gaussians import gaussians_from_lgm, write_ply
 
-                        write_ply(Path(ply_dir) / f"{it['state_id']}.ply", gaussians_from_lgm(model.gaussians(s[None].float())[0]))
+                        gs = gaussians_from_lgm(model.gaussians(s[None].float())[0])
+                        write_ply(Path(ply_dir) / f"{it['state_id']}.ply", gs.means, gs.quats, gs.scales, gs.opacities, gs.colors)
                 summary.computed += len(items)
                 bar.update(len(items))
-        os.replace(tmp, part)
         summary.parts.append(part.name)
     bar.close()
     _assemble(out, sorted(parts_dir.glob("part-*.h5")), ids, teacher, cfg)
@@ -151,28 +142,20 @@ def _part_has(part: Path, chunk: list[str]) -> bool:
 
 
 def _assemble(out: Path, parts: list[Path], ids: list[str], teacher: Path, cfg) -> None:
-    tmp = _atomic_h5(out)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema"] = "partrm-gsdb"
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            f.attrs["partdrag4d_version"] = __version__
-            f.attrs["torch_version"] = str(torch.__version__)
-            f.attrs["teacher"] = str(Path(teacher).resolve())
-            f.attrs["lgm_config"] = cfg.to_json()
-            f.attrs["layout"] = "[V, 14, S, S]: xyz(3) opacity(1) scale(3) rotation wxyz(4) rgb(3), activated, object frame"
-            g = f.create_group("states")
-            wanted = set(ids)
-            for part in parts:
-                with h5py.File(part, "r") as p:
-                    for sid, ds in p["states"].items():
-                        if sid in wanted and sid not in g:
-                            g.create_dataset(sid, data=ds[...], compression="gzip", compression_opts=1)
-            f.attrs["num_states"] = len(g)
-            f.attrs["states_json"] = json.dumps(sorted(g.keys()))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with store.atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["schema"] = "partrm-gsdb"
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["partdrag4d_version"] = __version__
+        f.attrs["torch_version"] = str(torch.__version__)
+        f.attrs["teacher"] = str(Path(teacher).resolve())
+        f.attrs["lgm_config"] = cfg.to_json()
+        f.attrs["layout"] = "[V, 14, S, S]: xyz(3) opacity(1) scale(3) rotation wxyz(4) rgb(3), activated, object frame"
+        g = f.create_group("states")
+        wanted = set(ids)
+        for part in parts:
+            with h5py.File(part, "r") as p:
+                for sid, ds in p["states"].items():
+                    if sid in wanted and sid not in g:
+                        g.create_dataset(sid, data=ds[...], compression="gzip", compression_opts=1)
+        f.attrs["num_states"] = len(g)
+        f.attrs["states_json"] = json.dumps(sorted(g.keys()))
