@@ -164,5 +164,38 @@ def infer(
         typer.echo(str(path))
 
 
+@app.command()
+def articulation(
+    out: Path = typer.Option(Path("runs/articulation"), "--out", help="Folder for articulation.urdf (+ meshes) and articulation.json."),
+    source: Optional[Path] = typer.Option(None, "--source", exists=True, help="State A: Gaussians (.ply/.npy), points (.npy/.ply) or a mesh."),
+    target: Optional[Path] = typer.Option(None, "--target", exists=True, help="State B, same kinds as --source."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A dataset, with --state-a/--state-b instead of files."),
+    state_a: Optional[str] = typer.Option(None, "--state-a"),
+    state_b: Optional[str] = typer.Option(None, "--state-b"),
+    correspondence: Optional[bool] = typer.Option(None, "--correspondence/--no-correspondence", help="Point i is the same in both (default: auto)."),
+    world: bool = typer.Option(False, "--world", help="URDF in the asset's own frame (dataset only)."),
+    min_opacity: float = typer.Option(0.05, "--min-opacity", help="Drop Gaussians more transparent than this."),
+    samples: int = typer.Option(16384, "--samples", help="Points sampled from meshes."),
+    threshold: float = typer.Option(0.005, "--threshold", help="Motion threshold relative to the object size."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Segment the moving part of two states, estimate its joint and write a URDF for simulators."""
+    from partrm.articulation import extract
+
+    try:
+        result = extract(out, source, target, data, state_a, state_b, correspondence, world, min_opacity, samples, threshold, seed)
+    except (ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    est = result.estimate
+    unit = "rad" if est.joint_type == "revolute" else "units"
+    typer.echo(f"{est.joint_type} joint, axis {[round(float(a), 4) for a in est.axis]}, pivot {[round(float(p), 4) for p in est.pivot]}, "
+               f"amount {est.amount:.4f} {unit}, {est.num_moving} moving points, rms {est.rms:.4g}")
+    if result.metrics:
+        typer.echo("against the dataset's truth: " + json.dumps({k: v for k, v in result.metrics.items() if not isinstance(v, (list, dict))}))
+    typer.echo(str(result.urdf))
+    typer.echo(str(result.report))
+
+
 def main() -> None:  # pragma: no cover
     app()
