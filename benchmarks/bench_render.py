@@ -49,28 +49,9 @@ VIEWS = 12
 
 
 def _box(lo, hi, material, uv_scale=1.0):
-    from partdrag4d.meshio import MeshPart
+    from partdrag4d.meshio import box_part
 
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    verts, uvs, normals, faces = [], [], [], []
-    for axis in range(3):
-        for sign in (-1, 1):
-            u, v = (axis + 1) % 3, (axis + 2) % 3
-            if sign < 0:
-                u, v = v, u
-            base = len(verts)
-            for cu, cv in ((0, 0), (1, 0), (1, 1), (0, 1)):
-                p = np.empty(3)
-                p[axis] = hi[axis] if sign > 0 else lo[axis]
-                p[u] = hi[u] if cu else lo[u]
-                p[v] = hi[v] if cv else lo[v]
-                verts.append(p)
-                uvs.append((cu * (hi[u] - lo[u]) * uv_scale, cv * (hi[v] - lo[v]) * uv_scale))
-            n = np.zeros(3)
-            n[axis] = sign
-            normals += [n] * 4
-            faces += [(base, base + 1, base + 2), (base, base + 2, base + 3)]
-    return MeshPart(np.array(verts), np.array(faces), material, np.array(uvs), np.array(normals))
+    return box_part(lo, hi, material, uv_per_unit=uv_scale)
 
 
 def _smooth(mesh, material, matrix=None):

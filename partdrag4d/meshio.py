@@ -80,6 +80,36 @@ class TextureStore:
                 atomic_write_bytes(target, data)
 
 
+def box_part(lo, hi, material: Material, uv_per_unit: float | None = None) -> MeshPart:
+    """An axis-aligned box from ``lo`` to ``hi`` with flat normals and outward winding.
+
+    Each face maps the unit UV square, or ``uv_per_unit`` texture repeats per unit of
+    length when given (so a texture keeps its scale across boxes of different sizes)."""
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    verts, uvs, normals, faces = [], [], [], []
+    for axis in range(3):
+        for sign in (-1, 1):
+            u, v = (axis + 1) % 3, (axis + 2) % 3
+            if sign < 0:
+                u, v = v, u  # keeps (u, v, normal) right-handed, so the winding faces out
+            base = len(verts)
+            for cu, cv in ((0, 0), (1, 0), (1, 1), (0, 1)):
+                p = np.empty(3)
+                p[axis] = hi[axis] if sign > 0 else lo[axis]
+                p[u] = hi[u] if cu else lo[u]
+                p[v] = hi[v] if cv else lo[v]
+                verts.append(p)
+                if uv_per_unit is None:
+                    uvs.append((cu, cv))
+                else:
+                    uvs.append((cu * (hi[u] - lo[u]) * uv_per_unit, cv * (hi[v] - lo[v]) * uv_per_unit))
+            n = np.zeros(3)
+            n[axis] = sign
+            normals += [n] * 4
+            faces += [(base, base + 1, base + 2), (base, base + 2, base + 3)]
+    return MeshPart(np.array(verts), np.array(faces), material, np.array(uvs, float), np.array(normals))
+
+
 def _fmt(values: np.ndarray, prefix: str) -> str:
     if len(values) == 0:
         return ""

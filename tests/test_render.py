@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from partdrag4d.cameras import OPENCV_TO_BLENDER, Camera, intrinsics, ring_cameras
-from partdrag4d.meshio import Material, MeshPart, TextureStore, write_obj
+from partdrag4d.meshio import Material, TextureStore, box_part, write_obj
 
 SIZE = 96
 BOXES = {  # link name -> (part id, lo, hi) in the rest pose (canonical frame, Z up)
@@ -49,29 +49,6 @@ def _rotation_z(deg: float, center) -> np.ndarray:
 POSED = {"link_2": _translation((-0.25, 0.1, 0.15)), "link_1": _rotation_z(25.0, (-0.1, 0.0, 0.15))}
 
 
-def _box_part(lo, hi, material) -> MeshPart:
-    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
-    verts, uvs, normals, faces = [], [], [], []
-    for axis in range(3):
-        for sign in (-1, 1):
-            u, v = (axis + 1) % 3, (axis + 2) % 3
-            if sign < 0:
-                u, v = v, u
-            base = len(verts)
-            for cu, cv in ((0, 0), (1, 0), (1, 1), (0, 1)):
-                p = np.empty(3)
-                p[axis] = hi[axis] if sign > 0 else lo[axis]
-                p[u] = hi[u] if cu else lo[u]
-                p[v] = hi[v] if cv else lo[v]
-                verts.append(p)
-                uvs.append((cu, cv))
-            n = np.zeros(3)
-            n[axis] = sign
-            normals += [n] * 4
-            faces += [(base, base + 1, base + 2), (base, base + 2, base + 3)]
-    return MeshPart(np.array(verts), np.array(faces), material, np.array(uvs, float), np.array(normals))
-
-
 def _write_scene(folder: Path) -> Path:
     textures = TextureStore()
     yy, xx = np.mgrid[:64, :64]
@@ -81,7 +58,7 @@ def _write_scene(folder: Path) -> Path:
     texture = textures.add_image(Image.fromarray(image))
     materials = {"link_0": Material("checker", (1.0, 1.0, 1.0), texture=texture),
                  "link_1": Material("red", (0.8, 0.05, 0.05)), "link_2": Material("green", (0.05, 0.6, 0.1))}
-    groups = [(name, [_box_part(lo, hi, materials[name])]) for name, (_, lo, hi) in BOXES.items()]
+    groups = [(name, [box_part(lo, hi, materials[name])]) for name, (_, lo, hi) in BOXES.items()]
     textures.write(folder / "textures")
     write_obj(folder / "rest.obj", groups, folder / "textures")
     return folder / "rest.obj"
