@@ -182,6 +182,37 @@ def _load_mesh_file(
     return parts
 
 
+def drop_duplicate_faces(parts: list[MeshPart]) -> list[MeshPart]:
+    """Remove faces that repeat another face of the link (same three corners, either
+    winding). PartNet-Mobility meshes store most faces twice, once per orientation: in a
+    path tracer the coincident twin shadows every light ray, so such parts render black.
+    Of twins, a textured face is kept over an untextured one, then the earlier one."""
+    keys = []
+    order_parts = sorted(range(len(parts)), key=lambda k: (parts[k].material.texture is None, k))
+    for k in order_parts:
+        part = parts[k]
+        tri = np.round(part.vertices[part.faces], 6)  # [F, 3, 3]
+        order = np.lexsort((tri[:, :, 2], tri[:, :, 1], tri[:, :, 0]), axis=1)
+        keys.append(np.take_along_axis(tri, order[:, :, None], axis=1).reshape(len(tri), 9))
+    if not keys:
+        return parts
+    all_keys = np.ascontiguousarray(np.concatenate(keys))
+    _, first = np.unique(all_keys.view(np.dtype((np.void, all_keys.dtype.itemsize * 9))).ravel(), return_index=True)
+    keep = np.zeros(len(all_keys), bool)
+    keep[first] = True
+    kept: dict[int, MeshPart] = {}
+    start = 0
+    for k, key in zip(order_parts, keys):
+        part = parts[k]
+        mask = keep[start : start + len(key)]
+        start += len(key)
+        if mask.all():
+            kept[k] = part
+        elif mask.any():
+            kept[k] = MeshPart(part.vertices, part.faces[mask], part.material, part.uv, part.normals)
+    return [kept[k] for k in sorted(kept)]
+
+
 def _check_xml(object_id: str, urdf_path: Path) -> bytes:
     data = urdf_path.read_bytes()
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
@@ -304,7 +335,7 @@ def load_object(folder: Path, category: str | None = None) -> ArticulatedObject:
                 transform = transform @ np.diag(list(np.broadcast_to(np.asarray(mesh.scale, float), (3,))) + [1.0])
             parts.extend(_load_mesh_file(object_id, mesh_path, folder_root, transform, table))
         if parts:
-            geometry[link.name] = parts
+            geometry[link.name] = drop_duplicate_faces(parts)
 
     if not geometry:
         raise AssetError(object_id, "the object has no visual geometry")
