@@ -117,20 +117,10 @@ def build_gsdb(root: Path, teacher: Path, out: Path | None = None, batch_size: i
 
 
 def _splatter_object_frame(model, rgb, K, c2w) -> torch.Tensor:
-    """The teacher's splatter images [B, V, 14, S, S] with xyz in the object frame.
-
-    With an LGM-frame teacher (official weights) the xyz/rotation/scale channels are
-    mapped back so every database entry lives in the dataset's object frame."""
-    from partrm.models.lgm import invert_similarity, transform_gaussians
-
-    frame = model.model_frame(c2w[:, 0].double()) if model.config.frame == "lgm" else None
-    x = model.prepare_inputs(rgb, (K, c2w), frame)
-    splatter = model(x)
-    if frame is None:
-        return splatter
-    b, v, c, s, _ = splatter.shape
-    g = transform_gaussians(model.gaussians(splatter), invert_similarity(frame))
-    return g.reshape(b, v, s, s, c).permute(0, 1, 4, 2, 3).contiguous()
+    """The teacher's splatter images [B, V, 14, S, S] in the object frame (an LGM-frame
+    teacher's predictions are mapped back, so every entry lives in the dataset's frame)."""
+    x, frame = model.object_frame_inputs(rgb, (K, c2w))
+    return model.splatter_to_object(model(x), frame)
 
 
 def _part_has(part: Path, chunk: list[str]) -> bool:

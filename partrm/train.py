@@ -19,15 +19,15 @@ uninterrupted run's loss curve. A non-finite loss stops with a clear message.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 import random
 import shutil
 import sys
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -224,32 +224,20 @@ class Objective:
         return terms
 
 
-def _model_inputs(model, batch: dict) -> torch.Tensor:
-    lgm = model.lgm if hasattr(model, "lgm") else model
-    K, c2w = batch["input_K"], batch["input_c2w"]
-    frame = lgm.model_frame(c2w[:, 0].double()) if lgm.config.frame == "lgm" else None
-    return lgm.prepare_inputs(batch["input_rgb"], (K, c2w), frame), frame
-
-
-def _to_object_frame(lgm, splatter: torch.Tensor, frame) -> torch.Tensor:
-    if frame is None:
-        return splatter
-    from partrm.models.lgm import invert_similarity, transform_gaussians
-
-    b, v, c, s, _ = splatter.shape
-    g = transform_gaussians(lgm.gaussians(splatter), invert_similarity(frame).to(splatter.device))
-    return g.reshape(b, v, s, s, c).permute(0, 1, 4, 2, 3)
+def lgm_of(model):
+    """The LGM inside a PartRM (or the model itself for the teacher), unwrapped from DDP."""
+    model = getattr(model, "module", model)
+    return model.lgm if hasattr(model, "lgm") else model
 
 
 def compute_loss(model, batch: dict, stage: str, objective: Objective, render_size: int) -> dict[str, torch.Tensor]:
-    unwrapped = getattr(model, "module", model)
-    lgm = unwrapped.lgm if hasattr(unwrapped, "lgm") else unwrapped
-    x, frame = _model_inputs(unwrapped, batch)
+    lgm = lgm_of(model)
+    x, frame = lgm.object_frame_inputs(batch["input_rgb"], (batch["input_K"], batch["input_c2w"]))
     if stage == "teacher":
         splatter = model(x)
     else:
         splatter = model(x, batch["drags"], batch["drag_valid"])
-    splatter = _to_object_frame(lgm, splatter, frame)
+    splatter = lgm.splatter_to_object(splatter, frame)
     if stage == "1":
         loss = F.mse_loss(splatter.float(), batch["gs_target"].float())
         return {"loss": loss, "l2": loss.detach()}
@@ -321,7 +309,7 @@ def build_model(cfg: TrainConfig):
 def build_dataset(cfg: TrainConfig, model, stage: str):
     from partrm.data import PairConfig, PairDataset, StateDataset
 
-    lgm_cfg = model.lgm.config if hasattr(model, "lgm") else model.config
+    lgm_cfg = lgm_of(model).config
     render = cfg.render_size or lgm_cfg.input_size
     cats = list(cfg.categories) if cfg.categories else None
     split = None if cfg.split == "all" else cfg.split
@@ -404,7 +392,7 @@ def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = Non
     model, optimizer = accelerator.prepare(model, optimizer)
     total = cfg.total_steps()
     end = min(total, stop_after) if stop_after is not None else total
-    render_size = cfg.render_size or (accelerator.unwrap_model(model).lgm.config.input_size if cfg.stage != "teacher" else accelerator.unwrap_model(model).config.input_size)
+    render_size = cfg.render_size or lgm_of(accelerator.unwrap_model(model)).config.input_size
     loaders: dict[str, Any] = {}
 
     def loader_for(stage: str, step: int):
@@ -472,12 +460,9 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
-    store.atomic_write_text(path, "".join(",".join(_csv_escape(c) for c in r) + "\n" for r in kept))
-
-
-def _csv_escape(cell: str) -> str:
-    return '"' + cell.replace('"', '""') + '"' if ("," in cell or '"' in cell) else cell
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows([rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step])
+    store.atomic_write_text(path, buffer.getvalue())
 
 
 def _to_device(batch: dict, device) -> dict:

@@ -443,20 +443,29 @@ class LGM(nn.Module):
             return lgm_frame_transform(c2w, self.config.lgm_scale, self.config.cam_radius)
         return torch.eye(4, dtype=torch.float64, device=c2w.device).expand(c2w.shape).clone()
 
-    def reconstruct(self, rgb: Tensor, cameras: Any, down_hook: Optional[DownHook] = None) -> Tensor:
-        """Images + object-frame cameras -> Gaussians [B, V*S*S, 14] in the object frame.
+    def object_frame_inputs(self, rgb: Tensor, cameras: Any) -> tuple[Tensor, Optional[Tensor]]:
+        """Images + object-frame cameras -> (model input [B, V, 9, S, S], the object -> model
+        frame similarity, or None when the model works in the object frame).
 
-        Handles ``config.frame``: with "lgm" the cameras go to LGM's canonical frame
-        (built from the first view) and the predicted Gaussians come back.
-        """
+        With ``config.frame == "lgm"`` the cameras go to LGM's canonical frame, built from
+        the first view; ``splatter_to_object`` brings the prediction back."""
         b, v, _, h, w = rgb.shape
         K, c2w = self._camera_tensors(cameras, b, v, h, w)
         frame = self.model_frame(c2w[:, 0]) if self.config.frame == "lgm" else None
-        x = self.prepare_inputs(rgb, (K, c2w), frame)
-        g = self.gaussians(self(x, down_hook=down_hook))
-        if frame is not None:
-            g = transform_gaussians(g, invert_similarity(frame))
-        return g
+        return self.prepare_inputs(rgb, (K, c2w), frame), frame
+
+    def splatter_to_object(self, splatter: Tensor, frame: Optional[Tensor]) -> Tensor:
+        """Splatter images [B, V, 14, S, S] predicted in ``frame`` -> the object frame (same layout)."""
+        if frame is None:
+            return splatter
+        b, v, c, s1, s2 = splatter.shape
+        g = transform_gaussians(self.gaussians(splatter), invert_similarity(frame))
+        return g.reshape(b, v, s1, s2, c).permute(0, 1, 4, 2, 3).contiguous()
+
+    def reconstruct(self, rgb: Tensor, cameras: Any, down_hook: Optional[DownHook] = None) -> Tensor:
+        """Images + object-frame cameras -> Gaussians [B, V*S*S, 14] in the object frame."""
+        x, frame = self.object_frame_inputs(rgb, cameras)
+        return self.gaussians(self.splatter_to_object(self(x, down_hook=down_hook), frame))
 
     # ----------------------------------------------------------------- weights
 

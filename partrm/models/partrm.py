@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from partrm.models.drag_embedding import MultiScaleDragEmbedding, levels_for_sizes
-from partrm.models.lgm import LGM, LGMConfig, invert_similarity, transform_gaussians
+from partrm.models.lgm import LGM, LGMConfig
 
 
 @dataclass(frozen=True)
@@ -63,25 +63,20 @@ class PartRM(nn.Module):
     def forward(self, images: Tensor, drags: Optional[Tensor] = None, valid: Optional[Tensor] = None) -> Tensor:
         """images [B, V, 9, H, W], drags [B, V, N, 4] (normalised x0, y0, x1, y1), valid [B, V, N]
         -> activated splatter [B, V, 14, S, S]. Without drags this is plain LGM."""
-        if drags is None:
-            return self.lgm(images)
-        b, v = images.shape[:2]
-        if valid is None:
-            valid = torch.ones(drags.shape[:-1], dtype=torch.bool, device=drags.device)
-        hook = self.drag.hook(drags.reshape(b * v, *drags.shape[2:]).to(images.dtype), valid.reshape(b * v, -1))
-        return self.lgm(images, down_hook=hook)
+        return self.lgm(images, down_hook=self._drag_hook(drags, valid, images.dtype))
 
     def reconstruct(self, rgb: Tensor, cameras: Any, drags: Optional[Tensor] = None, valid: Optional[Tensor] = None) -> Tensor:
         """Images [B, V, 3, H, W] + object-frame cameras + drags -> Gaussians [B, N, 14] in the
-        object frame (handles the LGM frame for official weights like ``LGM.reconstruct``)."""
-        b, v, _, h, w = rgb.shape
-        K, c2w = self.lgm._camera_tensors(cameras, b, v, h, w)
-        frame = self.lgm.model_frame(c2w[:, 0]) if self.config.lgm.frame == "lgm" else None
-        x = self.lgm.prepare_inputs(rgb, (K, c2w), frame)
-        g = self.lgm.gaussians(self(x, drags, valid))
-        if frame is not None:
-            g = transform_gaussians(g, invert_similarity(frame))
-        return g
+        object frame (the LGM frame of official weights is handled by ``LGM.reconstruct``)."""
+        return self.lgm.reconstruct(rgb, cameras, down_hook=self._drag_hook(drags, valid, rgb.dtype))
+
+    def _drag_hook(self, drags: Optional[Tensor], valid: Optional[Tensor], dtype: torch.dtype):
+        if drags is None:
+            return None
+        b, v = drags.shape[:2]
+        if valid is None:
+            valid = torch.ones(drags.shape[:-1], dtype=torch.bool, device=drags.device)
+        return self.drag.hook(drags.reshape(b * v, *drags.shape[2:]).to(dtype), valid.reshape(b * v, -1))
 
     # ------------------------------------------------------------ weights
 
