@@ -12,7 +12,6 @@ once on the rest-pose surface (all joints at 0) and carried by their link's tran
 
 from __future__ import annotations
 
-import math
 import platform
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from partdrag4d import __version__, cameras, categories, store
-from partdrag4d.assets.articulated import ArticulatedObject, Joint
+from partdrag4d.assets.articulated import ArticulatedObject
 from partdrag4d.meshio import MeshPart, write_obj
 
 NUM_STAGES = 6

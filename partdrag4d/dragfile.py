@@ -121,7 +121,7 @@ def _write_sequence(group: h5py.Group, root: Path, seq: Sequence, seed: int, max
     g.attrs["state_ids"] = json.dumps([r["state_id"] for r in seq.records])
     g.attrs["qpos"] = json.dumps([r["qpos"] for r in seq.records])
     g.attrs["moving_part_ids"] = moving_ids
-    num_views, (h, w) = len(cams), renders[0].depth.shape[1:]
+    h, w = renders[0].depth.shape[1:]
     results = []
     t0 = time.perf_counter()
     for i, j in pairs:

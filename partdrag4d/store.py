@@ -185,6 +185,13 @@ def read_render(render_folder: Path) -> tuple[np.ndarray, np.ndarray, list]:
     return depth, part_id, cams
 
 
+def read_dataset_cameras(root: Path) -> list:
+    """The dataset's 12 ring cameras (``cameras.json`` at the dataset root, full size)."""
+    from partdrag4d.cameras import Camera
+
+    return [Camera.from_dict(c) for c in read_json(Path(root) / "cameras.json")["cameras"]]
+
+
 def read_rgba(render_folder: Path, view: int) -> np.ndarray:
     """One rendered view as [H, W, 4] uint8 (straight alpha)."""
     from PIL import Image

@@ -23,7 +23,7 @@ A pair is (source state i, target state j) of one sequence. An item holds
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -80,6 +80,13 @@ def load_view(path: Path, size: int, background: float | None) -> tuple[np.ndarr
     return np.ascontiguousarray(rgb.transpose(2, 0, 1)), np.ascontiguousarray(alpha.transpose(2, 0, 1))
 
 
+def camera_tensors(cameras: list[Camera], views, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K [V, 3, 3] for ``size`` x ``size`` images and OpenCV c2w [V, 4, 4] of the chosen views."""
+    cams = [cameras[v].resized(size, size) for v in views]
+    return (torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32),
+            torch.tensor(np.stack([c.c2w for c in cams]), dtype=torch.float32))
+
+
 def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     """Boolean mask [H, W] -> [size, size]: a cell is in the mask if any pixel of it is."""
     h, w = mask.shape
@@ -122,11 +129,7 @@ class PairDataset(torch.utils.data.Dataset):
                     if counts[k, first] == 0:
                         continue  # the part is not visible in the user's view
                     self.pairs.append(PairRef(sid, k, int(i), int(j), states[i], states[j], str(g.attrs["category"]), str(g.attrs["object_id"])))
-        self.cameras = self._read_cameras()
-
-    def _read_cameras(self) -> list[Camera]:
-        data = store.read_json(self.root / "cameras.json")
-        return [Camera.from_dict(c) for c in data["cameras"]]
+        self.cameras = store.read_dataset_cameras(self.root)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -135,12 +138,6 @@ class PairDataset(torch.utils.data.Dataset):
         if self._h5 is None:  # opened lazily so that DataLoader workers each get their own handle
             self._h5 = h5py.File(self.drag_path, "r")
         return self._h5
-
-    def camera_tensors(self, views, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        cams = [self.cameras[v].resized(size, size) for v in views]
-        K = torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32)
-        c2w = torch.tensor(np.stack([c.c2w for c in cams]), dtype=torch.float32)
-        return K, c2w
 
     def _drags(self, g: h5py.Group, ref: PairRef, masks: list[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config
@@ -191,8 +188,8 @@ class PairDataset(torch.utils.data.Dataset):
         full_masks = [g["masks"][ref.source_stage, v] for v in cfg.input_views]
         drags, valid = self._drags(g, ref, full_masks, rng)
         targets = [load_view(dst_dir / store.view_png_name(v), cfg.target_size, None) for v in range(NUM_VIEWS)]
-        in_K, in_c2w = self.camera_tensors(cfg.input_views, cfg.input_size)
-        t_K, t_c2w = self.camera_tensors(range(NUM_VIEWS), cfg.target_size)
+        in_K, in_c2w = camera_tensors(self.cameras, cfg.input_views, cfg.input_size)
+        t_K, t_c2w = camera_tensors(self.cameras, range(NUM_VIEWS), cfg.target_size)
         item = {
             "input_rgb": torch.from_numpy(np.stack([x[0] for x in inputs])),
             "input_alpha": torch.from_numpy(np.stack([x[1] for x in inputs])),
@@ -260,15 +257,10 @@ class StateDataset(torch.utils.data.Dataset):
             wanted = set(states)
             records = [r for r in records if r["state_id"] in wanted]
         self.records = [r for r in records if (self.root / r["paths"]["state"] / "render" / "cameras.json").is_file()]
-        self.cameras = [Camera.from_dict(c) for c in store.read_json(self.root / "cameras.json")["cameras"]]
+        self.cameras = store.read_dataset_cameras(self.root)
 
     def __len__(self) -> int:
         return len(self.records)
-
-    def camera_tensors(self, views, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        cams = [self.cameras[v].resized(size, size) for v in views]
-        return (torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32),
-                torch.tensor(np.stack([c.c2w for c in cams]), dtype=torch.float32))
 
     def __getitem__(self, index: int) -> dict:
         r = self.records[index]
@@ -280,11 +272,11 @@ class StateDataset(torch.utils.data.Dataset):
             "input_rgb": torch.from_numpy(np.stack([x[0] for x in inputs])),
             "input_alpha": torch.from_numpy(np.stack([x[1] for x in inputs])),
         }
-        item["input_K"], item["input_c2w"] = self.camera_tensors(self.input_views, self.input_size)
+        item["input_K"], item["input_c2w"] = camera_tensors(self.cameras, self.input_views, self.input_size)
         if self.target_size:
             targets = [load_view(folder / store.view_png_name(v), self.target_size, None) for v in range(NUM_VIEWS)]
             item["target_rgb"] = torch.from_numpy(np.stack([x[0] for x in targets]))
             item["target_alpha"] = torch.from_numpy(np.stack([x[1] for x in targets]))
-            item["target_K"], item["target_c2w"] = self.camera_tensors(range(NUM_VIEWS), self.target_size)
+            item["target_K"], item["target_c2w"] = camera_tensors(self.cameras, range(NUM_VIEWS), self.target_size)
             item["supervised_views"] = torch.tensor([v for v in range(NUM_VIEWS) if v not in self.input_views])
         return item

@@ -64,24 +64,17 @@ class MultiView:
 
 
 def dataset_views(root: Path, state_id: str, size: int, input_views=(0, 3, 6, 9)) -> MultiView:
-    from partrm.data import load_view
+    from partrm.data import camera_tensors, load_view
 
     folder = Path(root) / "states" / state_id / "render"
     if not (folder / "cameras.json").is_file():
         raise InputError(f"state {state_id!r} has no render in {root}")
     views = [load_view(folder / store.view_png_name(v), size, 1.0) for v in input_views]
-    cams = [cameras.Camera.from_dict(c) for c in store.read_json(Path(root) / "cameras.json")["cameras"]]
-    cams = [cams[v].resized(size, size) for v in input_views]
+    K, c2w = camera_tensors(store.read_dataset_cameras(root), input_views, size)
     record = store.read_json(Path(root) / "states" / state_id / "state.json")
     _, part_id, _ = store.read_render(folder)
     mask = np.isin(part_id[input_views[0]], record["moving_part_ids"])
-    return MultiView(
-        torch.from_numpy(np.stack([v[0] for v in views])),
-        torch.tensor(np.stack([c.K for c in cams]), dtype=torch.float32),
-        torch.tensor(np.stack([c.c2w for c in cams]), dtype=torch.float32),
-        store.read_rgba(folder, input_views[0]),
-        mask,
-    )
+    return MultiView(torch.from_numpy(np.stack([v[0] for v in views])), K, c2w, store.read_rgba(folder, input_views[0]), mask)
 
 
 def zero123pp_views(image: Path, weights: Optional[Path], size: int) -> MultiView:  # pragma: no cover - needs weights

@@ -22,6 +22,18 @@ def fixture_40147() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small renders and models: one thread is faster, and 2-thread OpenMP barriers stall
+    on a shared, loaded CPU. Restores the thread count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def synth_objects(tmp_path_factory) -> dict[str, Path]:
     """One synthetic object per category (seed 0), generated once per session."""

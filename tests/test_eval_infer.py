@@ -16,7 +16,7 @@ from partrm.evaluate import EvalConfig, choose_pairs, evaluate, oracle_gaussians
 from partrm.gaussians import read_ply
 from partrm.gsdb import GaussianDatabase, build_gsdb
 from partrm.models.lgm import LGM, LGMConfig
-from partrm.models.partrm import PartRM, PartRMConfig
+from partrm.models.partrm import PartRM
 
 pytestmark = pytest.mark.blender
 

@@ -10,13 +10,7 @@ from partrm.gaussians import Gaussians, RasterConfig, gaussians_from_lgm, read_p
 from partrm.gaussians.ply import PROPERTIES, SH_C0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny renders: OpenMP barriers only stall on a shared, loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _gaussians(n: int = 50, seed: int = 0) -> Gaussians:

@@ -24,13 +24,7 @@ W, H = 48, 32  # non-square, not a multiple of 16, so tiles are cut at the borde
 TORCH = RasterConfig(backend="torch")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small scenes: one thread is faster, and OpenMP barriers stall on a shared, loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _camera(

@@ -12,7 +12,6 @@ an awning (hiding part of the drawer from the elevated cameras) and a procedural
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import h5py
@@ -241,7 +240,6 @@ def test_training_pairs(dataset):
 def test_real_object_renders_lit_and_textured(fixture_40147, tmp_path):
     """40147's meshes store most faces twice (both windings); loaded as-is, the coincident
     twins shadow every light ray and the cabinet renders black. Every link must be lit."""
-    from partdrag4d.articulate import articulate_folder
     from partdrag4d.assets.partnet_mobility import load_object
     from partdrag4d.pipeline import render_jobs_for_dataset
     from partdrag4d.render import render_jobs

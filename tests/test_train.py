@@ -5,7 +5,6 @@ the model outputs it and resumes."""
 
 from __future__ import annotations
 
-import h5py
 import numpy as np
 import pytest
 import torch

@@ -10,7 +10,6 @@ texture from ``../images/``. So the loader cannot tell a synthetic object from a
 from __future__ import annotations
 
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
