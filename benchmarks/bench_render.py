@@ -186,8 +186,7 @@ def _child(spec: dict) -> None:
             poses = spec["poses"][r % len(spec["poses"])]
             bare_views(poses)
             out_dir = Path(scratch) / f"s{r}" / "render"
-            rw.render_state(renderer, ctx, {"state_id": f"s{r}", "out_dir": str(out_dir), "link_poses": poses})
-            info = json.loads((out_dir / "render.json").read_text())
+            _, info = rw.render_state(renderer, ctx, {"state_id": f"s{r}", "out_dir": str(out_dir), "link_poses": poses})
             states.append({"wall": info["state_seconds"], "cpu": info["state_cpu_seconds"]})
     out.write(json.dumps({"bare_wall": bare_wall, "bare_cpu": bare_cpu, "states": states}) + "\n")
     out.flush()

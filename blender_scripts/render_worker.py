@@ -141,6 +141,9 @@ class Renderer:
         r.image_settings.color_mode = "RGBA"
         r.image_settings.color_depth = "8"
         r.image_settings.compression = 15
+        for name in dir(r):  # no date, time, host, render-time... metadata in the images
+            if name.startswith("use_stamp"):
+                setattr(r, name, False)
         sc.display_settings.display_device = "sRGB"
         sc.view_settings.view_transform = "Standard"
         sc.view_settings.look = "None"
@@ -296,9 +299,17 @@ class Renderer:
         seconds = time.perf_counter() - t0
         if not png_path.is_file():
             raise RuntimeError(f"Blender wrote no image to {png_path}")
+        # Cycles still writes its render statistics (times) as PNG text: same pixels, new bytes
+        strip_png_metadata(png_path)
         depth, index = read_data_exr(exr)
         exr.unlink()
         return depth, index, seconds
+
+
+def strip_png_metadata(path: Path) -> None:
+    from partdrag4d.store import strip_png_metadata as strip
+
+    strip(path)
 
 
 def read_data_exr(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -367,6 +378,8 @@ class JobContext:
     width: int
     height: int
     import_seconds: float
+    mesh_record: str = ""
+    provenance_dir: str | None = None
 
 
 def prepare_job(renderer: Renderer, job: dict) -> JobContext:
@@ -393,26 +406,36 @@ def prepare_job(renderer: Renderer, job: dict) -> JobContext:
         azimuth, elevation = _azimuth_elevation(c.c2w)
         records.append({"K": c.K.tolist(), "c2w_opencv": c.c2w.tolist(), "c2w_blender": c.c2w_blender.tolist(),
                         "width": c.width, "height": c.height, "azimuth": azimuth, "elevation": elevation})
+    mesh_record = str(job["mesh"])
+    if job.get("root"):  # paths inside a dataset are recorded relative to its root
+        mesh_record = os.path.relpath(job["mesh"], job["root"]).replace(os.sep, "/")
     return JobContext(str(job.get("object_id", "?")), str(job["mesh"]), preset, seed, cameras, records,
-                      {str(link["name"]) for link in links}, width, height, import_seconds)
+                      {str(link["name"]) for link in links}, width, height, import_seconds, mesh_record,
+                      job.get("provenance_dir"))
 
 
-def render_state(renderer: Renderer, ctx: JobContext, state: dict) -> str:
-    """Render one state into its out_dir (staged, renamed when complete); ``rendered`` or ``skipped``."""
+def render_state(renderer: Renderer, ctx: JobContext, state: dict) -> tuple[str, dict | None]:
+    """Render one state into its out_dir (staged, renamed when complete).
+
+    Returns (``rendered`` or ``skipped``, timing). ``render.json`` holds only what the
+    same job reproduces (settings, versions, relative paths); wall and CPU times,
+    threads and host go to ``<provenance_dir>/<state_id>.json`` when the job names a
+    provenance folder, and are returned either way."""
     from partdrag4d.render import is_render_complete
-    from partdrag4d.store import StagingDir, atomic_write_json, view_png_name
+    from partdrag4d.store import StagingDir, atomic_write_json, host_facts, utc_now, view_png_name
 
     t_state, c_state = time.perf_counter(), time.process_time()
     out_dir = Path(state["out_dir"])
     n = len(ctx.cameras)
     if is_render_complete(out_dir, n):
-        return "skipped"
+        return "skipped", None
     _remove_stale(out_dir)
     renderer.pose(state.get("link_poses") or {}, ctx.known_links)
     depth = np.empty((n, ctx.height, ctx.width), dtype=np.float32)
     part_id = np.empty((n, ctx.height, ctx.width), dtype=np.uint16)
     seconds = []
     preset = ctx.preset
+    state_id = str(state.get("state_id"))
     with StagingDir(out_dir) as stage:
         for v, cam in enumerate(ctx.cameras):
             depth[v], part_id[v], sec = renderer.render_view(cam.c2w_blender, stage / view_png_name(v))
@@ -423,22 +446,28 @@ def render_state(renderer: Renderer, ctx: JobContext, state: dict) -> str:
                            "c2w_blender = c2w_opencv @ diag(1,-1,-1,1)",
             "views": ctx.camera_records})
         atomic_write_json(stage / "render.json", {
-            "object_id": ctx.object_id, "state_id": str(state.get("state_id")), "mesh": ctx.mesh,
+            "object_id": ctx.object_id, "state_id": state_id, "mesh": ctx.mesh_record,
             "preset": preset.name, "engine": preset.engine, "samples": preset.samples,
             "denoiser": preset.denoiser, "denoise_quality": preset.denoise_quality,
             "denoise_prefilter": preset.denoise_prefilter, "filter_width": preset.filter_width,
             "bounces": {"max": preset.max_bounces, "diffuse": preset.diffuse_bounces, "glossy": preset.glossy_bounces},
             "seed": ctx.seed, "resolution": [ctx.width, ctx.height], "num_views": n,
-            "bpy_version": bpy.app.version_string, "threads": renderer.threads,
-            "seconds_per_view": round(float(np.mean(seconds)), 4), "render_seconds": [round(s, 4) for s in seconds],
-            "state_seconds": round(time.perf_counter() - t_state, 4),
-            "state_cpu_seconds": round(time.process_time() - c_state, 4), "import_seconds": round(ctx.import_seconds, 4),
+            "bpy_version": bpy.app.version_string,
             "view_transform": "Standard", "film_transparent": True,
             "lighting": {"world_strength": AMBIENT, "key_sun": KEY_LIGHT, "fill_sun": FILL_LIGHT},
             "depth": "planar camera z at pixel centres, background inf",
             "part_id": "object-index pass at pixel centres, 0 background, link k -> k+1",
         })
-    return "rendered"
+    timing = {
+        "object_id": ctx.object_id, "state_id": state_id, "finished_utc": utc_now(), "threads": renderer.threads,
+        "seconds_per_view": round(float(np.mean(seconds)), 4), "render_seconds": [round(s, 4) for s in seconds],
+        "state_seconds": round(time.perf_counter() - t_state, 4),
+        "state_cpu_seconds": round(time.process_time() - c_state, 4), "import_seconds": round(ctx.import_seconds, 4),
+        **host_facts(),
+    }
+    if ctx.provenance_dir:
+        atomic_write_json(Path(ctx.provenance_dir) / f"{state_id}.json", timing)
+    return "rendered", timing
 
 
 def run_job(renderer: Renderer, job: dict, send) -> None:
@@ -462,7 +491,7 @@ def run_job(renderer: Renderer, job: dict, send) -> None:
     for state in states:
         t0 = time.perf_counter()
         try:
-            status = render_state(renderer, ctx, state)
+            status, _ = render_state(renderer, ctx, state)
             report(state, status, time.perf_counter() - t0)
         except Exception as exc:
             report(state, "failed", time.perf_counter() - t0, _reason(exc))

@@ -216,7 +216,7 @@ def versions() -> dict[str, str]:
     }
 
 
-def object_record(plan: ObjectPlan, num_configs: int) -> dict:
+def object_record(plan: ObjectPlan, num_configs: int, root: Path | None = None) -> dict:
     obj = plan.obj
     moved_by = {link: [j.name for j in obj.movable_joints if link in obj.subtree(j)] for link in obj.links}
     return {
@@ -224,7 +224,7 @@ def object_record(plan: ObjectPlan, num_configs: int) -> dict:
         "category": obj.category,
         "model_cat": obj.model_cat,
         "split": categories.split_of_object(obj.object_id, obj.category),
-        "source": str(obj.source_dir),
+        "source": store.source_path(obj.source_dir, root),
         "links": [
             {"name": link, "part_id": obj.part_id(link), "semantic": obj.semantics.get(link, ""), "has_geometry": link in obj.geometry, "moved_by": moved_by[link]}
             for link in obj.links
@@ -282,7 +282,7 @@ def write_object(plan: ObjectPlan, root: Path, num_configs: int, meshes: bool = 
     write_obj(folder / "rest.obj", canonical_groups(obj, {link: n_mat @ T for link, T in rest_world.items()}), folder / "textures")
     s = plan.samples
     store.atomic_save_npz(folder / "points.npz", points=s.points, normals=s.normals, part_id=s.part_id)
-    store.atomic_write_json(folder / "object.json", object_record(plan, num_configs))
+    store.atomic_write_json(folder / "object.json", object_record(plan, num_configs, root))
     return folder
 
 
@@ -329,6 +329,10 @@ def articulate_object(
     records = [
         {"object_id": obj.object_id, "category": obj.category, "joint": joint, "status": "skipped", "error": f"{obj.object_id}: joint {joint}: {reason}"}
         for joint, reason in plan.skipped
+    ]
+    records += [  # adjusted limits (swapped when inverted): the joint is swept, the manifest says how
+        {"object_id": obj.object_id, "category": obj.category, "joint": j.name, "status": "note", "note": f"{obj.object_id}: joint {j.name}: {j.note}"}
+        for j in obj.joints if j.movable and j.note and j.kind != "continuous"
     ]
     written = 0
     for state in plan.states:
@@ -385,16 +389,18 @@ class ArticulateSummary:
 def articulate_folder(
     source: Path, out: Path, category: str | list[str] | None = None, limit: int | None = None, seed: int = 0,
     num_configs: int = 1, num_stages: int = NUM_STAGES, num_points: int = NUM_POINTS, ids: set[str] | None = None,
-    meshes: bool = True, progress: bool = True, max_joints: int | None = None,
+    meshes: bool = True, progress: bool = True, max_joints: int | None = None, max_faces: int | None = None,
 ) -> ArticulateSummary:
     """Articulate every object under ``source`` into the dataset ``out``.
 
-    A malformed object gets one line (object id + reason) on stderr and an ``error``
-    record in the manifest; the others carry on.
+    Every sub-folder of ``source`` (hidden ones aside) becomes an object or is reported:
+    a malformed object gets one line (object id + reason) on stderr and an ``error``
+    record in the manifest, and nothing of it is written; the others carry on. A joint
+    that cannot be swept gets a ``skipped`` record, adjusted limits a ``note`` record.
     """
     from tqdm import tqdm
 
-    from partdrag4d.assets.partnet_mobility import AssetError, find_objects, load_object, read_meta, safe_id
+    from partdrag4d.assets.partnet_mobility import MAX_FACES, AssetError, category_of, find_objects, load_object, safe_id
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -407,7 +413,8 @@ def articulate_folder(
         wanted = {category} if isinstance(category, str) else set(category)
         for name in wanted:
             categories.get(name)  # unknown names fail loudly
-        folders = [f for f in folders if categories.from_model_cat(str(read_meta(f).get("model_cat", ""))) in wanted]
+        # a folder whose category cannot be told is kept: loading it reports why
+        folders = [f for f in folders if category_of(f) in wanted or category_of(f) is None]
     if limit is not None:
         folders = folders[:limit]
     summary = ArticulateSummary()
@@ -420,17 +427,19 @@ def articulate_folder(
         processed.add(oid)
         bar.set_postfix_str(oid)
         try:
-            obj = load_object(folder)
+            obj = load_object(folder, max_faces=max_faces or MAX_FACES)
             recs, info = articulate_object(obj, out, seed, num_configs, num_stages, num_points, meshes, max_joints=max_joints)
         except AssetError as exc:
-            _fail(summary, records, oid, folder, str(exc), bar)
+            _fail(summary, records, oid, folder, str(exc), bar, out)
             continue
         except Exception as exc:  # one bad object never stops the others
-            _fail(summary, records, oid, folder, f"{oid}: {type(exc).__name__}: {exc}", bar)
+            _fail(summary, records, oid, folder, f"{oid}: {type(exc).__name__}: {exc}", bar, out)
             continue
         for r in recs:
             if r["status"] == "skipped":
                 bar.write(f"skipped {r['error']}", file=sys.stderr)
+            elif r["status"] == "note":
+                bar.write(f"note {r['note']}", file=sys.stderr)
         records.extend(recs)
         summary.objects_ok += 1
         summary.states += info["states"]
@@ -440,8 +449,8 @@ def articulate_folder(
     return summary
 
 
-def _fail(summary: ArticulateSummary, records: list[dict], oid: str, folder: Path, message: str, bar) -> None:
+def _fail(summary: ArticulateSummary, records: list[dict], oid: str, folder: Path, message: str, bar, out: Path) -> None:
     summary.objects_failed += 1
     summary.errors.append(message)
-    records.append({"object_id": oid, "source": str(folder), "status": "error", "error": message})
+    records.append({"object_id": oid, "source": store.source_path(folder, out), "status": "error", "error": message})
     bar.write(f"error {message}", file=sys.stderr)

@@ -4,14 +4,49 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
 from partdrag4d import categories
 
 app = typer.Typer(help="PartDrag-4D: articulated-object datasets (synth -> articulate -> render -> drags).", no_args_is_help=True, add_completion=False)
+
+WAIT_HELP = "If another run writes the folder, wait for it (default: one line naming it, exit code 2)."
+
+
+@contextmanager
+def _writing(folder: Path, command: str, wait: bool, shard: tuple[int, int] | None = None) -> Iterator[dict]:
+    """Hold ``folder``'s write lock (partdrag4d.lock) for a command; a busy folder is one
+    line and exit code 2. With the whole folder held, staging leftovers of killed runs
+    are deleted first. The run is logged in ``provenance/runs.jsonl`` (not data); the
+    yielded dict takes extra facts (e.g. seconds per step)."""
+    from partdrag4d import store
+    from partdrag4d.lock import FolderBusy, folder_lock
+
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(folder, command, wait=wait, shard=shard))
+        except FolderBusy as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        if shard is None or shard[1] == 1:
+            store.remove_stale_tree(folder)
+        run = {"command": command, "argv": sys.argv[1:], "started_utc": store.utc_now()}
+        t0 = time.perf_counter()
+        status = "failed"
+        try:
+            yield run
+            status = "ok"
+        except typer.Exit as exc:
+            status = "ok" if not exc.exit_code else f"exit {exc.exit_code}"
+            raise
+        finally:
+            run.update(status=status, finished_utc=store.utc_now(), seconds=round(time.perf_counter() - t0, 3))
+            store.append_provenance(folder, run)
 
 
 def _categories_option(values: list[str]) -> list[str]:
@@ -57,6 +92,8 @@ def articulate(
     ids: Optional[Path] = typer.Option(None, "--ids", exists=True, dir_okay=False, help="CSV with a partnet_mobility_id column (e.g. manifests/partdrag4d_objects.csv)."),
     meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write the posed mesh of every state."),
     max_joints: int = typer.Option(0, "--max-joints", min=0, help="Sweep only the first N movable joints of each object (0 = all)."),
+    max_faces: int = typer.Option(2_000_000, "--max-faces", min=1, help="Refuse objects with more faces than this (all meshes together)."),
+    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
 ):
     """Sweep every movable joint through its stages; write meshes, points and manifest.jsonl."""
     from partdrag4d.articulate import articulate_folder
@@ -64,7 +101,9 @@ def articulate(
     if category is not None and category not in categories.category_names():
         raise typer.BadParameter(f"unknown category {category!r}; expected one of {', '.join(categories.category_names())}")
     id_set = _read_ids(ids) if ids else None
-    summary = articulate_folder(source, out, category, limit, seed, configs, stages, points, id_set, meshes, max_joints=max_joints or None)
+    with _writing(out, "articulate", wait):
+        summary = articulate_folder(source, out, category, limit, seed, configs, stages, points, id_set, meshes,
+                                    max_joints=max_joints or None, max_faces=max_faces)
     typer.echo(
         f"articulated {summary.objects_ok} objects ({summary.states} states, {summary.states_written} written) "
         f"in {summary.seconds:.1f} s; {summary.objects_failed} failed"
@@ -82,6 +121,7 @@ def render(
     shard: str = typer.Option("0/1", "--shard", help="I/N: render the I-th of N object shards (cluster job arrays)."),
     resolution: int = typer.Option(512, "--resolution", min=16, help="Image size in pixels."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed of the renderer."),
+    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
 ):
     """Render every articulated state: 12 RGBA views, depth, part ids, cameras (resumable)."""
     from partdrag4d.pipeline import render_dataset
@@ -89,7 +129,9 @@ def render(
 
     if category is not None and category not in categories.category_names():
         raise typer.BadParameter(f"unknown category {category!r}; expected one of {', '.join(categories.category_names())}")
-    summary = render_dataset(dataset, category, quality, workers, parse_shard(shard), seed, resolution)
+    shard_ = parse_shard(shard)
+    with _writing(dataset, "render", wait, shard_):
+        summary = render_dataset(dataset, category, quality, workers, shard_, seed, resolution)
     typer.echo(json.dumps(summary))
     if summary.get("failed"):
         raise typer.Exit(1)
@@ -104,6 +146,7 @@ def drags(
     all_pairs: bool = typer.Option(True, "--all-pairs/--adjacent-pairs", help="All 30 ordered pairs per sequence, or neighbours + stage 0 pairs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the farthest-point sampling."),
     shard: str = typer.Option("0/1", "--shard", help="I/N: sequences I, I+N, ... (writes drags-I-of-N.h5 by default)."),
+    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
 ):
     """Sample visible surface drags for every pair of states (depth-tested) into HDF5."""
     from partdrag4d.dragfile import build_drag_file
@@ -112,7 +155,8 @@ def drags(
     index, count = parse_shard(shard)
     if out is None and count > 1:
         out = dataset / f"drags-{index}-of-{count}.h5"
-    summary = build_drag_file(dataset, out, category, seed, max_drags, all_pairs, (index, count))
+    with _writing(dataset, "drags", wait, (index, count)):
+        summary = build_drag_file(dataset, out, category, seed, max_drags, all_pairs, (index, count))
     per_pair = 1000 * summary.seconds_sampling / max(1, summary.pairs)
     typer.echo(f"{summary.sequences} sequences, {summary.pairs} pairs, {summary.drags} drags ({per_pair:.1f} ms per pair, 12 views)")
     if summary.skipped:
@@ -164,6 +208,8 @@ def make_dataset(
     resolution: int = typer.Option(512, "--resolution", min=16, help="Image size."),
     category: list[str] = typer.Option(["all"], "--category", "-c", help="Categories (repeatable) or 'all'."),
     seed: int = typer.Option(0, "--seed", help="Seed of every step."),
+    max_faces: int = typer.Option(2_000_000, "--max-faces", min=1, help="Refuse objects with more faces than this."),
+    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
 ):
     """The main job: synth -> articulate -> render -> drags (then run `partdrag4d verify`)."""
     from partdrag4d.pipeline import make_dataset as run
@@ -172,7 +218,10 @@ def make_dataset(
         cats = _categories_option(category)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0])) from None
-    summary = run(out, source, per_category, seed, quality, workers, cats, configs, max_joints or None, resolution)
+    with _writing(out, "make-dataset", wait) as record:
+        summary = run(out, source, per_category, seed, quality, workers, cats, configs, max_joints or None, resolution,
+                      max_faces=max_faces)
+        record["seconds_per_step"] = summary.seconds
     typer.echo(json.dumps(summary.__dict__, indent=1))
 
 
@@ -188,6 +237,7 @@ def gsdb_build(
     batch_size: int = typer.Option(4, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     ply: Optional[Path] = typer.Option(None, "--ply", help="Also write one 3DGS PLY per state into this folder."),
+    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
 ):
     """Run the teacher on every state's 4 input views; store splatter images (float16, resumable)."""
     import torch
@@ -197,7 +247,8 @@ def gsdb_build(
     if not teacher.is_file():
         raise typer.BadParameter(f"teacher weights not found: {teacher} (pass --teacher PATH)")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    summary = build_gsdb(dataset, teacher, out, batch_size, device=dev, ply_dir=ply)
+    with _writing(dataset, "gsdb build", wait):
+        summary = build_gsdb(dataset, teacher, out, batch_size, device=dev, ply_dir=ply)
     typer.echo(f"{summary.states} states ({summary.computed} computed) in {summary.seconds:.1f} s")
 
 

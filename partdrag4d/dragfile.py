@@ -6,6 +6,7 @@ Written under a temporary name and renamed, so a reader never sees a half-writte
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ def build_drag_file(root: Path, out: Path | None = None, category: str | None = 
     seqs = [s for k, s in enumerate(seqs) if k % count == index]
     summary = DragSummary()
     with store.atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        _write_header(f, root, seed, max_drags, every_pair)
+        _write_header(f, root, out, seed, max_drags, every_pair)
         group = f.create_group("sequences")
         for seq in tqdm(seqs, desc="drags", unit="seq", disable=not progress, dynamic_ncols=True):
             missing = [r["state_id"] for r in seq.records if not _rendered(root, r)]
@@ -88,7 +89,7 @@ def _rendered(root: Path, record: dict) -> bool:
     return (folder / "views.npz").is_file() and (folder / "cameras.json").is_file()
 
 
-def _write_header(f: h5py.File, root: Path, seed: int, max_drags: int, every_pair: bool) -> None:
+def _write_header(f: h5py.File, root: Path, out: Path, seed: int, max_drags: int, every_pair: bool) -> None:
     import platform
 
     f.attrs["schema"] = "partdrag4d-drags"
@@ -101,7 +102,8 @@ def _write_header(f: h5py.File, root: Path, seed: int, max_drags: int, every_pai
     f.attrs["max_drags"] = max_drags
     f.attrs["depth_tolerance"] = DEPTH_TOLERANCE
     f.attrs["pairs"] = "all" if every_pair else "adjacent"
-    f.attrs["dataset"] = str(root.resolve())
+    # the dataset folder relative to the drag file's folder ("." by default): movable, same bytes every run
+    f.attrs["dataset"] = os.path.relpath(root.resolve(), out.resolve().parent).replace(os.sep, "/")
 
 
 def _write_sequence(group: h5py.Group, root: Path, seq: Sequence, seed: int, max_drags: int, every_pair: bool, summary: DragSummary) -> None:

@@ -37,6 +37,8 @@ def render_jobs_for_dataset(root: Path, category: str | None = None, quality: st
             "cameras": ring,
             "quality": quality,
             "seed": seed,
+            "root": str(root),
+            "provenance_dir": str(store.provenance_dir(root) / "render"),
             "states": job_states,
         })
     return jobs
@@ -72,7 +74,7 @@ class DatasetSummary:
 
 def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, seed: int = 0, quality: str = "draft",
                  workers: int = 1, categories_: list[str] | None = None, configs: int = 1, max_joints: int | None = 1,
-                 resolution: int = cameras.IMAGE_SIZE, progress: bool = True) -> DatasetSummary:
+                 resolution: int = cameras.IMAGE_SIZE, progress: bool = True, max_faces: int | None = None) -> DatasetSummary:
     """The main job. Without ``source`` the embedded default: ``per_category`` procedural
     objects of each category (``max_joints`` sequences per object keep the default small)."""
     from partdrag4d.articulate import articulate_folder
@@ -95,7 +97,8 @@ def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, s
     else:
         label = str(source)
     t = time.perf_counter()
-    art = articulate_folder(source, out, category=cats, seed=seed, num_configs=configs, max_joints=max_joints, progress=progress)
+    art = articulate_folder(source, out, category=cats, seed=seed, num_configs=configs, max_joints=max_joints, progress=progress,
+                            max_faces=max_faces)
     times["articulate"] = time.perf_counter() - t
     t = time.perf_counter()
     rendered = render_dataset(out, quality=quality, workers=workers, seed=seed, resolution=resolution, progress=progress)

@@ -13,6 +13,8 @@ A render job (one object; JSON-serialisable dict)::
      "links": [{"name": "link_0", "part_id": 1}, ...],
      "cameras": [Camera.to_dict(), ...],           # 12 ring cameras at the output size
      "quality": "draft" | "standard" | "high", "seed": int,
+     "root": "/abs/dataset",                       # optional: render.json names the mesh relative to it
+     "provenance_dir": "/abs/dataset/provenance/render",  # optional: per-state timing files go here
      "states": [{"state_id": str, "out_dir": "/abs/.../states/<id>/render",
                  "link_poses": {"link_0": 4x4 nested list, ...}}]}  # missing links: identity
 
@@ -20,7 +22,9 @@ Each worker imports an object's mesh once, then poses its links per state and mo
 one camera per view. Per state the worker writes, into a staging folder renamed onto
 ``out_dir`` when complete: ``view_00.png`` .. (RGBA, straight alpha, transparent
 background), ``views.npz`` (``depth`` float32 [V,H,W] planar camera z, background inf;
-``part_id`` uint16 [V,H,W], 0 background), ``cameras.json`` and ``render.json``.
+``part_id`` uint16 [V,H,W], 0 background), ``cameras.json`` and ``render.json`` (only
+what the job reproduces: PNGs carry no date/time chunks, render.json no wall times;
+those go to ``provenance_dir``).
 States whose ``out_dir`` passes :func:`is_render_complete` are skipped, so a rerun
 resumes; a killed run leaves only hidden ``.render.*.tmp`` folders, which the next run
 deletes.

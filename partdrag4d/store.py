@@ -18,6 +18,15 @@ Layout of a dataset folder::
     states/<state_id>/points.npy    the rest samples carried to this state [N, 3] float32
     states/<state_id>/moving.npy    [N] bool: the sample lies on the driven part
     states/<state_id>/render/       12 views (issue B)
+    provenance/                     not data: wall times, hosts, pids, absolute paths (below)
+
+Same inputs and seed give the same bytes in every data file: no dates or times in
+images (PNG text/time chunks are stripped), no wall times, host names or absolute
+paths in records (paths inside the dataset are relative to its root), HDF5 without
+timestamps. What differs between runs lives only under ``provenance/``:
+``provenance/runs.jsonl`` (one line per command run: command, arguments, host, pid,
+start and end in UTC, seconds per step) and ``provenance/render/<state_id>.json``
+(render wall and CPU times, threads, host).
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 MANIFEST = "manifest.jsonl"
+PROVENANCE = "provenance"
+"""Folder of the files that are not data and may differ between identical runs."""
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -198,3 +209,98 @@ def read_rgba(render_folder: Path, view: int) -> np.ndarray:
 
     with Image.open(Path(render_folder) / view_png_name(view)) as im:
         return np.asarray(im.convert("RGBA"))
+
+
+# ---------------------------------------------------------------- reproducibility
+
+
+def source_path(path: Path, root: Path | None) -> str:
+    """How a record names a source path: relative to the dataset ``root`` when inside it
+    (a dataset can be moved), else absolute."""
+    path = Path(path).resolve()
+    if root is not None:
+        root = Path(root).resolve()
+        if path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+    return str(path)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_VOLATILE = {b"tEXt", b"zTXt", b"iTXt", b"tIME"}
+
+
+def png_without_metadata(data: bytes) -> bytes:
+    """The PNG ``data`` without its text and time chunks (``tEXt``, ``zTXt``, ``iTXt``,
+    ``tIME``): the pixels and colour chunks byte for byte, nothing re-encoded. Blender
+    writes the render date and render time there, so identical renders differ in bytes."""
+    if not data.startswith(_PNG_SIGNATURE):
+        raise ValueError("not a PNG file")
+    out, pos = [_PNG_SIGNATURE], len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            raise ValueError("truncated PNG chunk")
+        if kind not in _PNG_VOLATILE:
+            out.append(data[pos:end])
+        pos = end
+        if kind == b"IEND":
+            break
+    return b"".join(out)
+
+
+def strip_png_metadata(path: Path) -> None:
+    """Rewrite the PNG at ``path`` without text and time chunks (atomically)."""
+    data = Path(path).read_bytes()
+    clean = png_without_metadata(data)
+    if clean != data:
+        atomic_write_bytes(path, clean)
+
+
+def provenance_dir(root: Path) -> Path:
+    return Path(root) / PROVENANCE
+
+
+def host_facts() -> dict:
+    import platform
+    import socket
+
+    return {"host": socket.gethostname(), "pid": os.getpid(), "platform": platform.platform(), "cpus": os.cpu_count()}
+
+
+def utc_now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def append_provenance(root: Path, record: dict) -> None:
+    """One line in ``provenance/runs.jsonl`` (not data: times, host, pid, arguments)."""
+    path = provenance_dir(root) / "runs.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({**record, **host_facts()}, default=_json_default) + "\n"
+    with open(path, "a", encoding="utf-8") as f:  # appends of one short line; a torn last line is skipped by readers
+        f.write(line)
+
+
+def remove_stale_tree(root: Path) -> int:
+    """Delete the staging leftovers of killed runs everywhere in a dataset (its root,
+    ``source`` (make-dataset's procedural objects), ``objects/*``, ``objects/*/textures``,
+    ``states``, ``states/*``, ``provenance/render``). Only safe while holding the
+    dataset's exclusive lock (:mod:`partdrag4d.lock`)."""
+    root = Path(root)
+    removed = remove_stale_staging(root)
+    removed += remove_stale_staging(root / "source")
+    removed += remove_stale_staging(root / PROVENANCE / "render")
+    for sub in ("objects", "states"):
+        base = root / sub
+        if not base.is_dir():
+            continue
+        removed += remove_stale_staging(base)
+        for entry in base.iterdir():
+            if entry.is_dir() and not entry.name.startswith("."):
+                removed += remove_stale_staging(entry)
+                if sub == "objects":
+                    removed += remove_stale_staging(entry / "textures")
+    return removed

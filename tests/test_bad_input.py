@@ -3,14 +3,20 @@ the other objects carry on. Each bad object is built on the fly from a good one.
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
+import re
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
 
 from partdrag4d import store
 from partdrag4d.articulate import articulate_folder
-from partdrag4d.assets.partnet_mobility import load_object
+from partdrag4d.assets.partnet_mobility import count_obj_faces, load_object
 
 
 def _copy(good: Path, root: Path, name: str) -> Path:
@@ -29,6 +35,25 @@ def _first_mesh(folder: Path) -> str:
     import re
 
     return re.search(r'filename="([^"]+)"', (folder / "mobility.urdf").read_text()).group(1)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` RGB pixels in a few bytes: a decompression
+    bomb for a reader that trusts the header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): (hashlib.sha1(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else "link/dir")
+            for p in sorted(root.rglob("*"))}
+
+
+def _object_faces(folder: Path) -> int:
+    return sum(count_obj_faces(p) for p in (folder / "textured_objs").glob("*.obj"))
 
 
 def _make_bad_objects(good: Path, root: Path) -> dict[str, str]:
@@ -83,6 +108,67 @@ def _make_bad_objects(good: Path, root: Path) -> dict[str, str]:
     f = _copy(good, root, "unknown_category")
     _replace(f / "meta.json", '"Laptop"', '"FoldingChair"')
     expected[f.name] = "unknown category"
+
+    # --- every sub-folder becomes an object or is reported
+    f = root / "no_urdf"
+    f.mkdir()
+    shutil.copy(good / "meta.json", f / "meta.json")
+    expected[f.name] = "no mobility.urdf"
+
+    f = _copy(good, root, "meta_not_json")
+    (f / "meta.json").write_text('{"model_cat": "Laptop",')
+    expected[f.name] = "meta.json is not valid JSON"
+
+    f = _copy(good, root, "meta_is_a_list")
+    (f / "meta.json").write_text('["Laptop"]')
+    expected[f.name] = "meta.json holds a list"
+
+    f = _copy(good, root, "no_meta")
+    (f / "meta.json").unlink()
+    expected[f.name] = "no meta.json"
+
+    # --- malformed meshes, textures and joint graphs
+    f = _copy(good, root, "symlink_mesh_outside")
+    (root.parent / "elsewhere.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    mesh = f / _first_mesh(f)
+    mesh.unlink()
+    mesh.symlink_to(root.parent / "elsewhere.obj")
+    expected[f.name] = "is a symlink pointing outside the object folder"
+
+    f = _copy(good, root, "texture_bomb")
+    for png in (f / "images").glob("*.png"):
+        png.write_bytes(_png_header_only(100_000, 100_000))
+    expected[f.name] = "decompression bomb"
+
+    f = _copy(good, root, "texture_not_an_image")
+    for png in (f / "images").glob("*.png"):
+        png.write_text("this is not an image\n")
+    expected[f.name] = "is not an image"
+
+    f = _copy(good, root, "obj_index_out_of_range")
+    with open(f / _first_mesh(f), "a") as obj:
+        obj.write("f 1 2 99999\n")
+    expected[f.name] = "face indices out of range"
+
+    f = _copy(good, root, "joint_cycle")  # base -> link_1 becomes link_0 -> link_1 while link_1 -> link_0
+    text = (f / "mobility.urdf").read_text()
+    text = re.sub(r'(<child link="link_1"/>\s*<parent link=")base("/>)', r"\1link_0\2", text)
+    (f / "mobility.urdf").write_text(text)
+    expected[f.name] = "joint cycle: "
+
+    f = _copy(good, root, "two_roots")
+    _replace(f / "mobility.urdf", '<parent link="link_1"/>', '<parent link="stray"/>')
+    _replace(f / "mobility.urdf", '<link name="base"/>', '<link name="base"/>\n\t<link name="stray"/>')
+    expected[f.name] = "2 root links (base, stray)"
+
+    f = _copy(good, root, "too_many_faces")  # the limit of the test is the good object's face count
+    with open(f / _first_mesh(f), "a") as obj:
+        obj.write("f 1 2 3\n" * 5)
+    expected[f.name] = f"over the limit of {_object_faces(good):,} faces"
+
+    # hidden entries are skipped silently, plain files are not objects
+    shutil.copytree(root / "broken_xml", root / ".hidden_broken")
+    (root / "README.txt").write_text("notes next to the objects\n")
     return expected
 
 
@@ -92,7 +178,8 @@ def test_bad_objects_fail_alone_with_one_clear_line(synth_objects, tmp_path, cap
     src.mkdir()
     shutil.copytree(good, src / "a_good_object")
     expected = _make_bad_objects(good, src)
-    summary = articulate_folder(src, tmp_path / "data", num_points=256, progress=False)
+    before = _snapshot(tmp_path)
+    summary = articulate_folder(src, tmp_path / "data", num_points=256, progress=False, max_faces=_object_faces(good))
     assert summary.objects_ok == 1
     assert summary.objects_failed == len(expected)
     records = list(store.read_jsonl(tmp_path / "data" / "manifest.jsonl"))
@@ -106,8 +193,73 @@ def test_bad_objects_fail_alone_with_one_clear_line(synth_objects, tmp_path, cap
         assert sum(1 for line in stderr.splitlines() if line.startswith(f"error {name}: ")) == 1
     good_states = [r for r in records if r["status"] == "ok"]
     assert len(good_states) == 6 and {r["object_id"] for r in good_states} == {"a_good_object"}
-    # nothing of the bad objects was written
+    # nothing of the bad objects was written, in the output or anywhere else
     assert sorted(p.name for p in (tmp_path / "data" / "objects").iterdir()) == ["a_good_object"]
+    assert {p.name.split("_joint_")[0] for p in (tmp_path / "data" / "states").iterdir()} == {"a_good_object"}
+    after = _snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("data")} == before
+    assert "hidden" not in stderr and not any("hidden" in r["object_id"] or "README" in r["object_id"] for r in records)
+    assert len(expected) == 20  # the malformed cases of this test (11 new with the reliability issue)
+
+
+def test_malformed_folders_are_reported_under_a_category_filter(synth_objects, tmp_path):
+    """A folder whose category cannot be told is reported, not filtered away silently."""
+    src = tmp_path / "src"
+    shutil.copytree(synth_objects["laptop"], src / "good")
+    (src / "no_urdf").mkdir()
+    f = _copy(synth_objects["laptop"], src, "meta_not_json")
+    (f / "meta.json").write_text("{")
+    shutil.copytree(synth_objects["microwave"], src / "other_category")
+    summary = articulate_folder(src, tmp_path / "data", category="laptop", num_points=256, progress=False)
+    records = list(store.read_jsonl(tmp_path / "data" / "manifest.jsonl"))
+    assert summary.objects_ok == 1 and summary.objects_failed == 2
+    assert {r["object_id"] for r in records if r["status"] == "error"} == {"no_urdf", "meta_not_json"}
+    assert "other_category" not in {r["object_id"] for r in records}
+
+
+def _set_limit(text: str, joint: str, lower: str, upper: str) -> str:
+    pattern = rf'(<joint name="{joint}" type="\w+">.*?)<limit lower="[^"]+" upper="[^"]+"/>'
+    m = re.search(pattern, text, re.S)
+    assert m, joint
+    return text[: m.start()] + m.group(1) + f'<limit lower="{lower}" upper="{upper}"/>' + text[m.end():]
+
+
+JOINT_CASES = {
+    # name: (joint, lower, upper, status, fragment)
+    "revolute_1e30": ("joint_0", "0", "1e30", "skipped", "spans more than a full turn"),
+    "revolute_inf": ("joint_0", "0", "inf", "skipped", "limits are not finite"),
+    "revolute_nan": ("joint_0", "nan", "1", "skipped", "limits are not finite"),
+    "revolute_far_offset": ("joint_0", "20", "21", "skipped", "beyond two turns"),
+    "prismatic_1000": ("joint_1", "0", "1000", "skipped", "far beyond the object's size"),
+    "prismatic_far_offset": ("joint_1", "50", "50.2", "skipped", "far beyond the object's size"),
+    "revolute_inverted": ("joint_0", "1.5", "0", "note", "limits inverted in the URDF"),
+}
+
+
+def test_joint_limits_are_validated_with_the_reason_in_the_manifest(synth_objects, tmp_path, capsys):
+    """Absurd limits never become states: the joint is held at 0 with one line in the
+    manifest and on stderr; inverted limits are swapped, and the manifest says so."""
+    src = tmp_path / "src"
+    for name, (joint, lower, upper, _, _) in JOINT_CASES.items():
+        f = _copy(synth_objects["dishwasher"], src, name)
+        (f / "mobility.urdf").write_text(_set_limit((f / "mobility.urdf").read_text(), joint, lower, upper))
+    summary = articulate_folder(src, tmp_path / "data", num_points=256, progress=False)
+    assert summary.objects_ok == len(JOINT_CASES) and summary.objects_failed == 0
+    records = list(store.read_jsonl(tmp_path / "data" / "manifest.jsonl"))
+    stderr = capsys.readouterr().err
+    for name, (joint, lower, upper, status, fragment) in JOINT_CASES.items():
+        mine = [r for r in records if r["object_id"] == name]
+        flagged = [r for r in mine if r["status"] == status]
+        assert len(flagged) == 1 and flagged[0]["joint"] == joint, (name, flagged)
+        line = flagged[0]["error" if status == "skipped" else "note"]
+        assert line.startswith(f"{name}: joint {joint}: ") and fragment in line and "\n" not in line, line
+        assert sum(1 for ln in stderr.splitlines() if ln.endswith(line)) == 1
+        states = [r for r in mine if r["status"] == "ok"]
+        assert states and all(math.isfinite(q) and abs(q) <= 2 * math.pi for r in states for q in r["qpos"].values())
+        if status == "skipped":
+            assert all(r["joint"] != joint and r["qpos"][joint] == 0.0 for r in states)
+        else:  # swept from the smaller to the larger limit
+            assert [r["qpos"][joint] for r in states if r["joint"] == joint] == pytest.approx([0.3 * k for k in range(6)])
 
 
 def test_one_degenerate_joint_is_skipped_with_a_reason(synth_objects, tmp_path):

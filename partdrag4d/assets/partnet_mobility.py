@@ -8,6 +8,15 @@ The URDF is parsed by yourdfpy after a hardened pre-parse (no DTDs, no entities,
 network) and meshes are loaded with trimesh through a resolver that may read anything
 inside the object folder and nothing outside it: trimesh >= 5 would otherwise refuse
 the ``../images/`` texture paths and silently drop the textures.
+
+What is refused (``AssetError``, one line: object id + reason) before anything is
+written: no/unreadable ``mobility.urdf`` or ``meta.json``, XML with a DTD or entities,
+a joint graph that is not one tree (two roots, a cycle, two parents), a mesh or
+texture path that leaves the object folder (symlinks included), a missing, empty or
+non-finite mesh, face indices out of range, more than ``max_faces`` faces, a texture
+that is not an image or is larger than PIL's decompression-bomb limit. Joints whose
+limits cannot be swept (see :func:`check_joint_ranges`) are kept at 0 and reported as
+skipped joints instead.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import unicodedata
 from pathlib import Path
@@ -30,12 +40,34 @@ from partdrag4d.meshio import Material, MeshPart, TextureStore
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
+MAX_FACES = 2_000_000
+"""Default limit on an object's faces (all its mesh files together); ``--max-faces``."""
+MAX_REVOLUTE_SPAN = 2.0 * math.pi
+"""A revolute joint may sweep at most one full turn ..."""
+MAX_REVOLUTE_LIMIT = 4.0 * math.pi
+"""... with both limits within two turns of the rest pose."""
+PRISMATIC_SIZE_FACTOR = 2.0
+"""A prismatic joint's limits (and their span) may be at most this many times the
+diagonal of the object's rest-pose bounding box."""
+
 
 def safe_id(name: str) -> str:
     """A file-system and OBJ-safe identifier for a folder or link name (ASCII, no spaces)."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     cleaned = _SAFE.sub("_", ascii_name).strip("._")
     return cleaned or "unnamed"
+
+
+def inside_folder(path: Path, root: Path, name: str | None = None) -> Path:
+    """``path`` resolved (symlinks followed); ``ValueError`` if that leaves ``root``."""
+    name = str(name if name is not None else path)
+    resolved = Path(path).resolve()
+    if resolved.is_relative_to(root):
+        return resolved
+    lexical = Path(os.path.normpath(os.path.abspath(path)))
+    if lexical.is_relative_to(root):
+        raise ValueError(f"path {name!r} is a symlink pointing outside the object folder (to {resolved})")
+    raise ValueError(f"path {name!r} escapes the object folder")
 
 
 class ObjectFolderResolver(trimesh.resolvers.Resolver):
@@ -47,10 +79,7 @@ class ObjectFolderResolver(trimesh.resolvers.Resolver):
         self.served: dict[str, Path] = {}
 
     def resolve(self, name: str) -> Path:
-        path = (self.base / name.strip()).resolve()
-        if not path.is_relative_to(self.root):
-            raise ValueError(f"path {name!r} escapes the object folder")
-        return path
+        return inside_folder(self.base / name.strip(), self.root, name)
 
     def get(self, name: str) -> bytes:
         path = self.resolve(name)
@@ -69,8 +98,12 @@ class ObjectFolderResolver(trimesh.resolvers.Resolver):
         return ObjectFolderResolver(self.base / namespace, self.root)
 
 
-def _parse_mtl_textures(obj_path: Path, resolver: ObjectFolderResolver) -> dict[str, Path]:
-    """Material name -> texture file of the ``map_Kd`` lines of the OBJ's material libraries."""
+def _parse_mtl_textures(object_id: str, obj_path: Path, resolver: ObjectFolderResolver, checked: set[Path]) -> dict[str, Path]:
+    """Material name -> texture file of the ``map_Kd`` lines of the OBJ's material libraries.
+
+    A library or texture path that leaves the object folder, or a texture that is not a
+    readable image within PIL's decompression-bomb limit, is an ``AssetError``; a missing
+    library or texture file is left to trimesh (the material keeps its colour)."""
     textures: dict[str, Path] = {}
     try:
         head = obj_path.read_text(errors="replace")
@@ -82,8 +115,11 @@ def _parse_mtl_textures(obj_path: Path, resolver: ObjectFolderResolver) -> dict[
         for lib in line.split(None, 1)[1:]:
             try:
                 mtl_path = resolver.resolve(lib.strip())
+            except ValueError as exc:
+                raise AssetError(object_id, f"material library of {obj_path.name}: {exc}") from None
+            try:
                 text = mtl_path.read_text(errors="replace")
-            except (OSError, ValueError):
+            except OSError:
                 continue
             current = None
             for mline in text.splitlines():
@@ -94,12 +130,37 @@ def _parse_mtl_textures(obj_path: Path, resolver: ObjectFolderResolver) -> dict[
                     current = " ".join(parts[1:])
                 elif parts[0] == "map_Kd" and current is not None and len(parts) > 1:
                     try:
-                        tex = (mtl_path.parent / parts[-1]).resolve()
-                        if tex.is_relative_to(resolver.root) and tex.is_file():
-                            textures[current] = tex
-                    except OSError:
-                        pass
+                        tex = inside_folder(mtl_path.parent / parts[-1], resolver.root, parts[-1])
+                    except ValueError as exc:
+                        raise AssetError(object_id, f"texture of {mtl_path.name}: {exc}") from None
+                    if tex.is_file():
+                        if tex not in checked:
+                            check_texture(object_id, tex, resolver.root)
+                            checked.add(tex)
+                        textures[current] = tex
     return textures
+
+
+def check_texture(object_id: str, path: Path, root: Path) -> None:
+    """``AssetError`` unless ``path`` is an image PIL can read within its pixel limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``); only the header is decoded plus PIL's ``verify``."""
+    from PIL import Image, UnidentifiedImageError
+
+    name = os.path.relpath(path, root)
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            if limit is not None and width * height > limit:
+                raise AssetError(object_id, f"texture {name} is {width} x {height} pixels, over the decompression-bomb "
+                                            f"limit of {limit} pixels (PIL.Image.MAX_IMAGE_PIXELS)")
+            im.verify()
+    except Image.DecompressionBombError as exc:
+        raise AssetError(object_id, f"texture {name} is a decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise AssetError(object_id, f"texture {name} is not an image PIL can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt image data
+        raise AssetError(object_id, f"texture {name} is a damaged image ({str(exc).strip() or type(exc).__name__})") from None
 
 
 class _MaterialTable:
@@ -109,6 +170,7 @@ class _MaterialTable:
         self.textures = textures
         self.by_key: dict[tuple, Material] = {}
         self.texture_by_file: dict[Path, str] = {}
+        self.checked_textures: set[Path] = set()
 
     def material(self, diffuse, texture_file: Path | None, image, specular: float, roughness: float) -> Material:
         texture = None
@@ -147,12 +209,25 @@ def _material_of(geom: trimesh.Trimesh, table: _MaterialTable, mtl_textures: dic
     return table.material((0.8, 0.8, 0.8), None, None, 0.1, 0.6), None
 
 
+def _too_many_faces(limit: int, counted: int, name: str) -> str:
+    return f"the meshes have {counted:,} faces (counted up to {name}), over the limit of {limit:,} faces (--max-faces)"
+
+
+def count_obj_faces(path: Path) -> int:
+    """Face (``f``) lines of an OBJ file, without parsing it."""
+    data = Path(path).read_bytes()
+    return data.count(b"\nf ") + data.count(b"\nf\t") + int(data.startswith((b"f ", b"f\t")))
+
+
 def _load_mesh_file(
     object_id: str, path: Path, root: Path, transform: np.ndarray, table: _MaterialTable
 ) -> list[MeshPart]:
     resolver = ObjectFolderResolver(path.parent, root)
+    mtl_textures = _parse_mtl_textures(object_id, path, resolver, table.checked_textures)  # before trimesh opens any image
     try:
         loaded = trimesh.load(path, resolver=resolver, process=False)
+    except IndexError as exc:
+        raise AssetError(object_id, f"mesh {path.name} has face indices out of range ({exc})") from None
     except Exception as exc:  # trimesh raises many kinds on bad files
         raise AssetError(object_id, f"cannot read mesh {path.name}: {exc}") from exc
     if isinstance(loaded, trimesh.Scene):
@@ -166,7 +241,6 @@ def _load_mesh_file(
         geoms = [(loaded, np.eye(4))]
     else:
         geoms = []
-    mtl_textures = _parse_mtl_textures(path, resolver)
     parts = []
     for geom, node_transform in geoms:
         if len(geom.faces) == 0:
@@ -174,6 +248,10 @@ def _load_mesh_file(
         vertices = np.asarray(geom.vertices, dtype=np.float64)
         if not np.isfinite(vertices).all():
             raise AssetError(object_id, f"mesh {path.name} has NaN or infinite vertices")
+        faces = np.asarray(geom.faces)
+        if faces.min() < 0 or faces.max() >= len(vertices):
+            raise AssetError(object_id, f"mesh {path.name} has face indices out of range "
+                                        f"(index {int(faces.max()) + 1}, {len(vertices)} vertices)")
         material, uv = _material_of(geom, table, mtl_textures)
         part = MeshPart(vertices, np.asarray(geom.faces, dtype=np.int64), material, uv)
         parts.append(part.transformed(transform @ node_transform))
@@ -225,6 +303,12 @@ def _check_xml(object_id: str, urdf_path: Path) -> bytes:
     return data
 
 
+def _held(j, kind: str, origin: np.ndarray, axis: np.ndarray, reason: str) -> Joint:
+    """A joint that cannot be swept: kept at 0 (the pose the meshes were modelled in) and
+    reported as a skipped joint with ``reason``."""
+    return Joint(j.name, kind, j.parent, j.child, origin, axis, 0.0, 0.0, f"{reason}; held at 0")
+
+
 def _joint_record(object_id: str, j) -> Joint:
     kind = j.type
     if kind not in ("revolute", "prismatic", "continuous", "fixed"):
@@ -242,26 +326,70 @@ def _joint_record(object_id: str, j) -> Joint:
     if kind == "continuous":
         return Joint(j.name, kind, j.parent, j.child, origin, axis, *CONTINUOUS_RANGE, note="continuous: range [0, 5/3 pi]")
     if j.limit is None or j.limit.lower is None or j.limit.upper is None:
-        raise AssetError(object_id, f"{kind} joint {j.name} has no limits")
+        return _held(j, kind, origin, axis, f"{kind} joint without lower/upper limits")
     lower, upper = float(j.limit.lower), float(j.limit.upper)
     if not (math.isfinite(lower) and math.isfinite(upper)):
-        raise AssetError(object_id, f"joint {j.name} has non-finite limits")
+        return _held(j, kind, origin, axis, f"limits are not finite (lower={lower:g}, upper={upper:g})")
     note = ""
     if lower > upper:
         lower, upper = upper, lower
-        note = "limits flipped in the URDF (lower > upper); swapped"
+        note = f"limits inverted in the URDF (lower {upper:g} > upper {lower:g}); swapped"
     if lower == upper:
         note = "lower == upper: the joint cannot move"
     return Joint(j.name, kind, j.parent, j.child, origin, axis, lower, upper, note)
 
 
+def check_joint_ranges(joints: list[Joint], size: float) -> list[Joint]:
+    """Joints whose range cannot be swept sensibly are held at 0 with the reason.
+
+    Revolute: a span of at most a full turn (2 pi) and both limits within two turns
+    (4 pi) of the rest pose. Prismatic: both limits and the span at most
+    ``PRISMATIC_SIZE_FACTOR`` x ``size`` (the diagonal of the object's rest-pose bounding
+    box, in the URDF's units). Fixed, continuous and already held joints pass unchanged.
+    """
+    out = []
+    for j in joints:
+        span = j.upper - j.lower
+        reason = None
+        if j.kind == "revolute" and j.movable:
+            if span > MAX_REVOLUTE_SPAN * (1 + 1e-9):
+                reason = f"revolute range [{j.lower:g}, {j.upper:g}] rad spans more than a full turn (2 pi)"
+            elif max(abs(j.lower), abs(j.upper)) > MAX_REVOLUTE_LIMIT:
+                reason = f"revolute limits [{j.lower:g}, {j.upper:g}] rad lie beyond two turns (4 pi) of the rest pose"
+        elif j.kind == "prismatic" and j.movable:
+            bound = PRISMATIC_SIZE_FACTOR * size
+            if max(abs(j.lower), abs(j.upper), span) > bound:
+                reason = (f"prismatic range [{j.lower:g}, {j.upper:g}] is far beyond the object's size "
+                          f"(limit {PRISMATIC_SIZE_FACTOR:g} x its {size:.3g} bounding-box diagonal = {bound:.3g})")
+        if reason is None:
+            out.append(j)
+        else:
+            out.append(Joint(j.name, j.kind, j.parent, j.child, j.origin, j.axis, 0.0, 0.0, f"{reason}; held at 0"))
+    return out
+
+
 def _topological(object_id: str, joints: list[Joint], links: list[str]) -> tuple[str, list[Joint]]:
-    children = [j.child for j in joints]
-    if len(set(children)) != len(children):
-        raise AssetError(object_id, "a link has more than one parent joint")
-    roots = [link for link in links if link not in children]
-    if len(roots) != 1:
-        raise AssetError(object_id, f"expected one root link, found {len(roots)}")
+    parents: dict[str, list[str]] = {}
+    for j in joints:
+        parents.setdefault(j.child, []).append(j.name)
+    for child, names in parents.items():
+        if len(names) > 1:
+            raise AssetError(object_id, f"link {child} has more than one parent joint ({', '.join(names)})")
+    roots = [link for link in links if link not in parents]
+    if len(roots) > 1:
+        shown = ", ".join(roots[:5]) + (", ..." if len(roots) > 5 else "")
+        raise AssetError(object_id, f"the joints leave {len(roots)} root links ({shown}); a URDF is one tree with one root")
+    parent_of = {j.child: j for j in joints}
+    for start in links:  # a cycle has no root: walk up from each link until a link repeats
+        seen, link = [], start
+        while link in parent_of and link not in seen:
+            seen.append(link)
+            link = parent_of[link].parent
+        if link in seen:
+            cycle = seen[seen.index(link):] + [link]
+            raise AssetError(object_id, "joint cycle: " + " -> ".join(reversed(cycle)))
+    if not roots:
+        raise AssetError(object_id, "no root link (every link has a parent joint)")
     ordered, placed = [], {roots[0]}
     pending = list(joints)
     while pending:
@@ -276,29 +404,69 @@ def _topological(object_id: str, joints: list[Joint], links: list[str]) -> tuple
 
 
 def read_meta(folder: Path) -> dict:
+    """``meta.json`` as a dict, or {} when it is missing or unreadable (see :func:`load_meta`)."""
+    try:
+        return load_meta(folder)
+    except ValueError:
+        return {}
+
+
+def load_meta(folder: Path, object_id: str | None = None) -> dict:
+    """``meta.json`` as a dict ({} when there is none); ``AssetError`` when it cannot be read."""
+    object_id = object_id or safe_id(Path(folder).name)
     path = Path(folder) / "meta.json"
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {}
+        meta = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise AssetError(object_id, f"cannot read meta.json ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AssetError(object_id, f"meta.json is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise AssetError(object_id, f"meta.json holds a {type(meta).__name__}, not an object with model_cat")
+    return meta
 
 
-def load_object(folder: Path, category: str | None = None) -> ArticulatedObject:
+def category_of(folder: Path) -> str | None:
+    """The category named by the folder's ``meta.json``, or None when it cannot be told."""
+    return categories.from_model_cat(str(read_meta(folder).get("model_cat", "")))
+
+
+def _rest_diagonal(joints: list[Joint], root: str, geometry: dict[str, list[MeshPart]]) -> float:
+    poses = {root: np.eye(4)}
+    for j in joints:
+        poses[j.child] = poses[j.parent] @ j.origin
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for link, parts in geometry.items():
+        T = poses.get(link, np.eye(4))
+        for p in parts:
+            w = p.vertices @ T[:3, :3].T + T[:3, 3]
+            lo, hi = np.minimum(lo, w.min(0)), np.maximum(hi, w.max(0))
+    return float(np.linalg.norm(hi - lo))
+
+
+def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_FACES) -> ArticulatedObject:
     """Load one object folder. Raises ``AssetError`` (object id + reason) on bad input."""
     folder = Path(folder)
     object_id = safe_id(folder.name)
+    if not folder.is_dir():
+        raise AssetError(object_id, "not a folder")
     urdf_path = folder / "mobility.urdf"
     if not urdf_path.is_file():
         raise AssetError(object_id, "no mobility.urdf in the folder")
-    meta = read_meta(folder)
+    meta = load_meta(folder, object_id)
     model_cat = str(meta.get("model_cat", ""))
     if category is None:
+        if not (folder / "meta.json").exists():
+            raise AssetError(object_id, "no meta.json (its model_cat names the category)")
         category = categories.from_model_cat(model_cat) if model_cat else None
         if category is None:
             raise AssetError(object_id, f"unknown category (meta.json model_cat={model_cat!r})")
-    data = _check_xml(object_id, urdf_path)
+    try:
+        data = _check_xml(object_id, urdf_path)
+    except OSError as exc:
+        raise AssetError(object_id, f"cannot read mobility.urdf ({exc.strerror or exc})") from None
     try:
         urdf = yourdfpy.URDF.load(
             io.BytesIO(data), build_scene_graph=False, load_meshes=False, load_collision_meshes=False, mesh_dir=str(folder)
@@ -319,30 +487,42 @@ def load_object(folder: Path, category: str | None = None) -> ArticulatedObject:
     table = _MaterialTable(textures)
     folder_root = folder.resolve()
     geometry: dict[str, list] = {}
+    total_faces = 0
     for link in robot.links:
         parts = []
         for visual in link.visuals:
             mesh = visual.geometry.mesh if visual.geometry is not None else None
             if mesh is None:
                 continue  # primitive visuals do not occur in PartNet-Mobility
-            mesh_path = (folder / mesh.filename).resolve()
-            if not mesh_path.is_relative_to(folder_root):
-                raise AssetError(object_id, f"mesh path {mesh.filename!r} escapes the object folder")
+            try:
+                mesh_path = inside_folder(folder / mesh.filename, folder_root, mesh.filename)
+            except ValueError as exc:
+                raise AssetError(object_id, f"mesh {exc}") from None
             if not mesh_path.is_file():
                 raise AssetError(object_id, f"missing mesh file {mesh.filename!r}")
+            if mesh_path.suffix.lower() == ".obj":
+                total_faces += count_obj_faces(mesh_path)
+                if total_faces > max_faces:
+                    raise AssetError(object_id, _too_many_faces(max_faces, total_faces, mesh.filename))
             transform = np.asarray(visual.origin if visual.origin is not None else np.eye(4), dtype=np.float64)
             if mesh.scale is not None:
                 transform = transform @ np.diag(list(np.broadcast_to(np.asarray(mesh.scale, float), (3,))) + [1.0])
-            parts.extend(_load_mesh_file(object_id, mesh_path, folder_root, transform, table))
+            loaded = _load_mesh_file(object_id, mesh_path, folder_root, transform, table)
+            if mesh_path.suffix.lower() != ".obj":
+                total_faces += sum(len(p.faces) for p in loaded)
+                if total_faces > max_faces:
+                    raise AssetError(object_id, _too_many_faces(max_faces, total_faces, mesh.filename))
+            parts.extend(loaded)
         if parts:
             geometry[link.name] = drop_duplicate_faces(parts)
 
     if not geometry:
         raise AssetError(object_id, "the object has no visual geometry")
+    joints = check_joint_ranges(joints, _rest_diagonal(joints, root, geometry))
     notes = [f"{j.name}: {j.note}" for j in joints if j.note]
     if not any(j.movable for j in joints):
-        degenerate = [j.name for j in joints if j.kind != "fixed"]
-        reason = "no movable joint" + (f" (joints with lower == upper: {', '.join(degenerate)})" if degenerate else "")
+        held = [f"{j.name}: {j.note}" for j in joints if j.kind != "fixed"]
+        reason = "no movable joint" + (f" ({'; '.join(held)})" if held else "")
         raise AssetError(object_id, reason)
     return ArticulatedObject(
         object_id=object_id,
@@ -372,8 +552,10 @@ def read_semantics(folder: Path) -> dict[str, str]:
 
 
 def find_objects(source: Path) -> list[Path]:
-    """Object folders under ``source``: the folder itself, or its sub-folders with a mobility.urdf."""
+    """Object folders under ``source``: the folder itself when it holds a mobility.urdf,
+    else every sub-folder (sorted by name) except hidden ones (``.name``). A sub-folder
+    that is not a valid object is returned too, so that loading it reports why."""
     source = Path(source)
     if (source / "mobility.urdf").exists():
         return [source]
-    return sorted((p for p in source.iterdir() if p.is_dir() and (p / "mobility.urdf").exists()), key=lambda p: p.name)
+    return sorted((p for p in source.iterdir() if not p.name.startswith(".") and p.is_dir()), key=lambda p: p.name)
