@@ -506,12 +506,30 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip()}{where}"
 
 
+def _die_with_parent(parent_pid: int | None) -> None:
+    """Ask Linux to kill this worker when the process that started it dies (``kill -9`` of
+    a run must not leave Blender rendering into the dataset behind the next run)."""
+    if not parent_pid:
+        return
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker still ends at EOF on stdin
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--parent-pid", type=int, default=None, help="die with this process (Linux)")
     parser.add_argument("--scratch", type=Path, default=None, help="folder for the per-view pass EXRs")
     parser.add_argument("--verbose", action="store_true", help="let Blender's output through to stderr")
     args = parser.parse_args(argv)
+    _die_with_parent(args.parent_pid)
 
     results = _take_stdout(args.verbose)
     global bpy, mathutils

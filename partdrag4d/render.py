@@ -229,7 +229,8 @@ class _Worker:
         self.log_path = log_dir / f"worker-{index}-{time.monotonic_ns()}.log"
         self.scratch = Path(tempfile.mkdtemp(prefix=f"scratch-{index}-", dir=log_dir))
         self._log = open(self.log_path, "wb")
-        cmd = [sys.executable, "-m", WORKER_MODULE, "--threads", str(threads), "--scratch", str(self.scratch)]
+        cmd = [sys.executable, "-m", WORKER_MODULE, "--threads", str(threads), "--scratch", str(self.scratch),
+               "--parent-pid", str(os.getpid())]
         if verbose:
             cmd.append("--verbose")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
