@@ -232,7 +232,7 @@ JOINT_CASES = {
     "revolute_far_offset": ("joint_0", "20", "21", "skipped", "beyond two turns"),
     "prismatic_1000": ("joint_1", "0", "1000", "skipped", "far beyond the object's size"),
     "prismatic_far_offset": ("joint_1", "50", "50.2", "skipped", "far beyond the object's size"),
-    "revolute_inverted": ("joint_0", "1.5", "0", "note", "limits inverted in the URDF"),
+    "revolute_inverted": ("joint_0", "1.5", "0", "note", "limits flipped in the URDF (lower 1.5 > upper 0); swapped"),
 }
 
 

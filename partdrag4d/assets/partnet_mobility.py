@@ -333,7 +333,7 @@ def _joint_record(object_id: str, j) -> Joint:
     note = ""
     if lower > upper:
         lower, upper = upper, lower
-        note = f"limits inverted in the URDF (lower {upper:g} > upper {lower:g}); swapped"
+        note = f"limits flipped in the URDF (lower {upper:g} > upper {lower:g}); swapped"
     if lower == upper:
         note = "lower == upper: the joint cannot move"
     return Joint(j.name, kind, j.parent, j.child, origin, axis, lower, upper, note)
