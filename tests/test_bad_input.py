@@ -134,6 +134,13 @@ def _make_bad_objects(good: Path, root: Path) -> dict[str, str]:
     mesh.symlink_to(root.parent / "elsewhere.obj")
     expected[f.name] = "is a symlink pointing outside the object folder"
 
+    f = _copy(good, root, "symlink_texture_outside")
+    for png in (f / "images").glob("*.png"):
+        shutil.copy(png, root.parent / png.name)
+        png.unlink()
+        png.symlink_to(root.parent / png.name)
+    expected[f.name] = "texture of original-1.mtl: path '../images/texture_0.png' is a symlink pointing outside"
+
     f = _copy(good, root, "texture_bomb")
     for png in (f / "images").glob("*.png"):
         png.write_bytes(_png_header_only(100_000, 100_000))
@@ -198,7 +205,7 @@ def test_bad_objects_fail_alone_with_one_clear_line(synth_objects, tmp_path, cap
     after = _snapshot(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("data")} == before
     assert "hidden" not in stderr and not any("hidden" in r["object_id"] or "README" in r["object_id"] for r in records)
-    assert len(expected) == 20  # the malformed cases of this test (11 new with the reliability issue)
+    assert len(expected) == 21  # the malformed cases of this test (12 new with the reliability issue)
 
 
 def test_malformed_folders_are_reported_under_a_category_filter(synth_objects, tmp_path):
