@@ -210,13 +210,21 @@ def _material_of(geom: trimesh.Trimesh, table: _MaterialTable, mtl_textures: dic
 
 
 def _too_many_faces(limit: int, counted: int, name: str) -> str:
-    return f"the meshes have {counted:,} faces (counted up to {name}), over the limit of {limit:,} faces (--max-faces)"
+    return f"the meshes have at least {counted:,} faces (counted up to {name}), over the limit of {limit:,} faces (--max-faces)"
 
 
-def count_obj_faces(path: Path) -> int:
-    """Face (``f``) lines of an OBJ file, without parsing it."""
-    data = Path(path).read_bytes()
-    return data.count(b"\nf ") + data.count(b"\nf\t") + int(data.startswith((b"f ", b"f\t")))
+def count_obj_faces(path: Path, stop_above: int | None = None) -> int:
+    """Face (``f``) lines of an OBJ file, read in 8 MB chunks without parsing; stops
+    early once the count passes ``stop_above`` (a huge file is refused without reading it all)."""
+    count, previous = 0, b"\n"
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            window = previous + chunk
+            count += window.count(b"\nf ") + window.count(b"\nf\t")
+            previous = chunk[-1:]
+            if stop_above is not None and count > stop_above:
+                break
+    return count
 
 
 def _load_mesh_file(
@@ -501,7 +509,7 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
             if not mesh_path.is_file():
                 raise AssetError(object_id, f"missing mesh file {mesh.filename!r}")
             if mesh_path.suffix.lower() == ".obj":
-                total_faces += count_obj_faces(mesh_path)
+                total_faces += count_obj_faces(mesh_path, stop_above=max_faces - total_faces)
                 if total_faces > max_faces:
                     raise AssetError(object_id, _too_many_faces(max_faces, total_faces, mesh.filename))
             transform = np.asarray(visual.origin if visual.origin is not None else np.eye(4), dtype=np.float64)
