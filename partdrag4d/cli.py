@@ -19,11 +19,13 @@ WAIT_HELP = "If another run writes the folder, wait for it (default: one line na
 
 
 @contextmanager
-def _writing(folder: Path, command: str, wait: bool, shard: tuple[int, int] | None = None) -> Iterator[dict]:
+def _writing(folder: Path, command: str, wait: bool, shard: tuple[int, int] | None = None,
+             dataset: bool = True) -> Iterator[dict]:
     """Hold ``folder``'s write lock (partdrag4d.lock) for a command; a busy folder is one
-    line and exit code 2. With the whole folder held, staging leftovers of killed runs
-    are deleted first. The run is logged in ``provenance/runs.jsonl`` (not data); the
-    yielded dict takes extra facts (e.g. seconds per step)."""
+    line and exit code 2. With a whole dataset folder held, staging leftovers of killed
+    runs are deleted first (``dataset=False``: the folder is only where an output file
+    goes; nothing else in it is touched). The run is logged in ``provenance/runs.jsonl``
+    (not data); the yielded dict takes extra facts (e.g. seconds per step)."""
     from partdrag4d import store
     from partdrag4d.lock import FolderBusy, folder_lock
 
@@ -33,7 +35,10 @@ def _writing(folder: Path, command: str, wait: bool, shard: tuple[int, int] | No
         except FolderBusy as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        if shard is None or shard[1] == 1:
+        except OSError as exc:
+            typer.echo(f"error: cannot lock {folder} for writing: {exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from None
+        if dataset and (shard is None or shard[1] == 1):
             store.remove_stale_tree(folder)
         run = {"command": command, "argv": sys.argv[1:], "started_utc": store.utc_now()}
         t0 = time.perf_counter()
@@ -155,7 +160,8 @@ def drags(
     index, count = parse_shard(shard)
     if out is None and count > 1:
         out = dataset / f"drags-{index}-of-{count}.h5"
-    with _writing(dataset, "drags", wait, (index, count)):
+    lock_dir = out.parent if out is not None else dataset  # the folder the drag file goes to
+    with _writing(lock_dir, "drags", wait, (index, count), dataset=lock_dir.resolve() == dataset.resolve()):
         summary = build_drag_file(dataset, out, category, seed, max_drags, all_pairs, (index, count))
     per_pair = 1000 * summary.seconds_sampling / max(1, summary.pairs)
     typer.echo(f"{summary.sequences} sequences, {summary.pairs} pairs, {summary.drags} drags ({per_pair:.1f} ms per pair, 12 views)")
@@ -247,7 +253,8 @@ def gsdb_build(
     if not teacher.is_file():
         raise typer.BadParameter(f"teacher weights not found: {teacher} (pass --teacher PATH)")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    with _writing(dataset, "gsdb build", wait):
+    lock_dir = out.parent if out is not None else dataset  # the folder the database goes to
+    with _writing(lock_dir, "gsdb build", wait, dataset=lock_dir.resolve() == dataset.resolve()):
         summary = build_gsdb(dataset, teacher, out, batch_size, device=dev, ply_dir=ply)
     typer.echo(f"{summary.states} states ({summary.computed} computed) in {summary.seconds:.1f} s")
 

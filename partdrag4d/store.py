@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -137,13 +138,18 @@ class StagingDir:
             os.replace(self.path, self.target)
 
 
+_STAGING = re.compile(r"^\..+\.(?:[A-Za-z0-9_]+\.tmp|old-\d+)$")
+"""Names of our staging entries: ``.<name>.<random>.tmp`` (tempfile) and
+``.<name>.old-<pid>`` (StagingDir); other programs' hidden files do not match."""
+
+
 def remove_stale_staging(folder: Path) -> int:
     """Delete staging leftovers of killed runs (hidden ``*.tmp`` / ``*.old-*`` entries)."""
     removed = 0
-    if not Path(folder).exists():
+    if not Path(folder).is_dir():
         return 0
     for entry in Path(folder).iterdir():
-        if entry.name.startswith(".") and (entry.name.endswith(".tmp") or ".old-" in entry.name):
+        if _STAGING.match(entry.name):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
             removed += 1
     return removed

@@ -64,6 +64,8 @@ def test_second_writer_is_refused_with_the_holder_named(tmp_path):
     ["render", "{d}"],
     ["drags", "{d}"],
     ["gsdb", "build", "{d}", "--teacher", "{teacher}"],
+    ["drags", "{src}", "--out", "{d}/drags.h5"],  # the lock is the output folder's
+    ["gsdb", "build", "{src}", "--teacher", "{teacher}", "--out", "{d}/gsdb.h5"],
 ])
 def test_every_writing_command_refuses_a_held_folder(tmp_path, command):
     data, src, teacher = tmp_path / "data", tmp_path / "src", tmp_path / "teacher.safetensors"
@@ -81,6 +83,26 @@ def test_every_writing_command_refuses_a_held_folder(tmp_path, command):
         assert not (data / "manifest.jsonl").exists() and not (data / "provenance").exists()  # nothing done
     finally:
         _stop(proc)
+
+
+def test_only_our_staging_leftovers_are_cleaned(tmp_path):
+    """Holding a dataset, a command deletes staging leftovers of killed runs, never other
+    hidden files; an output folder that is not the dataset is not cleaned at all."""
+    data = tmp_path / "data"
+    (data / "states" / "s0").mkdir(parents=True)
+    ours = [data / ".manifest.jsonl.k2j_3kd9.tmp", data / "states" / ".s1.abcdefgh.tmp", data / "states" / "s0" / ".render.old-123"]
+    theirs = [data / ".gitignore", data / ".cache.tmp", data / "states" / "s0" / ".notes"]
+    for f in ours + theirs:
+        f.write_text("x")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ".drags.h5.abcdefgh.tmp").write_text("someone else's")
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["drags", str(tmp_path / "empty"), "--out", str(elsewhere / "drags.h5")])
+    assert (elsewhere / ".drags.h5.abcdefgh.tmp").exists()  # not a dataset folder: untouched
+    result = CliRunner().invoke(app, ["articulate", str(tmp_path / "empty"), "--out", str(data)])
+    assert result.exit_code == 0, result.output
+    assert not any(f.exists() for f in ours) and all(f.exists() for f in theirs)
 
 
 def test_wait_takes_the_lock_when_the_holder_finishes(tmp_path):

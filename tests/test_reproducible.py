@@ -105,7 +105,7 @@ def _count(root: Path) -> int:
 
 
 @pytest.mark.slow  # ~25 s per case on the shared 2-core machine
-@pytest.mark.parametrize("seed", [0, 1, 2, "drags"])
+@pytest.mark.parametrize("seed", [0, 1, "drags"])
 def test_kill_9_at_a_random_moment_then_rerun_gives_the_same_content(reference, tmp_path, seed):
     """The moment is drawn as progress: kill when the run has written k of the reference
     run's N files (staging files count), k uniform in [1, N - 1], so every kill lands
