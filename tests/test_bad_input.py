@@ -146,6 +146,11 @@ def _make_bad_objects(good: Path, root: Path) -> dict[str, str]:
         png.write_bytes(_png_header_only(100_000, 100_000))
     expected[f.name] = "decompression bomb"
 
+    f = _copy(good, root, "texture_over_pil_limit")  # PIL only warns below twice its limit
+    for png in (f / "images").glob("*.png"):
+        png.write_bytes(_png_header_only(10_000, 10_000))
+    expected[f.name] = "is 10000 x 10000 pixels, over the decompression-bomb limit"
+
     f = _copy(good, root, "texture_not_an_image")
     for png in (f / "images").glob("*.png"):
         png.write_text("this is not an image\n")
@@ -205,7 +210,7 @@ def test_bad_objects_fail_alone_with_one_clear_line(synth_objects, tmp_path, cap
     after = _snapshot(tmp_path)
     assert {k: v for k, v in after.items() if not k.startswith("data")} == before
     assert "hidden" not in stderr and not any("hidden" in r["object_id"] or "README" in r["object_id"] for r in records)
-    assert len(expected) == 21  # the malformed cases of this test (12 new with the reliability issue)
+    assert len(expected) == 22  # the malformed cases of this test (13 new with the reliability issue)
 
 
 def test_malformed_folders_are_reported_under_a_category_filter(synth_objects, tmp_path):

@@ -146,21 +146,27 @@ def check_texture(object_id: str, path: Path, root: Path) -> None:
     (``PIL.Image.MAX_IMAGE_PIXELS``); only the header is decoded plus PIL's ``verify``."""
     from PIL import Image, UnidentifiedImageError
 
+    import warnings
+
     name = os.path.relpath(path, root)
     limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-            if limit is not None and width * height > limit:
-                raise AssetError(object_id, f"texture {name} is {width} x {height} pixels, over the decompression-bomb "
-                                            f"limit of {limit} pixels (PIL.Image.MAX_IMAGE_PIXELS)")
-            im.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with the size
+            with Image.open(path) as im:
+                width, height = im.size
+                too_large = limit is not None and width * height > limit
+                if not too_large:
+                    im.verify()
     except Image.DecompressionBombError as exc:
         raise AssetError(object_id, f"texture {name} is a decompression bomb ({exc})") from None
     except UnidentifiedImageError:
         raise AssetError(object_id, f"texture {name} is not an image PIL can read") from None
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt image data
         raise AssetError(object_id, f"texture {name} is a damaged image ({str(exc).strip() or type(exc).__name__})") from None
+    if too_large:
+        raise AssetError(object_id, f"texture {name} is {width} x {height} pixels, over the decompression-bomb "
+                                    f"limit of {limit:,} pixels (PIL.Image.MAX_IMAGE_PIXELS)")
 
 
 class _MaterialTable:
