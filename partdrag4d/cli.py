@@ -243,19 +243,26 @@ def gsdb_build(
     batch_size: int = typer.Option(4, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     ply: Optional[Path] = typer.Option(None, "--ply", help="Also write one 3DGS PLY per state into this folder."),
+    sh_degree: int = typer.Option(3, "--sh-degree", help="PLY SH degree: 3 (zero f_rest_*, what the reference 3DGS loader expects) | 0."),
+    up: str = typer.Option("z", "--up", help="PLY frame: z (object frame, Z up) | y (-Y up, SuperSplat/PlayCanvas)."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
 ):
     """Run the teacher on every state's 4 input views; store splatter images (float16, resumable)."""
     import torch
 
+    from partrm.gaussians.ply import SH_DEGREES, UP_AXES
     from partrm.gsdb import build_gsdb
 
+    if sh_degree not in SH_DEGREES:
+        raise typer.BadParameter(f"--sh-degree must be one of {', '.join(map(str, SH_DEGREES))}, got {sh_degree}")
+    if up not in UP_AXES:
+        raise typer.BadParameter(f"--up must be one of {', '.join(UP_AXES)}, got {up!r}")
     if not teacher.is_file():
         raise typer.BadParameter(f"teacher weights not found: {teacher} (pass --teacher PATH)")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     lock_dir = out.parent if out is not None else dataset  # the folder the database goes to
     with _writing(lock_dir, "gsdb build", wait, dataset=lock_dir.resolve() == dataset.resolve()):
-        summary = build_gsdb(dataset, teacher, out, batch_size, device=dev, ply_dir=ply)
+        summary = build_gsdb(dataset, teacher, out, batch_size, device=dev, ply_dir=ply, ply_options={"sh_degree": sh_degree, "up": up})
     typer.echo(f"{summary.states} states ({summary.computed} computed) in {summary.seconds:.1f} s")
 
 

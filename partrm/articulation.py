@@ -1024,9 +1024,40 @@ def _inertial(parent: ET.Element, center: np.ndarray, extent: np.ndarray, mass: 
     ET.SubElement(inertial, "inertia", ixx=f"{ixx:.9g}", ixy="0", ixz="0", iyy=f"{iyy:.9g}", iyz="0", izz=f"{izz:.9g}")
 
 
+COLLISION_MODES = ("none", "mesh", "hull", "vhacd")
+"""``write_urdf(collision=...)``: no collision geometry; the visual mesh itself; its convex
+hull (trimesh); an approximate convex decomposition (V-HACD through ``vhacdx``)."""
+
+VHACD_OPTIONS = {"maxConvexHulls": 16, "resolution": 50000, "maxNumVerticesPerCH": 32, "asyncACD": False}
+"""V-HACD settings of ``collision="vhacd"``: 16 hulls at most, synchronous (same input, same hulls)."""
+
+
+def collision_meshes(mesh: tuple[np.ndarray, np.ndarray], mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Collision geometry of a link mesh for ``mode`` (see ``COLLISION_MODES``)."""
+    if mode == "none":
+        return []
+    if mode == "mesh":
+        return [mesh]
+    import trimesh
+
+    m = trimesh.Trimesh(mesh[0], mesh[1], process=False)
+    if mode == "hull":
+        hull = m.convex_hull
+        return [(np.asarray(hull.vertices, np.float64), np.asarray(hull.faces, np.int64))]
+    if mode == "vhacd":
+        parts = trimesh.decomposition.convex_decomposition(m, **VHACD_OPTIONS)
+        out = [(np.asarray(p["vertices"], np.float64), np.asarray(p["faces"], np.int64).reshape(-1, 3)) for p in parts]
+        out = [p for p in out if len(p[1])]
+        if out:
+            return out
+        hull = m.convex_hull  # V-HACD gives nothing for flat or tiny meshes
+        return [(np.asarray(hull.vertices, np.float64), np.asarray(hull.faces, np.int64))]
+    raise ValueError(f"collision must be one of {', '.join(COLLISION_MODES)}, got {mode!r}")
+
+
 def write_urdf(estimate: ArticulationEstimate, path: PathLike, static_mesh: Any = None, moving_mesh: Any = None,
                points: Optional[np.ndarray] = None, name: str = "articulated", frame: Optional[np.ndarray] = None,
-               collision: bool = False, effort: float = 100.0, velocity: float = 1.0) -> Path:
+               collision: Union[str, bool] = "none", effort: float = 100.0, velocity: float = 1.0) -> Path:
     """A URDF with a ``base`` link (static part) and a ``moving`` link on one joint.
 
     The base link's frame is the input frame (canonical unless ``frame`` maps the
@@ -1038,13 +1069,27 @@ def write_urdf(estimate: ArticulationEstimate, path: PathLike, static_mesh: Any 
 
     Meshes (trimesh objects, (vertices, faces) tuples or files, in state A) are written
     as geometry-only OBJs beside the URDF (``<stem>_base.obj``, ``<stem>_moving.obj``)
-    and used as visuals, and as collisions only with ``collision=True`` (a concave
-    cabinet convexified by a simulator would swallow its own drawer). A link without a
-    mesh gets a small box visual (1% of the object size) at the centroid of its points
-    (``points``: state A's points with ``estimate.moving_mask`` over them), so viewers
-    that need geometry have some; every link gets a box inertia (mass 1) because
-    simulators reject massless moving links.
+    and used as visuals. ``collision`` (``COLLISION_MODES``): ``"none"`` (default) adds
+    no collision geometry; ``"mesh"`` the visual mesh; ``"hull"`` its convex hull;
+    ``"vhacd"`` a convex decomposition (``<stem>_<link>_collision_<k>.obj``, one
+    ``<collision>`` each). Simulators convexify collision meshes (MuJoCo always), so a
+    concave cabinet given as ``"mesh"`` or ``"hull"`` swallows its own drawer: use
+    ``"vhacd"`` for contact. ``True`` means ``"mesh"``. A link without a mesh gets a
+    small box visual (and collision unless ``"none"``; 1% of the object size) at the
+    centroid of its points (``points``: state A's points with ``estimate.moving_mask``
+    over them), so viewers that need geometry have some; every link gets a box inertia
+    (mass 1) because simulators reject massless moving links.
+
+    The robot carries MuJoCo's ``<mujoco><compiler discardvisual="false"/></mujoco>``
+    extension (other URDF readers ignore it): without it MuJoCo drops visual-only
+    geometry and the loaded model has no geoms.
     """
+    if collision is True:
+        collision = "mesh"
+    elif collision is False or collision is None:
+        collision = "none"
+    if collision not in COLLISION_MODES:
+        raise ValueError(f"collision must be one of {', '.join(COLLISION_MODES)}, got {collision!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     est = estimate
@@ -1068,6 +1113,7 @@ def write_urdf(estimate: ArticulationEstimate, path: PathLike, static_mesh: Any 
     everything = [x for x in [*link_points.values(), *(m[0] for m in meshes.values() if m is not None)] if x is not None and len(x)]
     size = _bbox_diagonal(np.concatenate(everything)) if everything else 1.0
     robot = ET.Element("robot", name=name)
+    ET.SubElement(ET.SubElement(robot, "mujoco"), "compiler", discardvisual="false")
     for link_name in ("base", "moving"):
         link = ET.SubElement(robot, "link", name=link_name)
         mesh, p = meshes[link_name], link_points[link_name]
@@ -1079,17 +1125,28 @@ def write_urdf(estimate: ArticulationEstimate, path: PathLike, static_mesh: Any 
             center = (est.centroid - pivot) if link_name == "moving" else np.zeros(3)
             extent = np.full(3, 0.01 * size)
         _inertial(link, center, extent)
-        mesh_name = f"{path.stem}_{link_name}.obj"
+        for stale in path.parent.glob(f"{path.stem}_{link_name}_collision_*.obj"):  # of an earlier run
+            stale.unlink()
         if mesh is not None:
+            mesh_name = f"{path.stem}_{link_name}.obj"
             write_obj_mesh(path.parent / mesh_name, *mesh)
-        elements = ["visual"] + (["collision"] if collision and mesh is not None else [])
-        for tag in elements:
-            el = ET.SubElement(link, tag)
-            if mesh is not None:
-                ET.SubElement(el, "origin", xyz="0 0 0", rpy="0 0 0")
-                ET.SubElement(ET.SubElement(el, "geometry"), "mesh", filename=mesh_name)
+            shapes = [("visual", mesh_name)]
+            parts = collision_meshes(mesh, collision)
+            if collision == "mesh":
+                shapes.append(("collision", mesh_name))
             else:
-                marker = p.mean(0) if p is not None and len(p) else center
+                for k, part in enumerate(parts):
+                    part_name = f"{path.stem}_{link_name}_collision_{k}.obj"
+                    write_obj_mesh(path.parent / part_name, *part)
+                    shapes.append(("collision", part_name))
+            for tag, filename in shapes:
+                el = ET.SubElement(link, tag)
+                ET.SubElement(el, "origin", xyz="0 0 0", rpy="0 0 0")
+                ET.SubElement(ET.SubElement(el, "geometry"), "mesh", filename=filename)
+        else:
+            marker = p.mean(0) if p is not None and len(p) else center
+            for tag in ["visual"] + (["collision"] if collision != "none" else []):
+                el = ET.SubElement(link, tag)
                 ET.SubElement(el, "origin", xyz=_fmt(marker), rpy="0 0 0")
                 ET.SubElement(ET.SubElement(el, "geometry"), "box", size=_fmt(np.full(3, 0.01 * size)))
     joint = ET.SubElement(robot, "joint", name="joint_0", type=est.joint_type)
@@ -1121,7 +1178,7 @@ class ExtractResult:
 def extract(out: PathLike, source: Optional[PathLike] = None, target: Optional[PathLike] = None, data: Optional[PathLike] = None,
             state_a: Optional[str] = None, state_b: Optional[str] = None, correspondence: Optional[bool] = None,
             world: bool = False, min_opacity: float = MIN_OPACITY, num_samples: int = 16384, rel_threshold: float = REL_THRESHOLD,
-            seed: int = 0) -> ExtractResult:
+            seed: int = 0, collision: str = "none") -> ExtractResult:
     """Everything ``partrm articulation`` does: estimate, write ``<out>/articulation.urdf``
     (+ meshes) and ``<out>/articulation.json`` (estimate, and errors against the truth
     for dataset states).
@@ -1131,8 +1188,10 @@ def extract(out: PathLike, source: Optional[PathLike] = None, target: Optional[P
     sequence. ``correspondence=None`` decides: on for dataset states and for two
     Gaussian/point files of equal length, off otherwise (meshes are sampled
     independently). ``world``: URDF in the asset's frame (dataset only) instead of
-    the canonical one.
+    the canonical one. ``collision``: the URDF's collision geometry (``COLLISION_MODES``).
     """
+    if collision not in COLLISION_MODES:
+        raise ValueError(f"collision must be one of {', '.join(COLLISION_MODES)}, got {collision!r}")
     t0 = time.perf_counter()
     out = Path(out)
     kw = {"rel_threshold": rel_threshold, "seed": seed}
@@ -1177,7 +1236,7 @@ def extract(out: PathLike, source: Optional[PathLike] = None, target: Optional[P
             if mesh_a is not None:
                 static_mesh, moving_mesh = split_mesh(*mesh_a, pa, est.moving_mask)
     est_urdf = est if est_urdf is None else est_urdf
-    urdf = write_urdf(est_urdf, out / "articulation.urdf", static_mesh, moving_mesh, points=points, frame=frame)
+    urdf = write_urdf(est_urdf, out / "articulation.urdf", static_mesh, moving_mesh, points=points, frame=frame, collision=collision)
     shown = est.transformed(frame) if frame is not None else est
     report = {"estimate": shown.to_dict(), "frame": "world" if frame is not None else "input (canonical for datasets)",
               "inputs": {"source": str(source) if source else None, "target": str(target) if target else None,

@@ -16,6 +16,15 @@ def _sizes(text: Optional[str]) -> Optional[tuple[int, ...]]:
     return tuple(int(s) for s in text.split(",")) if text else None
 
 
+def _check_ply_options(sh_degree: int, up: str) -> None:
+    from partrm.gaussians.ply import SH_DEGREES, UP_AXES
+
+    if sh_degree not in SH_DEGREES:
+        raise typer.BadParameter(f"--sh-degree must be one of {', '.join(map(str, SH_DEGREES))}, got {sh_degree}")
+    if up not in UP_AXES:
+        raise typer.BadParameter(f"--up must be one of {', '.join(UP_AXES)}, got {up!r}")
+
+
 def _train_options(config, **flags):
     from partrm.train import load_config
 
@@ -141,11 +150,14 @@ def infer(
     num_drags: int = typer.Option(10, "--num-drags", min=1),
     out: Path = typer.Option(Path("runs/infer"), "--out"),
     seed: int = typer.Option(0, "--seed"),
+    sh_degree: int = typer.Option(3, "--sh-degree", help="PLY SH degree: 3 (zero f_rest_*, what the reference 3DGS loader expects) | 0."),
+    up: str = typer.Option("z", "--up", help="PLY frame: z (object frame, Z up) | y (-Y up, SuperSplat/PlayCanvas)."),
 ):
     """Predict the moved state from one view + drags: PLY, turntable strip/GIF, drags image."""
     from partrm import infer as inf
     from partrm.models.partrm import PartRM
 
+    _check_ply_options(sh_degree, up)
     try:
         drags_px = inf.parse_drags(drag, drags_json)
         model = PartRM.load(checkpoint).eval()
@@ -160,7 +172,7 @@ def infer(
     except (inf.InputError, FileNotFoundError, ImportError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-    for path in inf.write_outputs(out, gaussians, views, used):
+    for path in inf.write_outputs(out, gaussians, views, used, sh_degree=sh_degree, up=up):
         typer.echo(str(path))
 
 
@@ -178,12 +190,17 @@ def articulation(
     samples: int = typer.Option(16384, "--samples", help="Points sampled from meshes."),
     threshold: float = typer.Option(0.005, "--threshold", help="Motion threshold relative to the object size."),
     seed: int = typer.Option(0, "--seed"),
+    collision: str = typer.Option("none", "--collision", help="Collision geometry: none | mesh (the visual mesh) | hull (convex hull) | vhacd (convex decomposition)."),
 ):
-    """Segment the moving part of two states, estimate its joint and write a URDF for simulators."""
-    from partrm.articulation import extract
+    """Segment the moving part of two states, estimate its joint and write a URDF for simulators
+    (MuJoCo keeps its meshes: the file carries MuJoCo's discardvisual="false" hint)."""
+    from partrm.articulation import COLLISION_MODES, extract
 
+    if collision not in COLLISION_MODES:
+        raise typer.BadParameter(f"--collision must be one of {', '.join(COLLISION_MODES)}, got {collision!r}")
     try:
-        result = extract(out, source, target, data, state_a, state_b, correspondence, world, min_opacity, samples, threshold, seed)
+        result = extract(out, source, target, data, state_a, state_b, correspondence, world, min_opacity, samples, threshold, seed,
+                         collision=collision)
     except (ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

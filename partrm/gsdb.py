@@ -63,8 +63,11 @@ class GsdbSummary:
 
 
 def build_gsdb(root: Path, teacher: Path, out: Path | None = None, batch_size: int = 4, part_size: int = 64,
-               device: str = "cpu", ply_dir: Path | None = None, progress: bool = True, split: str | None = None) -> GsdbSummary:
-    """Run the teacher LGM on every rendered state's input views; write ``gsdb.h5``."""
+               device: str = "cpu", ply_dir: Path | None = None, progress: bool = True, split: str | None = None,
+               ply_options: dict | None = None) -> GsdbSummary:
+    """Run the teacher LGM on every rendered state's input views; write ``gsdb.h5``
+    (and one 3DGS PLY per state into ``ply_dir``; ``ply_options``: ``write_ply``'s
+    ``sh_degree`` / ``up``)."""
     from tqdm import tqdm
 
     from partrm.data import StateDataset
@@ -105,7 +108,7 @@ def build_gsdb(root: Path, teacher: Path, out: Path | None = None, batch_size: i
                         from partrm.gaussians import gaussians_from_lgm, write_ply
 
                         gs = gaussians_from_lgm(model.gaussians(s[None].float())[0])
-                        write_ply(Path(ply_dir) / f"{it['state_id']}.ply", gs.means, gs.quats, gs.scales, gs.opacities, gs.colors)
+                        write_ply(Path(ply_dir) / f"{it['state_id']}.ply", *gs, **(ply_options or {}))
                 summary.computed += len(items)
                 bar.update(len(items))
         summary.parts.append(part.name)

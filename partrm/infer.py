@@ -132,14 +132,15 @@ def predict(model, views: MultiView, drags_px: np.ndarray, num_drags: int = 10, 
     return g[0].float().cpu(), used
 
 
-def write_outputs(out: Path, gaussians: torch.Tensor, views: MultiView, drags_px: np.ndarray, size: int = 256, frames: int = 12) -> list[Path]:
+def write_outputs(out: Path, gaussians: torch.Tensor, views: MultiView, drags_px: np.ndarray, size: int = 256, frames: int = 12,
+                  sh_degree: int = 3, up: str = "z") -> list[Path]:
     from partrm.gaussians import gaussians_from_lgm, write_ply
     from partrm.train import render_views
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     g = gaussians_from_lgm(gaussians)
-    write_ply(out / "prediction.ply", g.means, g.quats, g.scales, g.opacities, g.colors)
+    write_ply(out / "prediction.ply", *g, sh_degree=sh_degree, up=up)
     ring = cameras.ring_cameras(size, frames)
     K = torch.tensor(np.stack([c.K for c in ring]), dtype=torch.float32)[None]
     c2w = torch.tensor(np.stack([c.c2w for c in ring]), dtype=torch.float32)[None]

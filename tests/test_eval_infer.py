@@ -88,6 +88,23 @@ def test_infer_writes_ply_turntable_and_drags(rendered_dataset, models, tmp_path
         assert (out / name).is_file()
     g = read_ply(out / "prediction.ply")
     assert g.means.shape == (4 * 32 * 32, 3)
+    from plyfile import PlyData
+
+    assert sum(p.name.startswith("f_rest_") for p in PlyData.read(str(out / "prediction.ply"))["vertex"].properties) == 45
+    # --up y --sh-degree 0: the same Gaussians rotated into the -Y-up frame, no f_rest_*
+    out_y = tmp_path / "infer_y"
+    result = CliRunner().invoke(app, ["infer", "--checkpoint", str(models / "partrm.safetensors"), "--data", str(rendered_dataset),
+                                      "--state", "syn-laptop-0-000_joint_0_c0_s1", "--drag", "64,60:64,40", "--out", str(out_y),
+                                      "--up", "y", "--sh-degree", "0"])
+    assert result.exit_code == 0, result.output
+    vertex = PlyData.read(str(out_y / "prediction.ply"))["vertex"]
+    assert not any(p.name.startswith("f_rest_") for p in vertex.properties)
+    torch.testing.assert_close(torch.from_numpy(np.stack([vertex["x"], vertex["y"], vertex["z"]], 1)),
+                               torch.stack([g.means[:, 0], -g.means[:, 2], g.means[:, 1]], 1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(read_ply(out_y / "prediction.ply").means, g.means, atol=1e-6, rtol=0)
+    bad_up = CliRunner().invoke(app, ["infer", "--checkpoint", str(models / "partrm.safetensors"), "--data", str(rendered_dataset),
+                                      "--state", "syn-laptop-0-000_joint_0_c0_s1", "--drag", "64,60:64,40", "--up", "x"])
+    assert bad_up.exit_code == 2 and "--up" in bad_up.output
     bad = CliRunner().invoke(app, ["infer", "--checkpoint", str(models / "partrm.safetensors"), "--data", str(rendered_dataset),
                                    "--state", "syn-laptop-0-000_joint_0_c0_s1", "--out", str(out)])
     assert bad.exit_code == 2 and "--drag" in bad.output

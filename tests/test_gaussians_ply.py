@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from partrm.gaussians import Gaussians, RasterConfig, gaussians_from_lgm, read_ply, render_gaussians, write_ply
-from partrm.gaussians.ply import PROPERTIES, SH_C0
+from partrm.gaussians.ply import PROPERTIES, SH_C0, Y_UP_ROTATION, property_names
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -41,21 +41,28 @@ def test_round_trip(tmp_path):
         torch.testing.assert_close(a, b, atol=2e-6, rtol=2e-5, msg=name)
 
 
-def test_standard_3dgs_layout(tmp_path):
+@pytest.mark.parametrize("sh_degree", [0, 3])
+def test_standard_3dgs_layout(tmp_path, sh_degree):
     g = _gaussians(n=7)
     path = tmp_path / "g.ply"
-    write_ply(path, *g)
+    write_ply(path, *g, sh_degree=sh_degree)
     header, body = _header_and_body(path)
-    assert header[:3] == ["ply", "format binary_little_endian 1.0", "element vertex 7"]
-    assert header[3:-1] == [f"property float {p}" for p in PROPERTIES]
-    assert [p for p in PROPERTIES] == (
-        ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"]
+    names = property_names(sh_degree)
+    assert header[:2] == ["ply", "format binary_little_endian 1.0"]
+    assert [h for h in header if h.startswith("comment")] == ["comment up +z (partrm object frame: Z up, front -X)", f"comment sh_degree {sh_degree}"]
+    assert [h for h in header if h.startswith("element")] == ["element vertex 7"]
+    assert [h for h in header if h.startswith("property")] == [f"property float {p}" for p in names]
+    rest = [f"f_rest_{i}" for i in range(45)] if sh_degree == 3 else []
+    assert list(names) == (
+        ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + rest + ["opacity"]
         + ["scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
     )
     assert header[-1] == "end_header"
-    assert len(body) == 7 * len(PROPERTIES) * 4
-    rows = np.frombuffer(body, dtype="<f4").reshape(7, len(PROPERTIES)).astype(np.float64)
-    col = {p: rows[:, i] for i, p in enumerate(PROPERTIES)}
+    assert len(body) == 7 * len(names) * 4
+    rows = np.frombuffer(body, dtype="<f4").reshape(7, len(names)).astype(np.float64)
+    col = {p: rows[:, i] for i, p in enumerate(names)}
+    for name in rest:
+        np.testing.assert_array_equal(col[name], 0.0)
     np.testing.assert_allclose(np.stack([col["x"], col["y"], col["z"]], 1), g.means.numpy(), rtol=1e-6)
     np.testing.assert_array_equal(np.stack([col["nx"], col["ny"], col["nz"]], 1), 0.0)
     f_dc = np.stack([col[f"f_dc_{i}"] for i in range(3)], 1)
@@ -135,10 +142,6 @@ def test_read_rejects_bad_files(tmp_path):
     not_ply.write_bytes(b"hello")
     with pytest.raises(ValueError, match="not a PLY"):
         read_ply(not_ply)
-    ascii_ply = tmp_path / "b.ply"
-    ascii_ply.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n0\n")
-    with pytest.raises(ValueError, match="binary"):
-        read_ply(ascii_ply)
     missing = tmp_path / "c.ply"
     missing.write_bytes(
         b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\nend_header\n" + b"\0" * 4
@@ -151,6 +154,10 @@ def test_read_rejects_bad_files(tmp_path):
     short.write_bytes(short.read_bytes()[:-10])
     with pytest.raises(ValueError, match="truncated"):
         read_ply(short)
+    with pytest.raises(ValueError, match="sh_degree"):
+        write_ply(tmp_path / "e.ply", *g, sh_degree=2)
+    with pytest.raises(ValueError, match="up"):
+        write_ply(tmp_path / "e.ply", *g, up="x")
 
 
 def test_lgm_gaussians_export_and_render_the_same(tmp_path):
@@ -169,3 +176,100 @@ def test_lgm_gaussians_export_and_render_the_same(tmp_path):
     b = render_gaussians(*back, viewmat[None], K[None], 32, 24, background=1.0, config=config)
     assert float(a.alpha.max()) > 0.5
     torch.testing.assert_close(a.rgb, b.rgb, atol=1e-4, rtol=0)
+
+
+def _reference_layout_load(path, max_sh_degree=3):
+    """What the reference 3DGS loader does with a PLY (its ``load_ply``, re-stated): it
+    reads f_dc_0..2, then every ``f_rest_*`` property sorted by index, asserts there are
+    3 (d + 1)^2 - 3 of them and reshapes them to [N, 3, (d + 1)^2 - 1]."""
+    from plyfile import PlyData
+
+    v = PlyData.read(str(path))["vertex"]
+    names = [p.name for p in v.properties]
+    xyz = np.stack([np.asarray(v[a]) for a in ("x", "y", "z")], axis=1)
+    extra = sorted((n for n in names if n.startswith("f_rest_")), key=lambda n: int(n.split("_")[-1]))
+    assert len(extra) == 3 * (max_sh_degree + 1) ** 2 - 3, f"{len(extra)} f_rest_* properties"
+    rest = np.zeros((len(xyz), len(extra)))
+    for i, n in enumerate(extra):
+        rest[:, i] = np.asarray(v[n])
+    rest = rest.reshape(len(xyz), 3, (max_sh_degree + 1) ** 2 - 1)
+    scales = np.stack([np.asarray(v[n]) for n in sorted(n for n in names if n.startswith("scale_"))], axis=1)
+    rots = np.stack([np.asarray(v[n]) for n in sorted(n for n in names if n.startswith("rot"))], axis=1)
+    return {"xyz": xyz, "f_rest": rest, "scales": scales, "rots": rots, "opacity": np.asarray(v["opacity"]), "count": len(extra)}
+
+
+def test_degree_3_passes_the_reference_loader_count_check_and_degree_0_fails_it(tmp_path):
+    g = _gaussians(n=9)
+    write_ply(tmp_path / "d3.ply", *g, sh_degree=3)
+    loaded = _reference_layout_load(tmp_path / "d3.ply")
+    assert loaded["count"] == 45 and loaded["f_rest"].shape == (9, 3, 15)
+    np.testing.assert_allclose(loaded["xyz"], g.means.numpy(), rtol=1e-6)
+    assert loaded["scales"].shape == (9, 3) and loaded["rots"].shape == (9, 4)
+    write_ply(tmp_path / "d0.ply", *g, sh_degree=0)
+    with pytest.raises(AssertionError, match="0 f_rest"):
+        _reference_layout_load(tmp_path / "d0.ply")
+    _reference_layout_load(tmp_path / "d0.ply", max_sh_degree=0)
+    assert (tmp_path / "d3.ply").stat().st_size > (tmp_path / "d0.ply").stat().st_size
+
+
+def _rotation(q):
+    w, x, y, z = q.T
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+    ], axis=1)  # fmt: skip
+
+
+def test_y_up_rotates_positions_and_orientations_together(tmp_path):
+    g = _gaussians(n=20, seed=4)
+    # one Gaussian elongated along the object's up axis (+Z) at the top
+    means = g.means.clone()
+    means[0] = torch.tensor([0.0, 0.0, 0.8])
+    scales = g.scales.clone()
+    scales[0] = torch.tensor([0.01, 0.01, 0.3])
+    quats = g.quats.clone()
+    quats[0] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    g = g._replace(means=means, scales=scales, quats=quats)
+    write_ply(tmp_path / "y.ply", *g, up="y")
+    header, _ = _header_and_body(tmp_path / "y.ply")
+    assert "comment up -y (partrm object frame rotated +90 deg about X: z -> -y, y -> z)" in header
+    raw = read_ply(tmp_path / "y.ply", up="z")  # the file's own numbers
+    # the object's up is the file's -Y; its long axis points along -Y too
+    np.testing.assert_allclose(raw.means[0].numpy(), [0.0, -0.8, 0.0], atol=1e-6)
+    long_axis = _rotation(raw.quats[:1].double().numpy())[0] @ np.array([0.0, 0.0, 1.0])
+    np.testing.assert_allclose(np.abs(long_axis), [0.0, 1.0, 0.0], atol=1e-6)
+    # every covariance is rotated by the same rotation as the positions
+    np.testing.assert_allclose(raw.means.double().numpy(), g.means.double().numpy() @ Y_UP_ROTATION.T, atol=1e-6)
+    R_file = _rotation(raw.quats.double().numpy())
+    R_obj = _rotation(g.quats.double().numpy())
+    np.testing.assert_allclose(R_file, Y_UP_ROTATION @ R_obj, atol=1e-6)
+    torch.testing.assert_close(raw.scales, g.scales, rtol=2e-5, atol=2e-6)
+    # read back (the header comment tells the frame) gives the object frame again
+    back = read_ply(tmp_path / "y.ply")
+    for name, a, b in zip(Gaussians._fields, back, g):
+        if name == "quats":  # q and -q are the same rotation
+            a = a * torch.sign((a * b).sum(1, keepdim=True))
+        torch.testing.assert_close(a, b, atol=2e-6, rtol=2e-5, msg=name)
+
+
+def test_reads_ascii_ply(tmp_path):
+    from plyfile import PlyData
+
+    g = _gaussians(n=6)
+    write_ply(tmp_path / "bin.ply", *g, sh_degree=3)
+    binary = PlyData.read(str(tmp_path / "bin.ply"))
+    ascii_path = tmp_path / "ascii.ply"
+    PlyData([binary["vertex"]], text=True).write(str(ascii_path))
+    assert ascii_path.read_bytes().startswith(b"ply\nformat ascii 1.0\n")
+    back = read_ply(ascii_path)
+    for name, a, b in zip(Gaussians._fields, back, g):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_same_input_same_bytes(tmp_path):
+    g = _gaussians(n=30)
+    write_ply(tmp_path / "a.ply", *g, up="y")
+    write_ply(tmp_path / "b.ply", *g, up="y")
+    assert (tmp_path / "a.ply").read_bytes() == (tmp_path / "b.ply").read_bytes()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
