@@ -202,6 +202,28 @@ def preview(
         typer.echo(str(path))
 
 
+@app.command()
+def export(
+    dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Rendered dataset folder."),
+    out: Path = typer.Option(..., "--out", help="Folder to write one scene folder per state into."),
+    fmt: str = typer.Option("nerfstudio", "--format", "-f", help="nerfstudio (transforms.json) | nerf-synthetic (transforms_train/test.json)."),
+    state: Optional[list[str]] = typer.Option(None, "--state", help="State id (repeatable)."),
+    all_states: bool = typer.Option(False, "--all", help="Every rendered state of the dataset."),
+    images: str = typer.Option("copy", "--images", help="copy | link (symlinks to the dataset's PNGs)."),
+    mask_path: bool = typer.Option(False, "--mask-path/--no-mask-path", help="Also name the foreground masks as nerfstudio's mask_path."),
+):
+    """Per state: cameras as transforms.json (Blender/OpenGL c2w), images, 16-bit depth PNGs (1/1000 units), masks."""
+    from partdrag4d.export import ExportError, export as run
+
+    try:
+        summary = run(dataset, out, fmt, state or None, all_states, images, mask_path)
+    except ExportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    for folder in summary.folders:
+        typer.echo(str(folder))
+
+
 @app.command("make-dataset")
 def make_dataset(
     out: Path = typer.Option(Path("data"), "--out", help="Dataset folder."),
