@@ -334,6 +334,11 @@ def articulate_object(
         {"object_id": obj.object_id, "category": obj.category, "joint": j.name, "status": "note", "note": f"{obj.object_id}: joint {j.name}: {j.note}"}
         for j in obj.joints if j.movable and j.note and j.kind != "continuous"
     ]
+    records += [  # one line per visual whose mesh file does not exist (skipped, the object is kept)
+        {"object_id": obj.object_id, "category": obj.category, "link": link, "file": name, "status": "note",
+         "note": f"{obj.object_id}: link {link}: visual file {name!r} does not exist; skipped"}
+        for link, name in obj.missing_visuals
+    ]
     written = 0
     for state in plan.states:
         if resume and is_state_complete(root, state.spec.state_id, meshes) and _same_state(root, state):

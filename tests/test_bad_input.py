@@ -74,9 +74,14 @@ def _make_bad_objects(good: Path, root: Path) -> dict[str, str]:
     _replace(f / "mobility.urdf", _first_mesh(f), "../outside.obj")
     expected[f.name] = "escapes the object folder"
 
-    f = _copy(good, root, "missing_mesh")
-    (f / _first_mesh(f)).unlink()
-    expected[f.name] = "missing mesh file"
+    f = _copy(good, root, "missing_mesh")  # every mesh file of the moving lid (link_0) is gone
+    import re
+
+    urdf_text = (f / "mobility.urdf").read_text()
+    lid = urdf_text[urdf_text.index('<link name="link_0">') : urdf_text.index("</link>", urdf_text.index('<link name="link_0">'))]
+    for name in sorted(set(re.findall(r'filename="([^"]+)"', lid))):
+        (f / name).unlink()
+    expected[f.name] = "movable link link_0 has no geometry: its mesh files are missing"
 
     f = _copy(good, root, "empty_mesh")
     (f / _first_mesh(f)).write_text("# nothing here\n")
@@ -312,3 +317,59 @@ def test_odd_and_non_ascii_file_names_load_with_textures(synth_objects, tmp_path
     summary = articulate_folder(folder, tmp_path / "data", num_points=256, progress=False)
     assert summary.objects_ok == 1
     assert (tmp_path / "data" / "objects" / "Object_e_1" / "rest.obj").is_file()
+
+
+def _fixture_copy(fixture_40147: Path, root: Path) -> Path:
+    folder = root / "40147"
+    shutil.copytree(fixture_40147, folder)
+    return folder
+
+
+def test_real_object_with_a_missing_visual_file_is_kept(fixture_40147, tmp_path, capsys):
+    """Real PartNet-Mobility URDFs reference OBJ files that were never shipped: such a
+    visual is skipped with one manifest line (object id, link, file), as SAPIEN does."""
+    import re
+
+    src = tmp_path / "src"
+    folder = _fixture_copy(fixture_40147, src)
+    text = (folder / "mobility.urdf").read_text()
+    ghost = "textured_objs/original-999.obj"
+    assert not (folder / ghost).exists()
+    visual = f'<visual name="ghost"><origin xyz="0 0 0"/><geometry><mesh filename="{ghost}"/></geometry></visual>'
+    # one reference in the door (link_0), twice (visual + visual) so the line must not repeat
+    text = text.replace('<link name="link_0">', f'<link name="link_0">{visual}{visual}', 1)
+    (folder / "mobility.urdf").write_text(text)
+    # and a real file of the drawer (link_1) deleted: its other visuals still give it geometry
+    drawer = text[text.index('<link name="link_1">') : text.index("</link>", text.index('<link name="link_1">'))]
+    gone = re.findall(r'filename="([^"]+)"', drawer)[0]
+    (folder / gone).unlink()
+
+    summary = articulate_folder(src, tmp_path / "data", num_points=512, progress=False, max_joints=1, meshes=False)
+    assert summary.objects_ok == 1 and summary.objects_failed == 0
+    records = list(store.read_jsonl(tmp_path / "data" / "manifest.jsonl"))
+    notes = [r for r in records if r["status"] == "note" and "file" in r]
+    assert sorted((r["object_id"], r["link"], r["file"]) for r in notes) == sorted([("40147", "link_0", ghost), ("40147", "link_1", gone)])
+    for r in notes:
+        assert r["note"] == f"40147: link {r['link']}: visual file {r['file']!r} does not exist; skipped"
+    assert len([r for r in records if r["status"] == "ok"]) == 6
+    stderr = capsys.readouterr().err
+    assert sum(line.startswith("note 40147: link ") for line in stderr.splitlines()) == 2
+    obj_json = store.read_json(tmp_path / "data" / "objects" / "40147" / "object.json")
+    assert f"link link_0: visual file {ghost!r} does not exist; skipped" in obj_json["notes"]
+    assert {link["name"]: link["has_geometry"] for link in obj_json["links"]}["link_1"]
+
+
+def test_real_object_whose_moving_link_lost_every_mesh_is_rejected(fixture_40147, tmp_path):
+    import re
+
+    src = tmp_path / "src"
+    folder = _fixture_copy(fixture_40147, src)
+    text = (folder / "mobility.urdf").read_text()
+    door = text[text.index('<link name="link_0">') : text.index("</link>", text.index('<link name="link_0">'))]
+    for name in sorted(set(re.findall(r'filename="([^"]+)"', door))):
+        (folder / name).unlink()
+    summary = articulate_folder(src, tmp_path / "data", num_points=512, progress=False, meshes=False)
+    assert summary.objects_ok == 0 and summary.objects_failed == 1
+    (error,) = [r["error"] for r in store.read_jsonl(tmp_path / "data" / "manifest.jsonl") if r["status"] == "error"]
+    assert error.startswith("40147: movable link link_0 has no geometry: its mesh files are missing (textured_objs/")
+    assert "\n" not in error

@@ -109,6 +109,7 @@ class ArticulatedObject:
     semantics: dict[str, str] = field(default_factory=dict)
     textures: TextureStore = field(default_factory=TextureStore)
     notes: list[str] = field(default_factory=list)
+    missing_visuals: list[tuple[str, str]] = field(default_factory=list)  # (link, file) skipped: the file does not exist
 
     def part_id(self, link: str) -> int:
         return self.links.index(link) + 1

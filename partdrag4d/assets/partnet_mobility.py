@@ -502,6 +502,7 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
     folder_root = folder.resolve()
     geometry: dict[str, list] = {}
     total_faces = 0
+    missing: list[tuple[str, str]] = []  # (link, file): visuals whose file never existed are skipped, as SAPIEN does
     for link in robot.links:
         parts = []
         for visual in link.visuals:
@@ -512,8 +513,12 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
                 mesh_path = inside_folder(folder / mesh.filename, folder_root, mesh.filename)
             except ValueError as exc:
                 raise AssetError(object_id, f"mesh {exc}") from None
+            if not mesh_path.exists():
+                if (link.name, mesh.filename) not in missing:
+                    missing.append((link.name, mesh.filename))
+                continue
             if not mesh_path.is_file():
-                raise AssetError(object_id, f"missing mesh file {mesh.filename!r}")
+                raise AssetError(object_id, f"mesh {mesh.filename!r} is not a file")
             if mesh_path.suffix.lower() == ".obj":
                 total_faces += count_obj_faces(mesh_path, stop_above=max_faces - total_faces)
                 if total_faces > max_faces:
@@ -531,9 +536,12 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
             geometry[link.name] = drop_duplicate_faces(parts)
 
     if not geometry:
-        raise AssetError(object_id, "the object has no visual geometry")
+        reason = "the object has no visual geometry"
+        raise AssetError(object_id, reason + (f" (missing mesh files: {', '.join(sorted({f for _, f in missing}))})" if missing else ""))
     joints = check_joint_ranges(joints, _rest_diagonal(joints, root, geometry))
+    _check_moving_geometry(object_id, joints, geometry, missing)
     notes = [f"{j.name}: {j.note}" for j in joints if j.note]
+    notes += [f"link {link}: visual file {name!r} does not exist; skipped" for link, name in missing]
     if not any(j.movable for j in joints):
         held = [f"{j.name}: {j.note}" for j in joints if j.kind != "fixed"]
         reason = "no movable joint" + (f" ({'; '.join(held)})" if held else "")
@@ -550,7 +558,21 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
         semantics=read_semantics(folder),
         textures=textures,
         notes=notes,
+        missing_visuals=missing,
     )
+
+
+def _check_moving_geometry(object_id: str, joints: list[Joint], geometry: dict, missing: list[tuple[str, str]]) -> None:
+    """Reject the object when a link moved by a movable joint lost all its visuals to
+    missing files (links that never had a visual, like ``slider+`` helpers, are fine)."""
+    moved: set[str] = set()
+    for j in joints:  # parents before children
+        if j.movable or j.parent in moved:
+            moved.add(j.child)
+    for link in dict.fromkeys(link for link, _ in missing):
+        if link in moved and link not in geometry:
+            files = [f for lk, f in missing if lk == link]
+            raise AssetError(object_id, f"movable link {link} has no geometry: its mesh files are missing ({', '.join(files)})")
 
 
 def read_semantics(folder: Path) -> dict[str, str]:
