@@ -194,11 +194,18 @@ def preview(
     out: Path = typer.Option(Path("previews"), "--out", help="Folder for the pictures."),
     state: Optional[str] = typer.Option(None, "--state", help="State id (default: the first in the manifest)."),
     view: int = typer.Option(0, "--view", min=0, max=11, help="View of the stage strip."),
+    target_stage: Optional[int] = typer.Option(None, "--target-stage", min=0, help="Drag overlay target (default: the far end of the sequence)."),
 ):
-    """Contact sheet of a state's 12 views, a strip + GIF of its sequence's stages, a drag overlay."""
+    """Contact sheet of a state's 12 views, a strip + GIF of its sequence's stages, and the drags
+    drawn on this (source) state's views as arrows to the target stage."""
     from partdrag4d.preview import write_previews
 
-    for path in write_previews(dataset, out, state, view):
+    try:
+        paths = write_previews(dataset, out, state, view, target_stage=target_stage)
+    except (KeyError, ValueError) as exc:
+        typer.echo(f"error: {exc.args[0] if exc.args else exc}", err=True)
+        raise typer.Exit(2)
+    for path in paths:
         typer.echo(str(path))
 
 

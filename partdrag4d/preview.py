@@ -1,5 +1,6 @@
 """Pictures for people: a state's 12 views as a contact sheet, a sequence's 6 stages as a
-strip (PNG and GIF), and drags drawn over the views of a pair."""
+strip (PNG and GIF), and a pair's drags drawn on the source state's views as arrows to
+where the dragged points are in the target state."""
 
 from __future__ import annotations
 
@@ -51,39 +52,80 @@ def stage_strip(root: Path, sequence_records: list[dict], view: int = 0, tile: i
     return frames
 
 
-def drag_overlay(root: Path, drag_file: Path, sequence_id: str, source: int, target: int, views: list[int] | None = None, tile: int = 256) -> Image.Image:
-    """Source-state views with the pair's drags (green start, red end) and the moving-part mask tinted."""
+SOURCE_TINT = (60, 120, 255)
+TARGET_OUTLINE = (230, 0, 0)
+ARROW = (255, 90, 0)
+START_DOT = (0, 170, 0)
+
+
+def _arrow(draw: ImageDraw.ImageDraw, x0: float, y0: float, x1: float, y1: float, head: float = 6.0) -> None:
+    """A line from (x0, y0) with a filled arrowhead at (x1, y1)."""
+    draw.line([(x0, y0), (x1, y1)], fill=ARROW, width=1)
+    dx, dy = x1 - x0, y1 - y0
+    length = float(np.hypot(dx, dy))
+    if length < 1e-6:
+        return
+    ux, uy = dx / length, dy / length
+    h = min(head, 0.6 * length)
+    bx, by = x1 - h * ux, y1 - h * uy
+    draw.polygon([(x1, y1), (bx - 0.5 * h * uy, by + 0.5 * h * ux), (bx + 0.5 * h * uy, by - 0.5 * h * ux)], fill=ARROW)
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with a 4-neighbour outside it."""
+    from scipy.ndimage import binary_erosion
+
+    return mask & ~binary_erosion(mask)
+
+
+def drag_overlay(root: Path, drag_file: Path, sequence_id: str, source: int, target: int, views: list[int] | None = None,
+                 tile: int = 256, max_arrows: int = 24) -> Image.Image:
+    """The SOURCE state's views with arrows from each drag's start (green dot, on the
+    source image) to where the same material point is in the target state (arrowhead);
+    the moving part is tinted blue in the source and outlined red where it is in the
+    target. Up to ``max_arrows`` drags per view are drawn (evenly picked of the kept ones)."""
     import h5py
 
     with h5py.File(drag_file, "r") as f:
         g = f["sequences"][sequence_id]
-        pairs = [tuple(p) for p in g["pairs"][:]]
+        pairs = [tuple(int(x) for x in p) for p in g["pairs"][:]]
+        if (source, target) not in pairs:
+            raise KeyError(f"{sequence_id}: the drag file has no pair {source} -> {target}")
         k = pairs.index((source, target))
         states = json.loads(g.attrs["state_ids"])
         count, start, end = g["count"][k], g["start_2d"][k], g["end_2d"][k]
-        masks = g["masks"][source]
+        masks, target_masks = g["masks"][source], g["masks"][target]
     views = views if views is not None else list(range(len(count)))
-    sheet = Image.new("RGB", (len(views) * tile, tile), (255, 255, 255))
+    top = 16
+    sheet = Image.new("RGB", (len(views) * tile, tile + top), (255, 255, 255))
+    ImageDraw.Draw(sheet).text((4, 2), f"{sequence_id}: source stage {source} ({states[source]}) -> target stage {target}", fill=(0, 0, 0))
     for n, v in enumerate(views):
         with Image.open(Path(root) / "states" / states[source] / "render" / store.view_png_name(v)) as im:
             full = im.convert("RGBA")
         size = full.size[0]
-        img = _on_background(full)
-        tint = np.asarray(img).astype(np.float32)
-        tint[masks[v]] = 0.45 * tint[masks[v]] + 0.55 * np.array([60, 120, 255])
-        img = Image.fromarray(tint.astype(np.uint8)).resize((tile, tile), Image.LANCZOS)
+        img = np.asarray(_on_background(full)).astype(np.float32)
+        img[masks[v]] = 0.45 * img[masks[v]] + 0.55 * np.array(SOURCE_TINT)
+        img[_outline(target_masks[v])] = TARGET_OUTLINE
+        img = Image.fromarray(img.astype(np.uint8)).resize((tile, tile), Image.LANCZOS)
         draw = ImageDraw.Draw(img)
         s = tile / size
-        for (x0, y0), (x1, y1) in zip(start[v, : count[v]], end[v, : count[v]]):
-            draw.line([(x0 * s, y0 * s), (x1 * s, y1 * s)], fill=(255, 60, 0), width=1)
-            draw.ellipse([x0 * s - 2, y0 * s - 2, x0 * s + 2, y0 * s + 2], fill=(0, 200, 0))
-        sheet.paste(_label(img, f"view {v}: {int(count[v])} drags"), (n * tile, 0))
+        kept = int(count[v])
+        pick = np.unique(np.linspace(0, kept - 1, min(kept, max_arrows)).round().astype(int)) if kept else np.zeros(0, int)
+        for i in pick:
+            (x0, y0), (x1, y1) = start[v, i] * s, end[v, i] * s
+            _arrow(draw, x0, y0, x1, y1)
+        for i in pick:
+            x0, y0 = start[v, i] * s
+            draw.ellipse([x0 - 2, y0 - 2, x0 + 2, y0 + 2], fill=START_DOT)
+        sheet.paste(_label(img, f"view {v}: {len(pick)} of {kept} drags"), (n * tile, top))
     return sheet
 
 
-def write_previews(root: Path, out: Path, state_id: str | None = None, view: int = 0, drag_file: Path | None = None) -> list[Path]:
+def write_previews(root: Path, out: Path, state_id: str | None = None, view: int = 0, drag_file: Path | None = None,
+                   target_stage: int | None = None) -> list[Path]:
     """Contact sheet of a state (default: the first of the manifest) and its sequence's strip/GIF,
-    plus a drag overlay of stage 0 -> 5 when a drag file exists."""
+    plus, when a drag file exists, a drag overlay on that state's (the source's) views with
+    arrows to ``target_stage`` (default: the far end of the sequence, the last stage or 0)."""
     from partdrag4d.dragfile import DRAG_FILE
 
     root, out = Path(root), Path(out)
@@ -111,7 +153,11 @@ def write_previews(root: Path, out: Path, state_id: str | None = None, view: int
     frames[0].save(written[-1], save_all=True, append_images=frames[1:] + frames[-2:0:-1], duration=250, loop=0)
     drag_path = Path(drag_file) if drag_file else root / DRAG_FILE
     if drag_path.is_file():
+        source = int(chosen["stage"])
         last = max(r["stage"] for r in seq)
-        written.append(out / f"{chosen['sequence_id']}_drags_0to{last}.png")
-        drag_overlay(root, drag_path, chosen["sequence_id"], 0, last, views=[0, 2, 3, 6, 9]).save(written[-1])
+        target = (last if source != last else 0) if target_stage is None else int(target_stage)
+        if target == source or not 0 <= target <= last:
+            raise ValueError(f"target stage {target} must differ from the source stage {source} and lie in 0..{last}")
+        written.append(out / f"{chosen['sequence_id']}_drags_{source}to{target}.png")
+        drag_overlay(root, drag_path, chosen["sequence_id"], source, target, views=[0, 2, 3, 6, 9]).save(written[-1])
     return written
