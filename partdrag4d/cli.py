@@ -229,6 +229,8 @@ def export(
         raise typer.Exit(2)
     for folder in summary.folders:
         typer.echo(str(folder))
+    if summary.not_rendered:
+        typer.echo(f"{len(summary.not_rendered)} states not rendered, not exported (first: {summary.not_rendered[0]})", err=True)
 
 
 @app.command("make-dataset")

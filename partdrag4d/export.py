@@ -56,6 +56,7 @@ class ExportError(ValueError):
 class ExportSummary:
     states: int = 0
     folders: list[Path] = field(default_factory=list)
+    not_rendered: list[str] = field(default_factory=list)  # --all: states without a complete render
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -184,8 +185,12 @@ def export(root: Path, out: Path, fmt: str = "nerfstudio", states: list[str] | N
     if bool(states) == bool(all_states):
         raise ExportError("give --state ID (repeatable) or --all")
     records = _ok_records(root)
+    not_rendered: list[str] = []
     if all_states:
-        chosen = [r for sid, r in sorted(records.items()) if is_render_complete(root / r["paths"]["state"] / "render", cameras.NUM_VIEWS)]
+        chosen = []
+        for sid, r in sorted(records.items()):
+            rendered = is_render_complete(root / r["paths"]["state"] / "render", cameras.NUM_VIEWS)
+            (chosen.append(r) if rendered else not_rendered.append(sid))
         if not chosen:
             raise ExportError(f"{root}: no rendered states (run `partdrag4d render {root}`)")
     else:
@@ -194,7 +199,7 @@ def export(root: Path, out: Path, fmt: str = "nerfstudio", states: list[str] | N
             raise ExportError(f"state {missing[0]!r} is not in {root / store.MANIFEST}")
         chosen = [records[s] for s in states]
     out.mkdir(parents=True, exist_ok=True)
-    summary = ExportSummary()
+    summary = ExportSummary(not_rendered=not_rendered)
     for r in tqdm(chosen, desc=f"export {fmt}", unit="state", disable=not progress, dynamic_ncols=True):
         summary.folders.append(export_state(root, r, out, fmt, images, mask_path))
         summary.states += 1
