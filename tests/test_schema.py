@@ -80,6 +80,8 @@ def test_dataset_and_render_files_match_the_schema(rendered_dataset):
     _same(doc, heading, flatten(store.read_json(render / "cameras.json"), doc[heading]))
     heading = "`states/<state_id>/render/render.json`"
     _same(doc, heading, flatten(store.read_json(render / "render.json"), doc[heading]))
+    timing = root / "provenance" / "render" / f"{STATE}.json"
+    _same(doc, "`provenance/render/<state_id>.json` (not data)", set(store.read_json(timing)))
     cams = store.read_json(render / "cameras.json")["views"]
     assert [round(c["azimuth"]) % 360 for c in cams] == [30 * v for v in range(12)]
 
