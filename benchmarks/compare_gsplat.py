@@ -75,9 +75,21 @@ def scene_random(n: int, width: int, height: int, seed: int):
     return [means, quats, scales, opacities, colors], viewmats, Ks
 
 
-def _run(gauss, viewmats, Ks, width, height, config, weights):
+def renderer(backend: str, alpha_max: float = 0.999):
+    """``render(*gaussians, viewmats, Ks, width, height, background)`` through ``render_gaussians``
+    with one backend; ``alpha_max=0.999`` is the clamp gsplat compiles in."""
+    config = dataclasses.replace(RasterConfig(alpha_max=alpha_max), backend=backend)
+
+    def render(*args, background=1.0):
+        return render_gaussians(*args, background=background, config=config)
+
+    render.config = config
+    return render
+
+
+def _run(render, gauss, viewmats, Ks, width, height, weights):
     params = [t.clone().requires_grad_() for t in gauss]
-    out = render_gaussians(*params, viewmats, Ks, width, height, background=1.0, config=config)
+    out = render(*params, viewmats, Ks, width, height, background=1.0)
     loss = (out.rgb * weights).sum() + out.alpha.sum() + 0.1 * out.depth.sum()
     loss.backward()
     return [t.detach() for t in out], [p.grad for p in params]
@@ -96,47 +108,65 @@ def _time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def compare(name, gauss, viewmats, Ks, width, height, repeats) -> bool:
-    dev = torch.device("cuda")
+def differences(gauss, viewmats, Ks, width, height, render_a, render_b, device="cuda") -> dict:
+    """Render the same scene with ``render_a`` and ``render_b`` (see ``renderer``) on ``device``:
+    rgb / alpha / depth max and mean absolute differences (depth where both alphas > 0.01, since
+    the alpha-normalised depth amplifies noise where almost nothing is drawn) against
+    ``TOLERANCES``, and per Gaussian field the max absolute gradient difference relative to
+    the largest gradient of ``render_b`` against ``GRAD_TOLERANCE``. Returns a dict with
+    ``images``, ``grads`` and ``ok``."""
+    dev = torch.device(device)
     gauss = [t.to(dev) for t in gauss]
     viewmats, Ks = viewmats.to(dev), Ks.to(dev)
-    base = RasterConfig(alpha_max=0.999)
-    cfg_g, cfg_t = dataclasses.replace(base, backend="gsplat"), dataclasses.replace(base, backend="torch")
     weights = torch.rand(viewmats.shape[:-2] + (height, width, 3), generator=torch.Generator().manual_seed(1)).to(dev)
-
-    out_g, grad_g = _run(gauss, viewmats, Ks, width, height, cfg_g, weights)
-    out_t, grad_t = _run(gauss, viewmats, Ks, width, height, cfg_t, weights)
-    ok = True
-    print(f"== {name}: N={gauss[0].shape[-2]}, cameras {tuple(viewmats.shape[:-2])}, {width}x{height}")
-    drawn = (out_t[1] > 0.01) & (out_g[1] > 0.01)
-    for key, a, b in zip(("rgb", "alpha", "depth"), out_g, out_t):
+    out_a, grad_a = _run(render_a, gauss, viewmats, Ks, width, height, weights)
+    out_b, grad_b = _run(render_b, gauss, viewmats, Ks, width, height, weights)
+    result = {"images": {}, "grads": {}, "ok": True}
+    drawn = (out_b[1] > 0.01) & (out_a[1] > 0.01)
+    for key, a, b in zip(("rgb", "alpha", "depth"), out_a, out_b):
         diff = (a - b).abs()
         if key == "depth":
             diff = diff[drawn.expand_as(diff)]
-        mx, mean = float(diff.max()), float(diff.mean())
+        mx, mean = (float(diff.max()), float(diff.mean())) if diff.numel() else (0.0, 0.0)
         good = mx <= TOLERANCES[key][0] and mean <= TOLERANCES[key][1]
-        ok &= good
-        print(f"  {key:6s} max abs diff {mx:.2e}  mean {mean:.2e}  {'ok' if good else 'TOO LARGE'}")
-    for key, a, b in zip(FIELDS, grad_g, grad_t):
+        result["images"][key] = {"max_abs": mx, "mean_abs": mean, "tol_max": TOLERANCES[key][0],
+                                 "tol_mean": TOLERANCES[key][1], "ok": good}
+        result["ok"] &= good
+    for key, a, b in zip(FIELDS, grad_a, grad_b):
         scale = float(b.abs().max()) or 1.0
-        rel = float((a - b).abs().max()) / scale
+        diff = (a - b).abs()
+        rel = float(diff.max()) / scale
         good = rel <= GRAD_TOLERANCE and bool(torch.isfinite(a).all())
-        ok &= good
-        print(
-            f"  d/d{key:9s} max abs diff {rel:.2e} x max|grad|  mean {float((a - b).abs().mean()) / scale:.2e}  "
-            f"{'ok' if good else 'TOO LARGE'}"
-        )
+        result["grads"][key] = {"max_abs": float(diff.max()), "max_rel": rel, "mean_rel": float(diff.mean()) / scale,
+                                "max_grad": scale, "tol_rel": GRAD_TOLERANCE, "ok": good}
+        result["ok"] &= good
+    return result
 
-    for label, cfg in (("gsplat", cfg_g), ("torch (on GPU)", cfg_t)):
 
-        def fwd(cfg=cfg):
+def compare(name, gauss, viewmats, Ks, width, height, repeats) -> bool:
+    render_g, render_t = renderer("gsplat"), renderer("torch")
+    print(f"== {name}: N={gauss[0].shape[-2]}, cameras {tuple(viewmats.shape[:-2])}, {width}x{height}")
+    result = differences(gauss, viewmats, Ks, width, height, render_g, render_t)
+    for key, d in result["images"].items():
+        print(f"  {key:6s} max abs diff {d['max_abs']:.2e}  mean {d['mean_abs']:.2e}  {'ok' if d['ok'] else 'TOO LARGE'}")
+    for key, d in result["grads"].items():
+        print(f"  d/d{key:9s} max abs diff {d['max_rel']:.2e} x max|grad|  mean {d['mean_rel']:.2e}  "
+              f"{'ok' if d['ok'] else 'TOO LARGE'}")
+
+    dev = torch.device("cuda")
+    gauss = [t.to(dev) for t in gauss]
+    viewmats, Ks = viewmats.to(dev), Ks.to(dev)
+    weights = torch.rand(viewmats.shape[:-2] + (height, width, 3), generator=torch.Generator().manual_seed(1)).to(dev)
+    for label, render in (("gsplat", render_g), ("torch (on GPU)", render_t)):
+
+        def fwd(render=render):
             with torch.no_grad():
-                render_gaussians(*gauss, viewmats, Ks, width, height, background=1.0, config=cfg)
+                render(*gauss, viewmats, Ks, width, height)
 
         f = _time(fwd, repeats)
-        fb = _time(lambda cfg=cfg: _run(gauss, viewmats, Ks, width, height, cfg, weights), repeats)
+        fb = _time(lambda render=render: _run(render, gauss, viewmats, Ks, width, height, weights), repeats)
         print(f"  {label:15s} forward {f * 1e3:8.2f} ms   forward+backward {fb * 1e3:8.2f} ms")
-    return ok
+    return result["ok"]
 
 
 def main() -> None:
