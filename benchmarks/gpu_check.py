@@ -44,7 +44,7 @@ The models are randomly initialised (no official weights on the machine): latenc
 and step time do not depend on the weights. LPIPS is off in stage 2 (no VGG weights).
 
 ``--cpu --small`` runs the same steps on the CPU with the ``tiny`` preset (64^2 inputs,
-4,096 Gaussians, batch 2); the gsplat steps are skipped with a line (gsplat's kernels are
+4,096 Gaussians, 32^2 renders, batch 2); the gsplat steps are skipped with a line (gsplat's kernels are
 CUDA-only). ``--small`` alone is a quick smoke run on a GPU. Output: ``gpu_check.md`` (one
 Markdown table) and ``gpu_check.json`` in ``--out`` (default ``$OUT``, else runs/gpu-check).
 Exit status 1 if a step failed or timed out or a parity case is over tolerance.
@@ -147,7 +147,7 @@ class Sizes:
 
 
 FULL = Sizes("big", 128, 256, 256, (1, 8), 8, (65_536, 262_144), (256, 512), 5, 3)
-SMALL = Sizes("tiny", 32, 64, 64, (1, 2), 2, (4_096, 16_384), (64, 128), 1, 1)
+SMALL = Sizes("tiny", 32, 64, 32, (1, 2), 2, (4_096, 16_384), (64, 128), 1, 1)
 
 
 class Skipped(Exception):
@@ -454,7 +454,9 @@ def step_lgm_forward(ctx: dict, rec: Recorder) -> None:
     x1, _ = model.object_frame_inputs(rgb, (K, c2w))
     sync = _sync(device)
     rec.note(f"LGM {s.preset}: {params / 1e6:.1f} M parameters, built on {device} in {build:.1f} s; "
-             f"inputs {cfg.num_views} x 9 x {cfg.input_size}^2 -> {cfg.num_gaussians:,} Gaussians")
+             f"inputs {cfg.num_views} x 9 x {cfg.input_size}^2 -> {cfg.num_gaussians:,} Gaussians"
+             + (f"; fp32 with PyTorch's defaults (TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
+                f"cuDNN TF32 {torch.backends.cudnn.allow_tf32}); bf16 = weights and inputs cast" if device == "cuda" else ""))
     for dtype in (torch.float32, torch.bfloat16):
         model = model.to(dtype)
         for b in s.lgm_batches:
@@ -650,6 +652,7 @@ def worker(name: str, context: Path, result: Path) -> int:
                 raise Skipped(f"needs {pkg}, which does not import here ({exc})") from None
         import torch
 
+        torch.manual_seed(0)  # the same random initialisations on every run
         if ctx["device"] == "cpu":
             torch.set_num_threads(ctx["threads"])
         rec.data["device"] = torch.cuda.get_device_name(0) if ctx["device"] == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
@@ -861,15 +864,14 @@ def main(argv: list[str] | None = None) -> int:
     only, skip = names(args.only), names(args.skip) or []
     if args.budget_scale <= 0 or (args.total_budget is not None and args.total_budget <= 0):
         parser.error("budgets must be positive")
-    out = args.out or Path(os.environ.get("OUT") or ROOT / "runs" / "gpu-check")
-    out.mkdir(parents=True, exist_ok=True)
-
     import torch
 
     cuda = torch.cuda.is_available() and not args.cpu
     if not args.cpu and not torch.cuda.is_available():
         print("gpu_check.py: no CUDA device here; run with --cpu --small for the CPU mode", file=sys.stderr)
         return 2
+    out = args.out or Path(os.environ.get("OUT") or ROOT / "runs" / "gpu-check")
+    out.mkdir(parents=True, exist_ok=True)
     sizes = SMALL if args.small else FULL
     total_budget = args.total_budget or (470.0 if cuda else 240.0)
     threads = args.threads or min(4, os.cpu_count() or 1)
@@ -908,8 +910,8 @@ def main(argv: list[str] | None = None) -> int:
                 return "no scene (the scene step did not finish)"
             return None
 
-        def record(step: Step, result: dict) -> None:
-            if result["status"] != "ok":
+        def record(step: Step, result: dict, announced: bool = False) -> None:
+            if result["status"] != "ok" and not announced:
                 print(f"  -> {step.name} {result['status']}: {result['reason']}", flush=True)
             if step.name == "gsplat-build":
                 ctx["gsplat"] = {"ok": result["status"] == "ok", "reason": f"{result['status']}: {result['reason']}"}
@@ -933,7 +935,8 @@ def main(argv: list[str] | None = None) -> int:
             reason = not_runnable(step, budget)
             if reason:
                 print(f"== {name}: {step.title}: skipped ({reason})", flush=True)
-                record(step, {"name": name, "title": step.title, "status": "skipped", "reason": reason, "cases": [], "notes": []})
+                record(step, {"name": name, "title": step.title, "status": "skipped", "reason": reason, "cases": [], "notes": []},
+                       announced=True)
             elif name == "gsplat-build":  # compile beside the steps that do not need it, at low CPU priority
                 print(f"== {name}: {step.title}, in the background at the lowest CPU priority (budget {budget:.0f} s)", flush=True)
                 build = launch(step, ctx, work, budget, background=True)
