@@ -227,3 +227,24 @@ def test_budget_is_enforced_by_killing_the_worker_and_what_it_started(tmp_path):
     child = int(pidfile.read_text())
     stat = Path(f"/proc/{child}/stat")
     assert not stat.exists() or stat.read_text().split(")")[1].split()[0] == "Z"  # gone, or a zombie awaiting init
+
+
+def test_every_partrm_module_imports_without_blender_side_packages(tmp_path):
+    """The GPU machine has no bpy (nor trimesh, yourdfpy, lxml, OpenEXR): partrm must not need them to import."""
+    site = tmp_path / "blocker"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    code = (
+        "import importlib, pkgutil, sys, partrm\n"
+        "names = [m.name for m in pkgutil.walk_packages(partrm.__path__, 'partrm.')]\n"
+        "for n in names: importlib.import_module(n)\n"
+        "from partrm.cli import app\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('bpy', 'trimesh', 'yourdfpy', 'lxml', 'OpenEXR')"
+        " or m in ('partdrag4d.render', 'partdrag4d.pipeline'))\n"
+        "print(len(names), bad)\n"
+        "assert not bad and len(names) > 15\n"
+    )
+    env = {**os.environ, "GPU_CHECK_TEST_BLOCK": "bpy,mathutils,bmesh,trimesh,yourdfpy,lxml,OpenEXR,Imath",
+           "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
