@@ -17,8 +17,9 @@ What is built when
     camera, the view layer passes and the compositor (depth + object index through a
     File Output node into a 32-bit multilayer EXR; the Viewer node returns zeros in
     background mode). Once per job (object): the OBJ is imported (one Blender object
-    per ``o`` group = link) and each link object gets ``pass_index`` = its part id.
-    Per state: links are posed by setting ``matrix_world``; per view only the camera
+    per ``o`` group = link) and each link object gets ``pass_index`` = its part id; a
+    job with the same header as the previous one (same object, cameras, preset, seed:
+    the one-state jobs of ``partdrag4d.executor``) reuses the imported object. Per state: links are posed by setting ``matrix_world``; per view only the camera
     moves. Persistent data keeps Cycles' BVH between views.
 
 Lighting (fixed in the world, so a surface point has the same colour in every view)
@@ -114,13 +115,49 @@ def _sun(name: str, spec: dict):
     return obj
 
 
+GPU_BACKENDS = ("OPTIX", "CUDA")
+"""Cycles GPU backends tried for ``--device gpu``, in order (OptiX is the faster on NVIDIA RTX)."""
+
+
 class Renderer:
-    def __init__(self, threads: int, scratch: Path):
+    def __init__(self, threads: int, scratch: Path, device: str = "cpu"):
         self.threads = max(1, int(threads))
         self.scratch = Path(scratch)
         self.scratch.mkdir(parents=True, exist_ok=True)
         self.link_objects: dict[str, object] = {}
+        self.job_cache: tuple[str, "JobContext"] | None = None  # the last job's header and context
         self._build_scene()
+        self.device, self.device_note = self._setup_device(device)
+
+    def _setup_device(self, wanted: str) -> tuple[str, str | None]:
+        """Cycles on ``cpu``, or on the first OptiX/CUDA GPU for ``gpu`` (the CPU, with a note, when none).
+
+        Returns the device label recorded in ``render.json`` and the one-line note for the
+        user (None when the wish was met).
+        """
+        self.scene.cycles.device = "CPU"
+        if wanted == "cpu":
+            return "CPU", None
+        if wanted != "gpu":
+            raise ValueError(f"--device takes cpu or gpu, got {wanted!r}")
+        try:
+            prefs = bpy.context.preferences.addons["cycles"].preferences
+        except KeyError:
+            return "CPU", "no GPU: the Cycles add-on preferences are unavailable; Cycles renders on the CPU"
+        for backend in GPU_BACKENDS:
+            try:
+                prefs.compute_device_type = backend
+            except TypeError:  # this build lacks the backend
+                continue
+            prefs.refresh_devices()
+            gpus = [d for d in prefs.devices if d.type == backend]
+            if gpus:
+                for d in prefs.devices:
+                    d.use = d.type == backend
+                self.scene.cycles.device = "GPU"
+                return f"GPU {backend}: {', '.join(sorted({d.name for d in gpus}))}", None
+        prefs.compute_device_type = "NONE"
+        return "CPU", f"no {' or '.join(GPU_BACKENDS)} GPU found; Cycles renders on the CPU"
 
     def _build_scene(self) -> None:
         bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -452,7 +489,7 @@ def render_state(renderer: Renderer, ctx: JobContext, state: dict) -> tuple[str,
             "denoise_prefilter": preset.denoise_prefilter, "filter_width": preset.filter_width,
             "bounces": {"max": preset.max_bounces, "diffuse": preset.diffuse_bounces, "glossy": preset.glossy_bounces},
             "seed": ctx.seed, "resolution": [ctx.width, ctx.height], "num_views": n,
-            "bpy_version": bpy.app.version_string,
+            "bpy_version": bpy.app.version_string, "device": renderer.device,
             "view_transform": "Standard", "film_transparent": True,
             "lighting": {"world_strength": AMBIENT, "key_sun": KEY_LIGHT, "fill_sun": FILL_LIGHT},
             "depth": "planar camera z at pixel centres, background inf",
@@ -481,7 +518,7 @@ def run_job(renderer: Renderer, job: dict, send) -> None:
 
     t_job = time.perf_counter()
     try:
-        ctx = prepare_job(renderer, job)
+        ctx = _cached_context(renderer, job)
     except Exception as exc:  # the whole job fails: report every state with the reason
         reason = _reason(exc)
         for s in states:
@@ -496,6 +533,30 @@ def run_job(renderer: Renderer, job: dict, send) -> None:
         except Exception as exc:
             report(state, "failed", time.perf_counter() - t0, _reason(exc))
     send({"event": "job", "object_id": object_id, "status": "done", "seconds": round(time.perf_counter() - t_job, 3)})
+
+
+def _job_key(job: dict) -> str:
+    """What decides a job's context: everything but its states, and the mesh file's size and time."""
+    header = {k: v for k, v in job.items() if k != "states"}
+    try:
+        st = os.stat(job["mesh"])
+        header["_mesh_stat"] = [st.st_size, st.st_mtime_ns]
+    except (OSError, KeyError, TypeError):
+        header["_mesh_stat"] = None
+    return json.dumps(header, sort_keys=True, default=str)
+
+
+def _cached_context(renderer: Renderer, job: dict) -> JobContext:
+    """The job's context, reused when the previous job had the same header (same object, cameras,
+    preset and seed): a scheduler sending one state per job (partdrag4d.executor) then imports an
+    object's mesh once per worker, as a job with all its states does."""
+    key = _job_key(job)
+    if renderer.job_cache is not None and renderer.job_cache[0] == key:
+        return renderer.job_cache[1]
+    renderer.job_cache = None
+    ctx = prepare_job(renderer, job)
+    renderer.job_cache = (key, ctx)
+    return ctx
 
 
 def _reason(exc: BaseException) -> str:
@@ -528,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, default=None, help="die with this process (Linux)")
     parser.add_argument("--scratch", type=Path, default=None, help="folder for the per-view pass EXRs")
     parser.add_argument("--verbose", action="store_true", help="let Blender's output through to stderr")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="Cycles on the CPU, or on an OptiX/CUDA GPU (the CPU, with a note, when none is found)")
     args = parser.parse_args(argv)
     _die_with_parent(args.parent_pid)
 
@@ -545,8 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     own_scratch = args.scratch is None
     scratch = Path(tempfile.mkdtemp(prefix="pd4d-render-")) if own_scratch else args.scratch
     try:
-        renderer = Renderer(args.threads, scratch)
-        send({"event": "ready", "pid": os.getpid(), "threads": renderer.threads, "bpy_version": bpy.app.version_string})
+        renderer = Renderer(args.threads, scratch, args.device)
+        send({"event": "ready", "pid": os.getpid(), "threads": renderer.threads, "bpy_version": bpy.app.version_string,
+              "device": renderer.device, "device_note": renderer.device_note})
         while True:
             line = sys.stdin.readline()
             if not line:

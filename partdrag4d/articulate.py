@@ -391,10 +391,30 @@ class ArticulateSummary:
     errors: list[str] = field(default_factory=list)
 
 
+def articulate_one(folder: Path, out: Path, seed: int, num_configs: int, num_stages: int, num_points: int,
+                   meshes: bool, max_joints: int | None,
+                   max_faces: int | None = None) -> tuple[str, list[dict] | None, dict | None, str | None]:
+    """Articulate one object folder into ``out``: ``(object id, records, info, None)``, or
+    ``(object id, None, None, reason)`` for a malformed object. Never raises for a bad object
+    (a Ray task per object runs exactly this)."""
+    from partdrag4d.assets.partnet_mobility import MAX_FACES, AssetError, load_object, safe_id
+
+    oid = safe_id(Path(folder).name)
+    try:
+        obj = load_object(Path(folder), max_faces=max_faces or MAX_FACES)
+        recs, info = articulate_object(obj, Path(out), seed, num_configs, num_stages, num_points, meshes, max_joints=max_joints)
+    except AssetError as exc:
+        return oid, None, None, str(exc)
+    except Exception as exc:  # one bad object never stops the others
+        return oid, None, None, f"{oid}: {type(exc).__name__}: {exc}"
+    return oid, recs, info, None
+
+
 def articulate_folder(
     source: Path, out: Path, category: str | list[str] | None = None, limit: int | None = None, seed: int = 0,
     num_configs: int = 1, num_stages: int = NUM_STAGES, num_points: int = NUM_POINTS, ids: set[str] | None = None,
     meshes: bool = True, progress: bool = True, max_joints: int | None = None, max_faces: int | None = None,
+    executor: str = "local", ray_address: str | None = None,
 ) -> ArticulateSummary:
     """Articulate every object under ``source`` into the dataset ``out``.
 
@@ -402,10 +422,13 @@ def articulate_folder(
     a malformed object gets one line (object id + reason) on stderr and an ``error``
     record in the manifest, and nothing of it is written; the others carry on. A joint
     that cannot be swept gets a ``skipped`` record, adjusted limits a ``note`` record.
+    ``executor='ray'``: one Ray task per object (``partdrag4d.executor``; ``out`` must be
+    on a path every node shares); the files and the manifest are the same bytes as a
+    local run's.
     """
     from tqdm import tqdm
 
-    from partdrag4d.assets.partnet_mobility import MAX_FACES, AssetError, category_of, find_objects, load_object, safe_id
+    from partdrag4d.assets.partnet_mobility import category_of, find_objects, safe_id
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -426,19 +449,22 @@ def articulate_folder(
     records: list[dict] = []
     processed: set[str] = set()
     t0 = time.perf_counter()
-    bar = tqdm(folders, desc="articulate", unit="obj", disable=not progress, dynamic_ncols=True)
-    for folder in bar:
-        oid = safe_id(folder.name)
+    args = [(folder, out, seed, num_configs, num_stages, num_points, meshes, max_joints, max_faces) for folder in folders]
+    if executor == "ray":
+        from partdrag4d.executor import map_ordered
+
+        outcomes = map_ordered(articulate_one, args, desc="articulate", unit="obj", progress=progress, address=ray_address)
+        bar = tqdm(disable=True)  # the executor's bar counts; this one only writes lines
+    else:
+        bar = tqdm(folders, desc="articulate", unit="obj", disable=not progress, dynamic_ncols=True)
+        outcomes = (articulate_one(*a) for a in args)
+    for (oid, recs, info, error), folder in zip(outcomes, folders):  # outcomes first: the generator runs to its end
         processed.add(oid)
-        bar.set_postfix_str(oid)
-        try:
-            obj = load_object(folder, max_faces=max_faces or MAX_FACES)
-            recs, info = articulate_object(obj, out, seed, num_configs, num_stages, num_points, meshes, max_joints=max_joints)
-        except AssetError as exc:
-            _fail(summary, records, oid, folder, str(exc), bar, out)
-            continue
-        except Exception as exc:  # one bad object never stops the others
-            _fail(summary, records, oid, folder, f"{oid}: {type(exc).__name__}: {exc}", bar, out)
+        if executor != "ray":
+            bar.update(1)
+            bar.set_postfix_str(oid)
+        if error is not None:
+            _fail(summary, records, oid, folder, error, bar, out)
             continue
         for r in recs:
             if r["status"] == "skipped":
@@ -449,6 +475,7 @@ def articulate_folder(
         summary.objects_ok += 1
         summary.states += info["states"]
         summary.states_written += info["written"]
+    bar.close()
     merge_manifest(out, records, processed)
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -54,6 +54,38 @@ def _writing(folder: Path, command: str, wait: bool, shard: tuple[int, int] | No
             store.append_provenance(folder, run)
 
 
+EXECUTOR_HELP = "local (this machine, default) | ray (a Ray cluster; the dataset folder must be on a path every node shares)."
+RAY_ADDRESS_HELP = "With --executor ray: auto (the cluster `ray start` joined), HOST:PORT (its head), or unset (a Ray on this machine only)."
+THREADS_HELP = "Cycles threads per Blender worker / Ray render actor (default: local cores // workers; Ray: 4 or the largest node's CPUs)."
+DEVICE_HELP = "cpu | gpu: Cycles on an OptiX/CUDA GPU; without one it renders on the CPU and says so in one line."
+
+
+def _check_executor(executor: str, ray_address: Optional[str]) -> None:
+    if executor not in ("local", "ray"):
+        raise typer.BadParameter(f"--executor takes local or ray; got {executor!r}")
+    if ray_address and executor != "ray":
+        raise typer.BadParameter("--ray-address needs --executor ray")
+
+
+def _check_device(device: str) -> None:
+    if device not in ("cpu", "gpu"):
+        raise typer.BadParameter(f"--device takes cpu or gpu; got {device!r}")
+
+
+def _run_step(fn, *args, **kwargs):
+    """Call a dataset step; Ctrl-C and an unreachable cluster end with one line instead of a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished files are kept; run the same command again to resume", err=True)
+        raise typer.Exit(130) from None
+    except RuntimeError as exc:
+        if "Ray cluster" not in str(exc) and "render actor" not in str(exc):
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _categories_option(values: list[str]) -> list[str]:
     if not values or values == ["all"]:
         return categories.category_names()
@@ -99,16 +131,19 @@ def articulate(
     max_joints: int = typer.Option(0, "--max-joints", min=0, help="Sweep only the first N movable joints of each object (0 = all)."),
     max_faces: int = typer.Option(2_000_000, "--max-faces", min=1, help="Refuse objects with more faces than this (all meshes together)."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One Ray task per object."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ):
     """Sweep every movable joint through its stages; write meshes, points and manifest.jsonl."""
     from partdrag4d.articulate import articulate_folder
 
     if category is not None and category not in categories.category_names():
         raise typer.BadParameter(f"unknown category {category!r}; expected one of {', '.join(categories.category_names())}")
+    _check_executor(executor, ray_address)
     id_set = _read_ids(ids) if ids else None
     with _writing(out, "articulate", wait):
-        summary = articulate_folder(source, out, category, limit, seed, configs, stages, points, id_set, meshes,
-                                    max_joints=max_joints or None, max_faces=max_faces)
+        summary = _run_step(articulate_folder, source, out, category, limit, seed, configs, stages, points, id_set, meshes,
+                            max_joints=max_joints or None, max_faces=max_faces, executor=executor, ray_address=ray_address)
     typer.echo(
         f"articulated {summary.objects_ok} objects ({summary.states} states, {summary.states_written} written) "
         f"in {summary.seconds:.1f} s; {summary.objects_failed} failed"
@@ -122,11 +157,15 @@ def render(
     dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Dataset folder (after articulate)."),
     category: Optional[str] = typer.Option(None, "--category", "-c", help="Only states of this category."),
     quality: str = typer.Option("standard", "--quality", "-q", help="draft | standard | high (see README for costs)."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Blender worker processes (cores are split between them)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Blender worker processes (cores are split between them; default 1); with --executor ray: render actors (default: as many as the cluster fits)."),
     shard: str = typer.Option("0/1", "--shard", help="I/N: render the I-th of N object shards (cluster job arrays)."),
     resolution: int = typer.Option(512, "--resolution", min=16, help="Image size in pixels."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed of the renderer."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One actor call per state."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ):
     """Render every articulated state: 12 RGBA views, depth, part ids, cameras (resumable)."""
     from partdrag4d.pipeline import render_dataset
@@ -134,9 +173,12 @@ def render(
 
     if category is not None and category not in categories.category_names():
         raise typer.BadParameter(f"unknown category {category!r}; expected one of {', '.join(categories.category_names())}")
+    _check_executor(executor, ray_address)
+    _check_device(device)
     shard_ = parse_shard(shard)
     with _writing(dataset, "render", wait, shard_):
-        summary = render_dataset(dataset, category, quality, workers, shard_, seed, resolution)
+        summary = _run_step(render_dataset, dataset, category, quality, workers, shard_, seed, resolution,
+                            executor=executor, ray_address=ray_address, threads=threads, device=device)
     typer.echo(json.dumps(summary))
     if summary.get("failed"):
         raise typer.Exit(1)
@@ -152,17 +194,21 @@ def drags(
     seed: int = typer.Option(0, "--seed", help="Seed of the farthest-point sampling."),
     shard: str = typer.Option("0/1", "--shard", help="I/N: sequences I, I+N, ... (writes drags-I-of-N.h5 by default)."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One Ray task per sequence; this process writes the file."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ):
     """Sample visible surface drags for every pair of states (depth-tested) into HDF5."""
     from partdrag4d.dragfile import build_drag_file
     from partdrag4d.render import parse_shard
 
+    _check_executor(executor, ray_address)
     index, count = parse_shard(shard)
     if out is None and count > 1:
         out = dataset / f"drags-{index}-of-{count}.h5"
     lock_dir = out.parent if out is not None else dataset  # the folder the drag file goes to
     with _writing(lock_dir, "drags", wait, (index, count), dataset=lock_dir.resolve() == dataset.resolve()):
-        summary = build_drag_file(dataset, out, category, seed, max_drags, all_pairs, (index, count))
+        summary = _run_step(build_drag_file, dataset, out, category, seed, max_drags, all_pairs, (index, count),
+                            executor=executor, ray_address=ray_address)
     per_pair = 1000 * summary.seconds_sampling / max(1, summary.pairs)
     typer.echo(f"{summary.sequences} sequences, {summary.pairs} pairs, {summary.drags} drags ({per_pair:.1f} ms per pair, 12 views)")
     if summary.skipped:
@@ -241,12 +287,16 @@ def make_dataset(
     max_joints: int = typer.Option(1, "--max-joints", min=0, help="Joints swept per object (0 = all)."),
     configs: int = typer.Option(1, "--configs", min=1, help="Random configurations of the other joints."),
     quality: str = typer.Option("draft", "--quality", "-q", help="Render quality preset."),
-    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Blender worker processes."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Blender worker processes (default 1); with --executor ray: render actors (default: as many as fit)."),
     resolution: int = typer.Option(512, "--resolution", min=16, help="Image size."),
     category: list[str] = typer.Option(["all"], "--category", "-c", help="Categories (repeatable) or 'all'."),
     seed: int = typer.Option(0, "--seed", help="Seed of every step."),
     max_faces: int = typer.Option(2_000_000, "--max-faces", min=1, help="Refuse objects with more faces than this."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
+    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help=THREADS_HELP),
+    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ):
     """The main job: synth -> articulate -> render -> drags (then run `partdrag4d verify`)."""
     from partdrag4d.pipeline import make_dataset as run
@@ -255,9 +305,12 @@ def make_dataset(
         cats = _categories_option(category)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0])) from None
+    _check_executor(executor, ray_address)
+    _check_device(device)
     with _writing(out, "make-dataset", wait) as record:
-        summary = run(out, source, per_category, seed, quality, workers, cats, configs, max_joints or None, resolution,
-                      max_faces=max_faces)
+        summary = _run_step(run, out, source, per_category, seed, quality, workers, cats, configs, max_joints or None,
+                            resolution, max_faces=max_faces, executor=executor, ray_address=ray_address, threads=threads,
+                            device=device)
         record["seconds_per_step"] = summary.seconds
     typer.echo(json.dumps(summary.__dict__, indent=1))
 

@@ -60,8 +60,13 @@ class DragSummary:
 
 def build_drag_file(root: Path, out: Path | None = None, category: str | None = None, seed: int = 0,
                     max_drags: int = MAX_DRAGS, every_pair: bool = True, shard: tuple[int, int] = (0, 1),
-                    progress: bool = True) -> DragSummary:
-    """Sample the drags of every rendered sequence of ``root`` into one HDF5 file."""
+                    progress: bool = True, executor: str = "local", ray_address: str | None = None) -> DragSummary:
+    """Sample the drags of every rendered sequence of ``root`` into one HDF5 file.
+
+    ``executor='ray'``: each sequence is sampled by a Ray task (``partdrag4d.executor``;
+    ``root`` must be on a path every node shares) and this process writes the file, in the
+    same order and with the same bytes as a local run.
+    """
     from tqdm import tqdm
 
     root = Path(root)
@@ -70,15 +75,25 @@ def build_drag_file(root: Path, out: Path | None = None, category: str | None = 
     index, count = shard
     seqs = [s for k, s in enumerate(seqs) if k % count == index]
     summary = DragSummary()
+    ready = []
+    for seq in seqs:
+        missing = [r["state_id"] for r in seq.records if not _rendered(root, r)]
+        if missing:
+            summary.skipped.append(f"{seq.sequence_id}: not rendered ({', '.join(missing)})")
+        else:
+            ready.append(seq)
+    args = [(root, seq, seed, max_drags, every_pair) for seq in ready]
+    if executor == "ray":
+        from partdrag4d.executor import map_ordered
+
+        sampled = map_ordered(sample_sequence, args, desc="drags", unit="seq", progress=progress, address=ray_address)
+    else:
+        sampled = (sample_sequence(*a) for a in tqdm(args, desc="drags", unit="seq", disable=not progress, dynamic_ncols=True))
     with store.atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         _write_header(f, root, out, seed, max_drags, every_pair)
         group = f.create_group("sequences")
-        for seq in tqdm(seqs, desc="drags", unit="seq", disable=not progress, dynamic_ncols=True):
-            missing = [r["state_id"] for r in seq.records if not _rendered(root, r)]
-            if missing:
-                summary.skipped.append(f"{seq.sequence_id}: not rendered ({', '.join(missing)})")
-                continue
-            _write_sequence(group, root, seq, seed, max_drags, every_pair, summary)
+        for drags in sampled:
+            _write_sequence(group, drags, summary)
     for line in summary.skipped:
         print(f"skipped {line}", file=sys.stderr)
     return summary
@@ -106,7 +121,21 @@ def _write_header(f: h5py.File, root: Path, out: Path, seed: int, max_drags: int
     f.attrs["dataset"] = os.path.relpath(root.resolve(), out.resolve().parent).replace(os.sep, "/")
 
 
-def _write_sequence(group: h5py.Group, root: Path, seq: Sequence, seed: int, max_drags: int, every_pair: bool, summary: DragSummary) -> None:
+@dataclass
+class SequenceDrags:
+    """One sequence's sampled drags, ready to write (what a Ray task sends back)."""
+
+    sequence: Sequence
+    moving_ids: np.ndarray
+    pairs: list[tuple[int, int]]
+    results: list  # PairDrags per pair
+    masks: np.ndarray  # [S, V, H, W] bool: the moving part's pixels
+    seconds: float  # sampling time
+
+
+def sample_sequence(root: Path, seq: Sequence, seed: int, max_drags: int, every_pair: bool) -> SequenceDrags:
+    """Sample every pair of one rendered sequence (reads the dataset, writes nothing)."""
+    root = Path(root)
     stages = len(seq.records)
     points = [np.load(root / r["paths"]["points"]) for r in seq.records]
     moving = np.load(root / seq.records[0]["paths"]["moving"])
@@ -116,6 +145,18 @@ def _write_sequence(group: h5py.Group, root: Path, seq: Sequence, seed: int, max
         depth, part_id, cams = store.read_render(root / r["paths"]["state"] / "render")
         renders.append(ViewRender(depth, part_id))
     pairs = all_pairs(stages) if every_pair else adjacent_pairs(stages)
+    results = []
+    t0 = time.perf_counter()
+    for i, j in pairs:
+        rng = pair_seed(seed, seq.sequence_id, i, j)
+        results.append(sample_pair(points[i], points[j], moving, moving_ids, cams, renders[i], rng, max_drags))
+    seconds = time.perf_counter() - t0
+    masks = np.stack([np.isin(rd.part_id, moving_ids) for rd in renders])  # [S, V, H, W]
+    return SequenceDrags(seq, moving_ids, pairs, results, masks, seconds)
+
+
+def _write_sequence(group: h5py.Group, drags: SequenceDrags, summary: DragSummary) -> None:
+    seq, moving_ids, pairs, results, masks = drags.sequence, drags.moving_ids, drags.pairs, drags.results, drags.masks
     g = group.create_group(seq.sequence_id)
     first = seq.records[0]
     for key in ("object_id", "category", "split", "joint", "joint_type", "config"):
@@ -123,19 +164,13 @@ def _write_sequence(group: h5py.Group, root: Path, seq: Sequence, seed: int, max
     g.attrs["state_ids"] = json.dumps([r["state_id"] for r in seq.records])
     g.attrs["qpos"] = json.dumps([r["qpos"] for r in seq.records])
     g.attrs["moving_part_ids"] = moving_ids
-    h, w = renders[0].depth.shape[1:]
-    results = []
-    t0 = time.perf_counter()
-    for i, j in pairs:
-        rng = pair_seed(seed, seq.sequence_id, i, j)
-        results.append(sample_pair(points[i], points[j], moving, moving_ids, cams, renders[i], rng, max_drags))
-    summary.seconds_sampling += time.perf_counter() - t0
+    h, w = masks.shape[2:]
+    summary.seconds_sampling += drags.seconds
     g.create_dataset("pairs", data=np.asarray(pairs, dtype=np.int32))
     g.create_dataset("count", data=np.stack([r.count for r in results]))
     g.create_dataset("num_candidates", data=np.asarray([r.num_candidates for r in results], dtype=np.int32))
     for name in ("start_2d", "end_2d", "start_3d", "end_3d", "point_index"):
         g.create_dataset(name, data=np.stack([getattr(r, name) for r in results]), compression="gzip", compression_opts=4)
-    masks = np.stack([np.isin(rd.part_id, moving_ids) for rd in renders])  # [S, V, H, W]
     g.create_dataset("masks", data=masks, compression="gzip", compression_opts=4, chunks=(1, 1, h, w))
     summary.sequences += 1
     summary.pairs += len(pairs)

@@ -44,16 +44,32 @@ def render_jobs_for_dataset(root: Path, category: str | None = None, quality: st
     return jobs
 
 
-def render_dataset(root: Path, category: str | None = None, quality: str = "standard", workers: int = 1,
-                   shard: tuple[int, int] = (0, 1), seed: int = 0, resolution: int = cameras.IMAGE_SIZE, progress: bool = True) -> dict:
+def render_dataset(root: Path, category: str | None = None, quality: str = "standard", workers: int | None = None,
+                   shard: tuple[int, int] = (0, 1), seed: int = 0, resolution: int = cameras.IMAGE_SIZE, progress: bool = True,
+                   executor: str = "local", ray_address: str | None = None, threads: int | None = None,
+                   device: str = "cpu", log_dir: Path | None = None) -> dict:
+    """Render every ok state of the manifest. ``executor='ray'`` renders on a Ray cluster
+    (``partdrag4d.executor``): ``workers`` is then the number of render actors (default: as
+    many as fit) and the summary gains ``nodes``, the states rendered per node."""
+    from partdrag4d.executor import check_executor, node_counts
     from partdrag4d.render import render_jobs, require_gl, summarize
 
+    check_executor(executor)
     if category is not None:
         categories.get(category)
     require_gl(quality)
     jobs = render_jobs_for_dataset(root, category, quality, seed, resolution)
-    results = render_jobs(jobs, workers=workers, shard=shard, progress=progress)
+    if executor == "ray":
+        from partdrag4d.executor import render_jobs_ray
+
+        results = render_jobs_ray(jobs, workers=workers, shard=shard, progress=progress, threads=threads, device=device,
+                                  address=ray_address, log_dir=log_dir)
+    else:
+        results = render_jobs(jobs, workers=workers or 1, shard=shard, progress=progress, threads=threads, device=device,
+                              log_dir=log_dir)
     summary = summarize(results)
+    if executor == "ray":
+        summary["nodes"] = node_counts(results)
     for r in results:
         if not r.ok:
             print(f"error {r.object_id} {r.state_id}: {r.error}", file=sys.stderr)
@@ -73,10 +89,27 @@ class DatasetSummary:
 
 
 def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, seed: int = 0, quality: str = "draft",
-                 workers: int = 1, categories_: list[str] | None = None, configs: int = 1, max_joints: int | None = 1,
-                 resolution: int = cameras.IMAGE_SIZE, progress: bool = True, max_faces: int | None = None) -> DatasetSummary:
+                 workers: int | None = 1, categories_: list[str] | None = None, configs: int = 1, max_joints: int | None = 1,
+                 resolution: int = cameras.IMAGE_SIZE, progress: bool = True, max_faces: int | None = None,
+                 executor: str = "local", ray_address: str | None = None, threads: int | None = None,
+                 device: str = "cpu") -> DatasetSummary:
     """The main job. Without ``source`` the embedded default: ``per_category`` procedural
-    objects of each category (``max_joints`` sequences per object keep the default small)."""
+    objects of each category (``max_joints`` sequences per object keep the default small).
+    ``executor='ray'`` runs articulate, render and drags on one Ray session
+    (``partdrag4d.executor``); ``out`` must then be on a path every node shares."""
+    from partdrag4d.executor import check_executor, ray_session
+
+    check_executor(executor)
+    args = (out, source, per_category, seed, quality, workers, categories_, configs, max_joints, resolution, progress,
+            max_faces, executor, ray_address, threads, device)
+    if executor == "ray":
+        with ray_session(ray_address):  # one Ray session for all steps
+            return _make_dataset(*args)
+    return _make_dataset(*args)
+
+
+def _make_dataset(out, source, per_category, seed, quality, workers, categories_, configs, max_joints, resolution, progress,
+                  max_faces, executor, ray_address, threads, device) -> DatasetSummary:
     from partdrag4d.articulate import articulate_folder
     from partdrag4d.assets.synth import generate
     from partdrag4d.dragfile import build_drag_file
@@ -98,12 +131,13 @@ def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, s
         label = str(source)
     t = time.perf_counter()
     art = articulate_folder(source, out, category=cats, seed=seed, num_configs=configs, max_joints=max_joints, progress=progress,
-                            max_faces=max_faces)
+                            max_faces=max_faces, executor=executor, ray_address=ray_address)
     times["articulate"] = time.perf_counter() - t
     t = time.perf_counter()
-    rendered = render_dataset(out, quality=quality, workers=workers, seed=seed, resolution=resolution, progress=progress)
+    rendered = render_dataset(out, quality=quality, workers=workers, seed=seed, resolution=resolution, progress=progress,
+                              executor=executor, ray_address=ray_address, threads=threads, device=device)
     times["render"] = time.perf_counter() - t
     t = time.perf_counter()
-    drags = build_drag_file(out, seed=seed, progress=progress)
+    drags = build_drag_file(out, seed=seed, progress=progress, executor=executor, ray_address=ray_address)
     times["drags"] = time.perf_counter() - t
     return DatasetSummary(label, art.objects_ok, art.states, art.objects_failed, rendered, drags.sequences, drags.drags, times)

@@ -55,6 +55,7 @@ from partdrag4d.store import _json_default, view_png_name
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKER_MODULE = "blender_scripts.render_worker"
 RENDER_FILES = ("views.npz", "cameras.json", "render.json")
+DEVICES = ("cpu", "gpu")
 
 
 @dataclass
@@ -67,6 +68,7 @@ class StateResult:
     status: str
     seconds: float = 0.0
     error: str | None = None
+    node: str | None = None  # the Ray node that rendered it (``partdrag4d.executor``); None when local
 
     @property
     def ok(self) -> bool:
@@ -225,17 +227,18 @@ def select_shard(jobs: Sequence[dict], shard: tuple[int, int]) -> list[dict]:
 class _Worker:
     """One Blender worker process: send a job, read its events."""
 
-    def __init__(self, threads: int, log_dir: Path, index: int, verbose: bool = False):
+    def __init__(self, threads: int, log_dir: Path, index: int, verbose: bool = False, device: str = "cpu"):
         self.log_path = log_dir / f"worker-{index}-{time.monotonic_ns()}.log"
         self.scratch = Path(tempfile.mkdtemp(prefix=f"scratch-{index}-", dir=log_dir))
         self._log = open(self.log_path, "wb")
         cmd = [sys.executable, "-m", WORKER_MODULE, "--threads", str(threads), "--scratch", str(self.scratch),
-               "--parent-pid", str(os.getpid())]
+               "--device", device, "--parent-pid", str(os.getpid())]
         if verbose:
             cmd.append("--verbose")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                      env=_worker_env(), cwd=str(REPO_ROOT), text=True, bufsize=1)
         ready = self.read()
+        self.ready = ready or {}  # pid, threads, bpy_version, device, device_note (None unless a wish was not met)
         if ready is None or ready.get("event") != "ready":
             reason = self.death_reason()
             self.kill()
@@ -310,7 +313,8 @@ def _validate(job: dict) -> None:
 
 
 def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] = (0, 1), progress: bool = True,
-                threads: int | None = None, verbose: bool = False, log_dir: Path | None = None) -> list[StateResult]:
+                threads: int | None = None, verbose: bool = False, log_dir: Path | None = None,
+                device: str = "cpu") -> list[StateResult]:
     """Render every state of ``jobs`` (this shard's share); one result per state, in job order.
 
     ``workers`` Blender processes run side by side, each with ``threads`` Cycles threads
@@ -318,8 +322,11 @@ def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] =
     failing object or state is reported (status ``failed`` with the reason) and the rest
     continue; a worker that dies is replaced. States already complete are ``skipped``
     without starting Blender. ``log_dir`` keeps the workers' stderr logs (default: a
-    temporary folder, deleted afterwards).
+    temporary folder, deleted afterwards). ``device``: ``cpu``, or ``gpu`` for Cycles on
+    an OptiX/CUDA GPU; without one the workers render on the CPU and one line says so.
     """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
     jobs = [dict(j) for j in jobs]
     for job in jobs:
         _validate(job)
@@ -363,6 +370,7 @@ def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] =
     log_root = Path(tempfile.mkdtemp(prefix="pd4d-render-")) if own_log_dir else Path(log_dir)
     log_root.mkdir(parents=True, exist_ok=True)
     live: list[_Worker] = []
+    notes: set[str] = set()
 
     def record(j: int, s: int, result: StateResult) -> None:
         with lock:
@@ -389,9 +397,13 @@ def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] =
                     return
                 if worker is None:
                     try:
-                        worker = _Worker(threads, log_root, index, verbose)
+                        worker = _Worker(threads, log_root, index, verbose, device)
                         with lock:
                             live.append(worker)
+                            note = worker.ready.get("device_note")
+                            if note and note not in notes:
+                                notes.add(note)
+                                bar.write(f"render device: {note}", file=sys.stderr)
                     except Exception as exc:  # noqa: BLE001 - reported per state
                         start_failures += 1
                         fail_rest(j, job, set(), str(exc))
