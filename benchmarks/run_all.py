@@ -28,6 +28,7 @@ def main() -> None:
     run("bench_lgm.py", *(["--skip-big"] if quick else []))
     run("bench_train.py")
     run("bench_render.py", "--presets", "draft", "standard", *([] if quick else ["high"]))
+    run("bench_scale.py", *(["--size", "128"] if quick else []))
     run("bench_e2e.py")
     run("bench_drags.py", "runs/bench/data")
     if (HERE / "bench_articulation.py").exists():
