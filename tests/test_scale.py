@@ -19,13 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 pytestmark = pytest.mark.blender
 
 SIZE = 32
-TIMING_KEYS = {"seconds_per_view", "render_seconds", "state_seconds", "state_cpu_seconds", "import_seconds"}
-"""render.json fields that record wall or CPU time: the only ones allowed to differ between runs."""
 MAKE = ["make-dataset", "--resolution", str(SIZE), "--quality", "draft", "--threads", "1", "--seed", "0"]
 
 
@@ -77,26 +74,15 @@ def _files(root: Path) -> set[str]:
 
 
 def assert_same_outputs(a: Path, b: Path, subtree: str = "") -> int:
-    """Every file of ``a`` equals ``b``'s, byte for byte, except render.json's TIMING_KEYS and,
-    until PNGs are written without Blender's date stamp, PNG bytes (decoded pixels must match)."""
-    files = _files(a / subtree) if subtree else _files(a)
-    other = _files(b / subtree) if subtree else _files(b)
+    """Every file under ``a/subtree`` equals ``b``'s byte for byte, except the provenance files
+    (``provenance/runs.jsonl``: the command's wall time and host; ``provenance/render/<state>.json``:
+    each state's render times, threads and host), which are not data."""
+    files, other = _files(a / subtree), _files(b / subtree)
     assert files == other, sorted(files ^ other)[:10]
-    for rel in sorted(files):
-        pa, pb = a / subtree / rel, b / subtree / rel
-        da, db = pa.read_bytes(), pb.read_bytes()
-        if da == db:
-            continue
-        if pa.name == "render.json":
-            ja, jb = json.loads(da), json.loads(db)
-            assert ja.keys() == jb.keys(), rel
-            differ = {k for k in ja if ja[k] != jb[k]}
-            assert differ <= TIMING_KEYS, (rel, differ - TIMING_KEYS)
-        elif pa.suffix == ".png":
-            with Image.open(pa) as ia, Image.open(pb) as ib:
-                assert ia.mode == ib.mode == "RGBA" and np.array_equal(np.asarray(ia), np.asarray(ib)), rel
-        else:
-            raise AssertionError(f"{rel} differs between the runs")
+    differ = {rel for rel in files if (a / subtree / rel).read_bytes() != (b / subtree / rel).read_bytes()}
+    allowed = {rel for rel in differ if str(Path(subtree) / rel) == "provenance/runs.jsonl"
+               or (str(Path(subtree) / rel).startswith("provenance/render/") and rel.endswith(".json"))}
+    assert differ == allowed, sorted(differ - allowed)[:10]
     return len(files)
 
 
@@ -110,9 +96,14 @@ def test_ray_makes_the_same_dataset_as_local(work):
     assert f"render per node: {node}: 48 states" in result.stderr  # the per-node count at the end
     assert f"articulate per node: {node}: 8 objs" in result.stderr and f"drags per node: {node}: 8 seqs" in result.stderr
     count = assert_same_outputs(work / "local", work / "data")
-    assert count > 48 * 16  # views, npz, jsons, meshes, points, manifest, drag file
-    assert (work / "data" / "drags.h5").read_bytes() == (work / "local" / "drags.h5").read_bytes()
+    assert count > 48 * 16  # views, npz, jsons, meshes, points, manifest, drag file, provenance
+    timing = json.loads((work / "data" / "provenance" / "render" / f"{summary_state(work)}.json").read_text())
+    assert timing["host"] and timing["state_seconds"] > 0  # what may differ: times and host
     (work / "data").rename(work / "ray")
+
+
+def summary_state(work: Path) -> str:
+    return sorted(p.stem for p in (work / "local" / "provenance" / "render").glob("*.json"))[0]
 
 
 def _blender_pids(marker: str) -> list[int]:
@@ -135,6 +126,7 @@ def _unrendered_copy(work: Path) -> Path:
     shutil.copytree(work / "local", data)
     for render in data.glob("states/*/render"):
         shutil.rmtree(render)
+    shutil.rmtree(data / "provenance" / "render")
     (data / "drags.h5").unlink()
     return data
 
