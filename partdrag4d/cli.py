@@ -315,38 +315,59 @@ def make_dataset(
     typer.echo(json.dumps(summary.__dict__, indent=1))
 
 
-gsdb_app = typer.Typer(help="The Gaussian database (teacher splatter images of every state).", no_args_is_help=True)
+gsdb_app = typer.Typer(help="The Gaussian database (splatter images of every state, from a teacher or from the renders).", no_args_is_help=True)
 app.add_typer(gsdb_app, name="gsdb")
 
 
 @gsdb_app.command("build")
 def gsdb_build(
     dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Rendered dataset folder."),
-    teacher: Path = typer.Option(..., "--teacher", help="Teacher LGM weights (partrm pretrain-lgm output or official safetensors)."),
+    source: str = typer.Option("teacher", "--source", help="teacher: run LGM weights (--teacher) on the input views | "
+                               "render: build the splatter images geometrically from the renders' RGBA + depth."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="LGM weights for --source teacher (partrm pretrain-lgm output or official safetensors)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Default: DATASET/gsdb.h5."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="--source teacher: states per forward pass."),
+    splat_size: int = typer.Option(128, "--splat-size", min=1, help="--source render: S of the [4, 14, S, S] images (LGM big 128, tiny 32); divides the render size."),
+    refine_steps: int = typer.Option(0, "--refine-steps", min=0, help="--source render: photometric refinement steps per state on all 12 views (0: geometry only)."),
+    refine_size: int = typer.Option(256, "--refine-size", min=8, help="--source render: refinement render size."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     ply: Optional[Path] = typer.Option(None, "--ply", help="Also write one 3DGS PLY per state into this folder."),
     sh_degree: int = typer.Option(3, "--sh-degree", help="PLY SH degree: 3 (zero f_rest_*, what the reference 3DGS loader expects) | 0."),
     up: str = typer.Option("z", "--up", help="PLY frame: z (object frame, Z up) | y (-Y up, SuperSplat/PlayCanvas)."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
 ):
-    """Run the teacher on every state's 4 input views; store splatter images (float16, resumable)."""
+    """Store every state's splatter images (float16, resumable): a teacher's predictions or a geometric build from the renders."""
     import torch
 
     from partrm.gaussians.ply import SH_DEGREES, UP_AXES
-    from partrm.gsdb import build_gsdb
 
     if sh_degree not in SH_DEGREES:
         raise typer.BadParameter(f"--sh-degree must be one of {', '.join(map(str, SH_DEGREES))}, got {sh_degree}")
     if up not in UP_AXES:
         raise typer.BadParameter(f"--up must be one of {', '.join(UP_AXES)}, got {up!r}")
-    if not teacher.is_file():
-        raise typer.BadParameter(f"teacher weights not found: {teacher} (pass --teacher PATH)")
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if source not in ("teacher", "render"):
+        raise typer.BadParameter(f"--source must be teacher or render, not {source!r}")
+    if source == "teacher" and (teacher is None or not teacher.is_file()):
+        raise typer.BadParameter(f"teacher weights not found: {teacher} (pass --teacher PATH, or --source render)")
+    if source == "render" and teacher is not None:
+        raise typer.BadParameter("--teacher is for --source teacher; --source render uses no weights")
     lock_dir = out.parent if out is not None else dataset  # the folder the database goes to
     with _writing(lock_dir, "gsdb build", wait, dataset=lock_dir.resolve() == dataset.resolve()):
-        summary = build_gsdb(dataset, teacher, out, batch_size, device=dev, ply_dir=ply, ply_options={"sh_degree": sh_degree, "up": up})
+        ply_options = {"sh_degree": sh_degree, "up": up}
+        if source == "teacher":
+            from partrm.gsdb import build_gsdb
+
+            summary = build_gsdb(dataset, teacher, out, batch_size, device=dev, ply_dir=ply, ply_options=ply_options)
+        else:
+            from partrm.gsdb_render import RenderGsdbConfig, build_render_gsdb
+
+            try:
+                cfg = RenderGsdbConfig(splat_size=splat_size, refine_steps=refine_steps, refine_size=refine_size)
+                summary = build_render_gsdb(dataset, out, cfg, device=dev, ply_dir=ply, ply_options=ply_options)
+            except (ValueError, FileNotFoundError) as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2)
     typer.echo(f"{summary.states} states ({summary.computed} computed) in {summary.seconds:.1f} s")
 
 
