@@ -38,23 +38,26 @@ def _train_options(config, **flags):
 def pretrain_lgm(
     data: Path = typer.Option(Path("data"), "--data", help="Rendered dataset."),
     out: Path = typer.Option(Path("runs/teacher"), "--out", help="Run folder (checkpoints, log.csv, model.safetensors)."),
-    model: str = typer.Option("tiny", "--model", help="LGM preset: tiny | small | big."),
+    model: Optional[str] = typer.Option(None, "--model", help="LGM preset: tiny | small | big (default tiny; a --config file may set it)."),
     init: Optional[Path] = typer.Option(None, "--init", "--lgm-weights", help="Start from these LGM weights (e.g. official model_fp16_fixrot.safetensors)."),
-    steps: int = typer.Option(300, "--steps", min=1),
-    batch_size: int = typer.Option(4, "--batch-size", min=1),
-    lr: float = typer.Option(4e-4, "--lr"),
-    render_size: int = typer.Option(0, "--render-size", help="Supervision render size (0: the model's input size)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Photometric steps (default 300; a --config file may set it)."),
+    gsdb: Optional[Path] = typer.Option(None, "--gsdb", help="Gaussian database of the same states to regress first (default DATA/gsdb.h5 when --l2-steps > 0)."),
+    l2_steps: Optional[int] = typer.Option(None, "--l2-steps", min=0, help="Steps of L2 to the database's splatter images (e.g. `gsdb build --source render`) before the photometric steps (default 0; a --config file may set it)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default 4 (a --config file may set it)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Default 4e-4 (a --config file may set it)."),
+    render_size: Optional[int] = typer.Option(None, "--render-size", help="Supervision render size; 0 (default): the model's input size (a --config file may set it)."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="torchvision vgg16 weights for LPIPS (local file)."),
     lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights", help="LPIPS linear-layer weights (local file)."),
-    config: Optional[Path] = typer.Option(None, "--config", exists=True, help="TOML/JSON with any training option; flags win."),
-    seed: int = typer.Option(0, "--seed"),
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, help="TOML/JSON with any training option (e.g. configs/paper.toml); flags given win."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Default 0 (a --config file may set it)."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the run's last checkpoint."),
 ):
-    """Train the teacher LGM with its own objective on static states (MSE + alpha [+ LPIPS])."""
+    """Train the teacher LGM on static states: optionally L2 to a Gaussian database first, then its own objective (MSE + alpha [+ LPIPS])."""
     from partrm.train import train
 
     cfg = _train_options(config, data=str(data), out=str(out), stage="teacher", model=model, init=str(init) if init else None,
-                         steps=steps, batch_size=batch_size, lr=lr, render_size=render_size, seed=seed,
+                         steps=steps, teacher_l2_steps=l2_steps, gsdb=str(gsdb) if gsdb else None,
+                         batch_size=batch_size, lr=lr, render_size=render_size, seed=seed,
                          vgg_weights=str(vgg_weights) if vgg_weights else None, lpips_weights=str(lpips_weights) if lpips_weights else None)
     result = train(cfg, resume=resume)
     typer.echo(f"teacher: {result.steps} steps in {result.seconds:.0f} s, last loss {result.losses[-1] if result.losses else float('nan'):.4f} -> {result.model_path}")
@@ -64,23 +67,23 @@ def pretrain_lgm(
 def train(
     data: Path = typer.Option(Path("data"), "--data", help="Rendered dataset with drags.h5."),
     out: Path = typer.Option(Path("runs/partrm"), "--out", help="Run folder."),
-    stage: str = typer.Option("1+2", "--stage", help="1 (motion, needs --gsdb) | 2 (appearance) | 1+2."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="1 (motion, needs --gsdb) | 2 (appearance) | 1+2 (default 1+2; a --config file may set it)."),
     init: Optional[Path] = typer.Option(None, "--init", "--lgm-weights", help="Teacher/official LGM weights or a PartRM checkpoint."),
     gsdb: Optional[Path] = typer.Option(None, "--gsdb", help="Gaussian database (default DATA/gsdb.h5)."),
-    model: str = typer.Option("tiny", "--model", help="LGM preset when starting without --init."),
+    model: Optional[str] = typer.Option(None, "--model", help="LGM preset when starting without --init (default tiny; a --config file may set it)."),
     drag_sizes: Optional[str] = typer.Option(None, "--drag-sizes", help="Comma list of feature sizes with drag maps (default: all down blocks)."),
-    stage1_steps: int = typer.Option(200, "--stage1-steps", min=0),
-    stage2_steps: int = typer.Option(100, "--stage2-steps", min=0),
-    steps: int = typer.Option(0, "--steps", min=0, help="Steps of a single stage (overrides its own count)."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1),
-    lr: float = typer.Option(4e-4, "--lr"),
-    num_drags: int = typer.Option(10, "--num-drags", min=1),
-    drag_noise: float = typer.Option(2.0, "--drag-noise", help="Std of the training noise on drag ends (px of a 512 image)."),
-    render_size: int = typer.Option(0, "--render-size"),
+    stage1_steps: Optional[int] = typer.Option(None, "--stage1-steps", min=0, help="Default 200 (a --config file may set it)."),
+    stage2_steps: Optional[int] = typer.Option(None, "--stage2-steps", min=0, help="Default 100 (a --config file may set it)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Steps of a single stage (overrides its own count) (default 0; a --config file may set it)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default 4 (a --config file may set it)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Default 4e-4 (a --config file may set it)."),
+    num_drags: Optional[int] = typer.Option(None, "--num-drags", min=1, help="Default 10 (a --config file may set it)."),
+    drag_noise: Optional[float] = typer.Option(None, "--drag-noise", help="Std of the training noise on drag ends (px of a 512 image) (default 2.0; a --config file may set it)."),
+    render_size: Optional[int] = typer.Option(None, "--render-size", help="Default 0 (a --config file may set it)."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights"),
     lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights"),
-    config: Optional[Path] = typer.Option(None, "--config", exists=True, help="TOML/JSON with any training option; flags win."),
-    seed: int = typer.Option(0, "--seed"),
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, help="TOML/JSON with any training option (e.g. configs/paper.toml); flags given win."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Default 0 (a --config file may set it)."),
     resume: bool = typer.Option(True, "--resume/--restart"),
 ):
     """Two-stage PartRM training (stage 1: L2 to the Gaussian database; stage 2: MSE + LPIPS + alpha)."""
@@ -92,7 +95,7 @@ def train(
                          render_size=render_size, seed=seed, vgg_weights=str(vgg_weights) if vgg_weights else None,
                          lpips_weights=str(lpips_weights) if lpips_weights else None)
     result = run(cfg, resume=resume)
-    typer.echo(f"stage {stage}: {result.steps} steps in {result.seconds:.0f} s, last loss {result.losses[-1] if result.losses else float('nan'):.4f} -> {result.model_path}")
+    typer.echo(f"stage {cfg.stage}: {result.steps} steps in {result.seconds:.0f} s, last loss {result.losses[-1] if result.losses else float('nan'):.4f} -> {result.model_path}")
 
 
 @app.command("eval")

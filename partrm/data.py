@@ -238,13 +238,16 @@ def collate(items: list[dict]) -> dict:
 class StateDataset(torch.utils.data.Dataset):
     """Single rendered states: the 4 input views and all 12 views of the *same* state.
 
-    What LGM's own objective (teacher pre-training) and the Gaussian database need.
+    What LGM's own objective (teacher pre-training) and the Gaussian database need. With
+    ``gsdb``, items also hold the state's splatter image from that database (``gs_target``).
     """
 
     def __init__(self, root: Path, split: str | None = None, categories: list[str] | None = None,
                  input_views: tuple[int, ...] = DEFAULT_INPUT_VIEWS, input_size: int = 256, target_size: int = 256,
-                 states: list[str] | None = None):
+                 states: list[str] | None = None, gsdb: Path | None = None):
         self.root = Path(root)
+        self.gsdb_path = Path(gsdb) if gsdb else None
+        self._gs = None
         self.input_views = tuple(input_views)
         self.input_size = input_size
         self.target_size = target_size
@@ -279,4 +282,15 @@ class StateDataset(torch.utils.data.Dataset):
             item["target_alpha"] = torch.from_numpy(np.stack([x[1] for x in targets]))
             item["target_K"], item["target_c2w"] = camera_tensors(self.cameras, range(NUM_VIEWS), self.target_size)
             item["supervised_views"] = torch.tensor([v for v in range(NUM_VIEWS) if v not in self.input_views])
+        if self.gsdb_path is not None:
+            from partrm.gsdb import GaussianDatabase
+
+            if self._gs is None:  # opened lazily: one handle per DataLoader worker
+                self._gs = GaussianDatabase(self.gsdb_path)
+            item["gs_target"] = torch.from_numpy(self._gs.splatter(r["state_id"]))
         return item
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_gs"] = None
+        return state

@@ -1,7 +1,10 @@
 """Training: LGM's own objective (the teacher) and PartRM's two stages (paper Sec. 4.4).
 
 - ``teacher``: LGM on static states: render the predicted Gaussians into the state's
-  views; MSE(rgb) + lambda_alpha MSE(alpha) [+ lambda_lpips LPIPS].
+  views; MSE(rgb) + lambda_alpha MSE(alpha) [+ lambda_lpips LPIPS]. With
+  ``teacher_l2_steps`` > 0 it first regresses a Gaussian database of the same states
+  (L2 on the splatter images, e.g. the geometric ``gsdb build --source render``), then
+  trains photometrically.
 - stage ``1`` (motion): L2 between PartRM's splatter image for the target state and the
   Gaussian database's (Eq. 5), pixel by pixel.
 - stage ``2`` (appearance): MSE(rgb) + lambda_lpips LPIPS + lambda_alpha MSE(alpha) on
@@ -9,7 +12,11 @@
 - ``1+2``: stage 1 for ``stage1_steps``, then stage 2 for ``stage2_steps``.
 
 AdamW, linear warm-up + cosine decay, gradient clipping, bf16 autocast on GPU, drag
-noise, through HF accelerate (one CPU to many GPUs with ``accelerate launch``).
+noise, through HF accelerate (one CPU to many GPUs with ``accelerate launch``). With
+``schedule = "per-stage"`` (default) every stage (stage 1, stage 2; the teacher's L2 and
+photometric phases) gets a fresh optimiser and its own warm-up + cosine over its own
+steps, as the official code runs its stages as separate trainings; ``"shared"`` keeps one
+optimiser and one schedule across the whole run.
 Checkpoints are written atomically (model safetensors + optimizer/scheduler/RNG state)
 and resume exactly: the data order is a seeded permutation per epoch and every item's
 randomness is seeded by (seed, epoch, index), so a resumed run repeats the
@@ -27,6 +34,7 @@ import shutil
 import sys
 import time
 import tomllib
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -51,12 +59,14 @@ class TrainConfig:
     stage1_steps: int = 200
     stage2_steps: int = 100
     teacher_steps: int = 300
+    teacher_l2_steps: int = 0  # teacher: steps of L2 to the Gaussian database (--gsdb) before the photometric steps
     batch_size: int = 4
     lr: float = 4e-4
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 20
     min_lr_ratio: float = 0.05
+    schedule: str = "per-stage"  # per-stage: fresh optimiser + warm-up/cosine per stage | shared: one across the run
     grad_clip: float = 1.0
     mixed_precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | no | bf16 | fp16
     num_drags: int = 10
@@ -80,17 +90,34 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
 
-    def total_steps(self) -> int:
+    def stages(self) -> list[tuple[str, int, int]]:
+        """The run's stages as (name, first step, end step); "teacher-l2" is the teacher's L2 phase."""
         if self.stage == "1+2":
-            return self.stage1_steps + self.stage2_steps
-        if self.steps:
-            return self.steps
-        return {"teacher": self.teacher_steps, "1": self.stage1_steps, "2": self.stage2_steps}[self.stage]
+            parts = [("1", self.stage1_steps), ("2", self.stage2_steps)]
+        elif self.stage == "teacher":
+            parts = [("teacher-l2", self.teacher_l2_steps), ("teacher", self.steps or self.teacher_steps)]
+        else:
+            parts = [(self.stage, self.steps or {"1": self.stage1_steps, "2": self.stage2_steps}[self.stage])]
+        out, start = [], 0
+        for name, n in parts:
+            if n > 0:
+                out.append((name, start, start + n))
+                start += n
+        return out
+
+    def total_steps(self) -> int:
+        stages = self.stages()
+        return stages[-1][2] if stages else 0
 
     def stage_at(self, step: int) -> str:
-        if self.stage == "1+2":
-            return "1" if step < self.stage1_steps else "2"
-        return self.stage
+        return self.stage_span(step)[0]
+
+    def stage_span(self, step: int) -> tuple[str, int, int]:
+        stages = self.stages()
+        for span in stages:
+            if step < span[2]:
+                return span
+        return stages[-1]
 
 
 def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
@@ -107,10 +134,47 @@ def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
     for key in ("drag_sizes", "categories", "sequences", "states", "betas"):
         if values.get(key) is not None:
             values[key] = tuple(values[key])
+    for key, value in values.items():
+        _check_type(key, value, _FIELD_TYPES[key], path)
     cfg = TrainConfig(**values)
     if cfg.stage not in ("teacher", "1", "2", "1+2"):
         raise ValueError(f"--stage must be teacher, 1, 2 or 1+2, got {cfg.stage!r}")
+    if cfg.schedule not in ("per-stage", "shared"):
+        raise ValueError(f"schedule must be per-stage or shared, got {cfg.schedule!r}")
+    for name in ("steps", "stage1_steps", "stage2_steps", "teacher_steps", "teacher_l2_steps", "warmup_steps"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.total_steps() == 0:
+        raise ValueError(f"stage {cfg.stage!r} has no steps to run")
     return cfg
+
+
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _check_type(key: str, value: Any, hint: Any, source: Optional[Path]) -> None:
+    """Refuse a value of the wrong type (``lr = "fast"``, ``steps = 1.5``) with one line naming the option."""
+    def ok(v: Any, h: Any) -> bool:
+        origin, args = typing.get_origin(h), typing.get_args(h)
+        if origin is typing.Union:
+            return any(ok(v, a) for a in args)
+        if h is type(None):
+            return v is None
+        if origin is tuple:
+            if not isinstance(v, tuple):
+                return False
+            items = args[:1] * len(v) if len(args) == 2 and args[1] is Ellipsis else args
+            return len(items) == len(v) and all(ok(x, a) for x, a in zip(v, items))
+        if h is float:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+        if h is int:
+            return isinstance(v, int) and not isinstance(v, bool)
+        return isinstance(v, h)
+
+    if not ok(value, hint):
+        where = f" in {source}" if source is not None else ""
+        name = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+        raise ValueError(f"training option {key!r}{where} must be {name}, got {value!r}")
 
 
 class TrainingDiverged(RuntimeError):
@@ -233,12 +297,15 @@ def lgm_of(model):
 def compute_loss(model, batch: dict, stage: str, objective: Objective, render_size: int) -> dict[str, torch.Tensor]:
     lgm = lgm_of(model)
     x, frame = lgm.object_frame_inputs(batch["input_rgb"], (batch["input_K"], batch["input_c2w"]))
-    if stage == "teacher":
+    if stage in ("teacher", "teacher-l2"):
         splatter = model(x)
     else:
         splatter = model(x, batch["drags"], batch["drag_valid"])
     splatter = lgm.splatter_to_object(splatter, frame)
-    if stage == "1":
+    if stage in ("1", "teacher-l2"):
+        if splatter.shape != batch["gs_target"].shape:
+            raise ValueError(f"the Gaussian database holds splatter images {tuple(batch['gs_target'].shape[1:])} but the model "
+                             f"predicts {tuple(splatter.shape[1:])}: build it with the model's splat size (gsdb build --splat-size)")
         loss = F.mse_loss(splatter.float(), batch["gs_target"].float())
         return {"loss": loss, "l2": loss.detach()}
     return objective.photometric(lgm.gaussians(splatter), batch, render_size)
@@ -260,13 +327,16 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, cfg: TrainConfig, keep: int) -> Path:
-    """``checkpoints/step_XXXXXXX/`` assembled under a temporary name and renamed."""
+def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, cfg: TrainConfig, keep: int,
+                    optimizer_stage: Optional[str] = None) -> Path:
+    """``checkpoints/step_XXXXXXX/`` assembled under a temporary name and renamed; records
+    which stage the optimiser state belongs to (a resume at a stage boundary starts fresh)."""
     target = run / "checkpoints" / f"step_{step:07d}"
     with store.StagingDir(target) as tmp:
         model.save(tmp / "model.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}, tmp / "optimizer.pt")
-        store.atomic_write_json(tmp / "state.json", {"step": step, "config": asdict(cfg), "time": time.time()})
+        store.atomic_write_json(tmp / "state.json", {"step": step, "config": asdict(cfg), "time": time.time(),
+                                                     "optimizer_stage": optimizer_stage})
     checkpoints = sorted((run / "checkpoints").glob("step_*"))
     for old in checkpoints[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -313,22 +383,25 @@ def build_dataset(cfg: TrainConfig, model, stage: str):
     render = cfg.render_size or lgm_cfg.input_size
     cats = list(cfg.categories) if cfg.categories else None
     split = None if cfg.split == "all" else cfg.split
-    if stage == "teacher":
-        return StateDataset(Path(cfg.data), split=split, categories=cats, input_size=lgm_cfg.input_size, target_size=render,
-                            states=list(cfg.states) if cfg.states else None)
     gsdb = None
-    if stage == "1":
+    if stage in ("1", "teacher-l2"):
         gsdb = Path(cfg.gsdb) if cfg.gsdb else Path(cfg.data) / "gsdb.h5"
         if not gsdb.is_file():
-            raise FileNotFoundError(f"stage 1 needs a Gaussian database: {gsdb} not found (build it with `partdrag4d gsdb build`, or pass --gsdb PATH)")
+            what = "stage 1" if stage == "1" else "the teacher's L2 phase (teacher_l2_steps)"
+            raise FileNotFoundError(f"{what} needs a Gaussian database: {gsdb} not found (build it with `partdrag4d gsdb build`, or pass --gsdb PATH)")
+    if stage in ("teacher", "teacher-l2"):
+        return StateDataset(Path(cfg.data), split=split, categories=cats, input_size=lgm_cfg.input_size,
+                            target_size=0 if stage == "teacher-l2" else render,
+                            states=list(cfg.states) if cfg.states else None, gsdb=gsdb)
     pair_cfg = PairConfig(input_size=lgm_cfg.input_size, target_size=render, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode,
                           drag_noise_px=cfg.drag_noise_px, drag_views=model.config.drag_views)
     return PairDataset(Path(cfg.data), split=split, categories=cats, config=pair_cfg, gsdb=gsdb, seed=cfg.seed,
                        sequences=list(cfg.sequences) if cfg.sequences else None)
 
 
-def lr_lambda(cfg: TrainConfig):
-    total = max(1, cfg.total_steps())
+def lr_lambda(cfg: TrainConfig, steps: Optional[int] = None):
+    """Linear warm-up then cosine decay to ``min_lr_ratio`` over ``steps`` (default: the whole run)."""
+    total = max(1, cfg.total_steps() if steps is None else steps)
 
     def f(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -373,21 +446,36 @@ def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = Non
     if lpips_model is None and cfg.stage != "1" and cfg.lambda_lpips > 0:
         accelerator.print("LPIPS term off: no local VGG/LPIPS weights (pass --vgg-weights and --lpips-weights)")
     objective = Objective(cfg, lpips_model.to(accelerator.device) if lpips_model is not None else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+
+    def optimiser_for(step: int):
+        """A fresh AdamW and its schedule: per stage (the stage holding ``step``) or for the whole run."""
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+        _, first, end = cfg.stage_span(step)
+        steps = end - first if cfg.schedule == "per-stage" else None
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
+
+    def optimiser_stage(step: int) -> Optional[str]:
+        return cfg.stage_at(step) if cfg.schedule == "per-stage" else None
 
     start = 0
     ckpt = latest_checkpoint(run) if resume else None
+    state = None
     if ckpt is not None:
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
         state = torch.load(ckpt / "optimizer.pt", weights_only=False)
+        _set_rng_state(state["rng"])
+        info = store.read_json(ckpt / "state.json")
+        start = info["step"]
+        if cfg.schedule == "per-stage" and info.get("optimizer_stage", cfg.stage_at(start - 1)) != cfg.stage_at(start):
+            state = None  # the checkpoint closed a stage: the next one starts with a fresh optimiser
+        accelerator.print(f"resuming from {ckpt} (step {start})")
+    optimizer, scheduler = optimiser_for(start)
+    current_optimiser = optimiser_stage(start)
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        start = store.read_json(ckpt / "state.json")["step"]
-        accelerator.print(f"resuming from {ckpt} (step {start})")
 
     model, optimizer = accelerator.prepare(model, optimizer)
     total = cfg.total_steps()
@@ -416,10 +504,13 @@ def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = Non
     bar = tqdm(range(start, end), desc=f"train {cfg.stage}", unit="step", disable=not (cfg.progress and accelerator.is_main_process), dynamic_ncols=True)
     model.train()
     for step in bar:
-        stage = cfg.stage_at(step)
+        stage, first_of_stage, _ = cfg.stage_span(step)
         if stage not in loaders:
-            first_of_stage = 0 if cfg.stage != "1+2" or stage == "1" else cfg.stage1_steps
             loaders = {stage: loader_for(stage, step - first_of_stage)}
+        if optimiser_stage(step) != current_optimiser:
+            optimizer, scheduler = optimiser_for(step)
+            optimizer = accelerator.prepare(optimizer)
+            current_optimiser = optimiser_stage(step)
         batch = _to_device(next(loaders[stage]), accelerator.device)
         with accelerator.autocast():
             terms = compute_loss(model, batch, stage, objective, render_size)
@@ -445,7 +536,8 @@ def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = Non
                 log_file.flush()
                 bar.set_postfix(loss=f"{value:.4f}", stage=stage)
             if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
-                save_checkpoint(run, step + 1, accelerator.unwrap_model(model), optimizer, scheduler, cfg, cfg.keep_checkpoints)
+                save_checkpoint(run, step + 1, accelerator.unwrap_model(model), optimizer, scheduler, cfg, cfg.keep_checkpoints,
+                                current_optimiser)
     log_file.close()
     result.seconds = time.perf_counter() - t0
     if accelerator.is_main_process and result.steps == total:
