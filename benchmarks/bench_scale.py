@@ -10,8 +10,11 @@ so that both see the same background load:
 
 Each run starts its Blender workers (and, for Ray, its actors) afresh, so both include
 start-up; the Ray session itself is started once, before the runs, and its start time is
-printed separately. Printed: states/s per run and executor, the best and median, and the
-overhead ratio local states/s / Ray states/s from the best runs (goal <= 1.10).
+printed separately. Printed: states/s per run and executor, the best and median, the
+overhead ratio local states/s / Ray states/s (best runs, and the median of the rounds'
+ratios; goal <= 1.10), each state's wall and CPU seconds inside Blender (from
+``provenance/render``: the same work under either executor) and the time a run spends
+outside its states (start-up and scheduling), which is what the executor adds.
 
 With ``--ray-address auto|HOST:PORT`` the same dataset (``--out`` must then be a folder
 every node shares) is also rendered on that cluster with as many actors as it fits,
@@ -53,17 +56,25 @@ def clear_renders(data: Path) -> None:
         shutil.rmtree(render)
 
 
-def timed_render(data: Path, args, executor: str, address: str | None = None, workers: int | None = None) -> float:
+def timed_render(data: Path, args, executor: str, address: str | None = None,
+                 workers: int | None = None) -> tuple[float, float, float]:
+    """Wall seconds of one render run, and the mean wall and CPU seconds of a state inside
+    Blender (from ``provenance/render``: the same work either way, so a difference in the
+    first figure that the other two do not show is the executor's or the machine's load)."""
+    from partdrag4d import store
     from partdrag4d.pipeline import render_dataset
 
     clear_renders(data)
+    shutil.rmtree(store.provenance_dir(data) / "render", ignore_errors=True)
     t0 = time.perf_counter()
     summary = render_dataset(data, quality=args.quality, resolution=args.size, progress=False, executor=executor,
                              ray_address=address, workers=workers, threads=args.threads)
     seconds = time.perf_counter() - t0
     if summary["failed"]:
         raise SystemExit(f"{executor}: {summary['failed']} states failed: {summary['failures'][:3]}")
-    return seconds
+    timing = [store.read_json(p) for p in (store.provenance_dir(data) / "render").glob("*.json")]
+    return (seconds, statistics.mean(t["state_seconds"] for t in timing),
+            statistics.mean(t["state_cpu_seconds"] for t in timing))
 
 
 def main() -> None:
@@ -95,6 +106,8 @@ def main() -> None:
               f"{args.workers} worker(s)/actor(s) x {args.threads} thread(s), {cores} cores; "
               f"load average {os.getloadavg()[0]:.1f}")
         times: dict[str, list[float]] = {"local": [], "ray": []}
+        outside: dict[str, list[float]] = {"local": [], "ray": []}
+        paired: list[float] = []
         t0 = time.perf_counter()
         with ray_session(None):
             print(f"Ray started on this machine in {time.perf_counter() - t0:.1f} s "
@@ -102,16 +115,22 @@ def main() -> None:
             for r in range(args.rounds):
                 order = ("local", "ray") if r % 2 == 0 else ("ray", "local")
                 for executor in order:
-                    seconds = timed_render(data, args, executor, workers=args.workers)
+                    seconds, state_wall, state_cpu = timed_render(data, args, executor, workers=args.workers)
                     times[executor].append(seconds)
-                    print(f"round {r + 1} {executor:5s} {seconds:7.2f} s  {states / seconds:6.3f} states/s", flush=True)
+                    outside[executor].append(seconds - states * state_wall / args.workers)
+                    print(f"round {r + 1} {executor:5s} {seconds:7.2f} s  {states / seconds:6.3f} states/s   "
+                          f"in Blender per state: {state_wall:5.2f} s wall, {state_cpu:5.2f} s CPU; "
+                          f"load {os.getloadavg()[0]:.1f}", flush=True)
+                paired.append(times["ray"][-1] / times["local"][-1])
         best = {k: min(v) for k, v in times.items()}
         median = {k: statistics.median(v) for k, v in times.items()}
         for k in ("local", "ray"):
             print(f"{k:5s} best {states / best[k]:.3f} states/s, median {states / median[k]:.3f} states/s")
-        ratio = best["ray"] / best["local"]
-        print(f"overhead ratio (local states/s / Ray states/s, best runs): {ratio:.3f}  (goal <= 1.10; "
-              f"median runs: {median['ray'] / median['local']:.3f}); load average {os.getloadavg()[0]:.1f}")
+        print(f"overhead ratio local states/s / Ray states/s: best runs {best['ray'] / best['local']:.3f}, "
+              f"median of the {len(paired)} rounds {statistics.median(paired):.3f} "
+              f"(rounds: {', '.join(f'{x:.3f}' for x in paired)}; goal <= 1.10)")
+        print(f"time outside Blender's states per run (start-up, scheduling; median): local "
+              f"{statistics.median(outside['local']):.2f} s, Ray {statistics.median(outside['ray']):.2f} s")
         if args.ray_address:
             with ray_session(args.ray_address):
                 nodes = [n for n in ray.nodes() if n.get("Alive")]
