@@ -216,6 +216,15 @@ def versions() -> dict[str, str]:
     }
 
 
+def object_split(obj: ArticulatedObject) -> str:
+    """The object's split: the real-id manifest, else the ``split`` a procedural object's
+    ``meta.json`` records, else the category rule (``categories.split_of_object``)."""
+    from partdrag4d.assets.partnet_mobility import read_meta
+
+    meta = read_meta(obj.source_dir) if obj.source_dir else {}
+    return categories.split_of_object(obj.object_id, obj.category, meta.get("split"))
+
+
 def object_record(plan: ObjectPlan, num_configs: int, root: Path | None = None) -> dict:
     obj = plan.obj
     moved_by = {link: [j.name for j in obj.movable_joints if link in obj.subtree(j)] for link in obj.links}
@@ -223,7 +232,7 @@ def object_record(plan: ObjectPlan, num_configs: int, root: Path | None = None) 
         "object_id": obj.object_id,
         "category": obj.category,
         "model_cat": obj.model_cat,
-        "split": categories.split_of_object(obj.object_id, obj.category),
+        "split": object_split(obj),
         "source": store.source_path(obj.source_dir, root),
         "links": [
             {"name": link, "part_id": obj.part_id(link), "semantic": obj.semantics.get(link, ""), "has_geometry": link in obj.geometry, "moved_by": moved_by[link]}
@@ -250,7 +259,7 @@ def state_record(plan: ObjectPlan, state: ArticulatedState) -> dict:
         "sequence_id": spec.sequence_id,
         "object_id": spec.object_id,
         "category": plan.obj.category,
-        "split": categories.split_of_object(plan.obj.object_id, plan.obj.category),
+        "split": object_split(plan.obj),
         "joint": spec.joint,
         "joint_type": joint.kind,
         "config": spec.config,

@@ -25,6 +25,14 @@ def _check_ply_options(sh_degree: int, up: str) -> None:
         raise typer.BadParameter(f"--up must be one of {', '.join(UP_AXES)}, got {up!r}")
 
 
+def _frame(text: str) -> Optional[str]:
+    return None if text == "auto" else text
+
+
+FRAME_HELP = ("Camera frame of the --init LGM weights: auto (a file without this project's metadata whose tensors match an "
+              "LGM preset, e.g. the official model_fp16_fixrot.safetensors, is in LGM's frame; ours record theirs) | lgm | object.")
+
+
 def _train_options(config, **flags):
     from partrm.train import load_config
 
@@ -40,6 +48,7 @@ def pretrain_lgm(
     out: Path = typer.Option(Path("runs/teacher"), "--out", help="Run folder (checkpoints, log.csv, model.safetensors)."),
     model: Optional[str] = typer.Option(None, "--model", help="LGM preset: tiny | small | big (default tiny; a --config file may set it)."),
     init: Optional[Path] = typer.Option(None, "--init", "--lgm-weights", help="Start from these LGM weights (e.g. official model_fp16_fixrot.safetensors)."),
+    lgm_frame: str = typer.Option("auto", "--lgm-frame", help=FRAME_HELP),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Photometric steps (default 300; a --config file may set it)."),
     gsdb: Optional[Path] = typer.Option(None, "--gsdb", help="Gaussian database of the same states to regress first (default DATA/gsdb.h5 when --l2-steps > 0)."),
     l2_steps: Optional[int] = typer.Option(None, "--l2-steps", min=0, help="Steps of L2 to the database's splatter images (e.g. `gsdb build --source render`) before the photometric steps (default 0; a --config file may set it)."),
@@ -55,7 +64,7 @@ def pretrain_lgm(
     """Train the teacher LGM on static states: optionally L2 to a Gaussian database first, then its own objective (MSE + alpha [+ LPIPS])."""
     from partrm.train import train
 
-    cfg = _train_options(config, data=str(data), out=str(out), stage="teacher", model=model, init=str(init) if init else None,
+    cfg = _train_options(config, data=str(data), out=str(out), stage="teacher", model=model, init=str(init) if init else None, lgm_frame=_frame(lgm_frame),
                          steps=steps, teacher_l2_steps=l2_steps, gsdb=str(gsdb) if gsdb else None,
                          batch_size=batch_size, lr=lr, render_size=render_size, seed=seed,
                          vgg_weights=str(vgg_weights) if vgg_weights else None, lpips_weights=str(lpips_weights) if lpips_weights else None)
@@ -69,6 +78,7 @@ def train(
     out: Path = typer.Option(Path("runs/partrm"), "--out", help="Run folder."),
     stage: Optional[str] = typer.Option(None, "--stage", help="1 (motion, needs --gsdb) | 2 (appearance) | 1+2 (default 1+2; a --config file may set it)."),
     init: Optional[Path] = typer.Option(None, "--init", "--lgm-weights", help="Teacher/official LGM weights or a PartRM checkpoint."),
+    lgm_frame: str = typer.Option("auto", "--lgm-frame", help=FRAME_HELP),
     gsdb: Optional[Path] = typer.Option(None, "--gsdb", help="Gaussian database (default DATA/gsdb.h5)."),
     model: Optional[str] = typer.Option(None, "--model", help="LGM preset when starting without --init (default tiny; a --config file may set it)."),
     drag_sizes: Optional[str] = typer.Option(None, "--drag-sizes", help="Comma list of feature sizes with drag maps (default: all down blocks)."),
@@ -89,7 +99,7 @@ def train(
     """Two-stage PartRM training (stage 1: L2 to the Gaussian database; stage 2: MSE + LPIPS + alpha)."""
     from partrm.train import train as run
 
-    cfg = _train_options(config, data=str(data), out=str(out), stage=stage, init=str(init) if init else None,
+    cfg = _train_options(config, data=str(data), out=str(out), stage=stage, init=str(init) if init else None, lgm_frame=_frame(lgm_frame),
                          gsdb=str(gsdb) if gsdb else None, model=model, drag_sizes=_sizes(drag_sizes), stage1_steps=stage1_steps,
                          stage2_steps=stage2_steps, steps=steps, batch_size=batch_size, lr=lr, num_drags=num_drags, drag_noise_px=drag_noise,
                          render_size=render_size, seed=seed, vgg_weights=str(vgg_weights) if vgg_weights else None,
@@ -113,7 +123,8 @@ def evaluate(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),
 ):
-    """Benchmark: PSNR/SSIM/LPIPS of the 8 non-input views at 256x256, per category, with baselines."""
+    """Benchmark on held-out objects: full-image and motion-region PSNR/SSIM/LPIPS of the 8 non-input views at 256x256,
+    3D motion errors, per group (seen categories / unseen category) and category, with static, oracle and zero-drag rows."""
     import torch
 
     from partrm.evaluate import EvalConfig, evaluate as run, write_outputs

@@ -18,6 +18,11 @@ A pair is (source state i, target state j) of one sequence. An item holds
 - all 12 views of the target state (rgb, alpha) at ``target_size`` with cameras and
   the indices of the 8 views not used as input (the supervised / evaluated ones);
 - optionally the Gaussian-database splatter images of the source and target states.
+
+An item's randomness (drag choice, propagation, noise) comes from
+``default_rng([seed, index])``; a non-zero ``stream`` appends a third word ([seed, index] and
+[seed, index, 0] are the same numpy seed, so 0 is not a stream) so that evaluation
+draws its drags from a stream training never uses.
 """
 
 from __future__ import annotations
@@ -103,10 +108,13 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: Path, split: str | None = None, categories: list[str] | None = None,
                  config: PairConfig = PairConfig(), drag_file: Path | None = None, gsdb: Path | None = None,
-                 seed: int = 0, sequences: list[str] | None = None):
+                 seed: int = 0, sequences: list[str] | None = None, stream: int | None = None):
         self.root = Path(root)
         self.config = config
         self.seed = seed
+        if stream is not None and stream <= 0:
+            raise ValueError(f"stream must be a positive integer (0 is the training stream), got {stream}")
+        self.stream = stream  # None: training's item randomness; an int: a separate stream (evaluation)
         self.drag_path = Path(drag_file) if drag_file else self.root / DRAG_FILE
         if not self.drag_path.is_file():
             raise FileNotFoundError(f"{self.drag_path} not found: run `partdrag4d drags {self.root}` first")
@@ -180,7 +188,7 @@ class PairDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         cfg = self.config
         ref = self.pairs[index]
-        rng = np.random.default_rng([self.seed, index])
+        rng = np.random.default_rng([self.seed, index] if self.stream is None else [self.seed, index, self.stream])
         g = self._file()["sequences"][ref.sequence_id]
         src_dir = self.root / "states" / ref.source_state / "render"
         dst_dir = self.root / "states" / ref.target_state / "render"

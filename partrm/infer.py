@@ -77,6 +77,15 @@ def dataset_views(root: Path, state_id: str, size: int, input_views=(0, 3, 6, 9)
     return MultiView(torch.from_numpy(np.stack([v[0] for v in views])), K, c2w, store.read_rgba(folder, input_views[0]), mask)
 
 
+def on_white(image: Image.Image) -> Image.Image:
+    """An image (RGBA, LA, P with transparency, RGB, L) as RGB composited on white, the
+    background Zero123++ and LGM expect (``convert("RGB")`` would turn transparent pixels
+    black, or whatever colour they hold)."""
+    rgba = image.convert("RGBA")
+    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(canvas, rgba).convert("RGB")
+
+
 def zero123pp_views(image: Path, weights: Optional[Path], size: int) -> MultiView:  # pragma: no cover - needs weights
     """Zero123++ multi-view generation from a local diffusers folder (its 6 outputs at
     azimuths 30..330 / elevations 20,-10 alternating; we keep the 3 nearest to 90/180/270)."""
@@ -89,7 +98,8 @@ def zero123pp_views(image: Path, weights: Optional[Path], size: int) -> MultiVie
         raise ImportError("Zero123++ needs the diffusers extra: pip install -e '.[diffusers]'") from exc
     pipe = DiffusionPipeline.from_pretrained(str(weights), custom_pipeline=str(weights), torch_dtype=torch.float32, local_files_only=True)
     rgba = Image.open(image).convert("RGBA")
-    grid = pipe(rgba.convert("RGB"), num_inference_steps=50).images[0]
+    rgb = on_white(rgba)
+    grid = pipe(rgb, num_inference_steps=50).images[0]
     w, h = grid.size[0] // 2, grid.size[1] // 3
     tiles = [grid.crop(((k % 2) * w, (k // 2) * h, (k % 2 + 1) * w, (k // 2 + 1) * h)) for k in range(6)]
     azimuths = [30, 90, 150, 210, 270, 330]
@@ -97,7 +107,7 @@ def zero123pp_views(image: Path, weights: Optional[Path], size: int) -> MultiVie
     picks = [azimuths.index(a) for a in (90, 210, 270)]
     from partrm.data import load_view  # noqa: F401 - same resizing conventions
 
-    imgs = [np.asarray(rgba.convert("RGB").resize((size, size)), np.float32) / 255.0] + [np.asarray(tiles[p].resize((size, size)), np.float32) / 255.0 for p in picks]
+    imgs = [np.asarray(rgb.resize((size, size)), np.float32) / 255.0] + [np.asarray(on_white(tiles[p]).resize((size, size)), np.float32) / 255.0 for p in picks]
     K = cameras.intrinsics(size, size, 30.0)
     c2ws = [cameras.look_at(_orbit(0.0, 0.0))] + [cameras.look_at(_orbit(azimuths[p], elevations[p])) for p in picks]
     return MultiView(torch.tensor(np.stack(imgs)).permute(0, 3, 1, 2), torch.tensor(np.stack([K] * 4), dtype=torch.float32),

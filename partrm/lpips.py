@@ -149,8 +149,12 @@ class LPIPS(nn.Module):
         """Always eval: a parent's ``.train()`` must not change a frozen metric."""
         return super().train(False)
 
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        """Per-image distance [B] for pred, target [B, 3, H, W] in [0, 1] (H, W >= 16)."""
+    def forward(self, pred: Tensor, target: Tensor, mask: Tensor | None = None, pooled: bool = False) -> Tensor:
+        """Per-image distance [B] for pred, target [B, 3, H, W] in [0, 1] (H, W >= 16).
+
+        ``mask`` [B, 1, H, W]: average each layer's distance map over the mask (area-resized
+        to the layer, as a weight) instead of the whole image; ``pooled``: one value over all
+        images (their masks together). An empty mask gives NaN."""
         if pred.shape != target.shape:
             raise ValueError(f"LPIPS: pred {list(pred.shape)} and target {list(target.shape)} differ in shape")
         if pred.ndim != 4 or pred.shape[1] != 3:
@@ -160,12 +164,17 @@ class LPIPS(nn.Module):
         b = pred.shape[0]
         x = torch.cat([pred, target], dim=0)
         x = ((2.0 * x - 1.0) - self.shift) / self.scale  # lpips normalize=True, then ScalingLayer
-        total = x.new_zeros(b)
+        total = x.new_zeros(1 if pooled else b)
         for feat, lin in zip(self.net(x), self.lins):
             f = _unit_normalise(feat)
-            diff = (f[:b] - f[b:]) ** 2
-            total = total + lin(diff).mean(dim=(1, 2, 3))
-        return total
+            diff = lin((f[:b] - f[b:]) ** 2)
+            if mask is None:
+                total = total + (diff.mean() if pooled else diff.mean(dim=(1, 2, 3)))
+                continue
+            w = torch.nn.functional.adaptive_avg_pool2d(mask.to(diff.dtype), diff.shape[-2:])
+            dims = (0, 1, 2, 3) if pooled else (1, 2, 3)
+            total = total + (diff * w).sum(dim=dims) / w.sum(dim=dims)
+        return total[0] if pooled else total
 
     @classmethod
     def from_files(cls, vgg_path: str | Path, lin_path: str | Path, device: torch.device | str | None = None) -> "LPIPS":

@@ -15,16 +15,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from pytorch_msssim import ssim as _ms_ssim
 from torch import Tensor
 
 from partrm.lpips import LPIPS
 
-__all__ = ["OVERALL", "aggregate", "alpha_composite", "lpips_distance", "psnr", "ssim"]
+__all__ = ["OVERALL", "PSNR_CAP", "aggregate", "alpha_composite", "bootstrap_ci", "dilate_mask", "lpips_distance", "psnr",
+           "recovery_ratio", "region_lpips", "region_psnr", "region_ssim", "ssim"]
 
 OVERALL = "overall"
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
+SSIM_K = (0.01, 0.03)
+PSNR_CAP = 100.0
+"""Region PSNRs are capped here (an MSE of 1e-10 on [0, 1] images), so identical regions give a
+finite value and group means, deltas and the recovery ratio stay defined."""
 
 
 def _check_pair(pred: Tensor, target: Tensor, name: str) -> None:
@@ -34,17 +40,19 @@ def _check_pair(pred: Tensor, target: Tensor, name: str) -> None:
         raise ValueError(f"{name} expects [B, C, H, W] images, got {list(pred.shape)}")
 
 
-def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
+def psnr(pred: Tensor, target: Tensor, data_range: float = 1.0, cap: float | None = None) -> Tensor:
     """Per-image PSNR in dB, [B] float64: ``10 log10(data_range^2 / MSE)``, MSE over C, H, W.
 
     Computed in float64 so that a known error reproduces the closed form exactly. Identical
-    images give ``+inf`` (no cap: a cap would hide that a benchmark sample is degenerate; an
-    inf in a table mean is visible and traceable to its row).
+    images give ``+inf`` unless ``cap`` is given (the full-image benchmark columns keep inf:
+    an inf in a table mean is visible and traceable to its row; the region metrics, whose
+    means enter ratios, cap at ``PSNR_CAP``).
     """
     _check_pair(pred, target, "psnr")
     diff = pred.detach().double() - target.detach().double()
     mse = diff.pow(2).flatten(1).mean(dim=1)
-    return 10.0 * torch.log10(data_range**2 / mse)
+    out = 10.0 * torch.log10(data_range**2 / mse)
+    return out.clamp(max=cap) if cap is not None else out
 
 
 def ssim(pred: Tensor, target: Tensor) -> Tensor:
@@ -56,6 +64,120 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
     """
     _check_pair(pred, target, "ssim")
     return _ms_ssim(pred, target, data_range=1.0, size_average=False, win_size=SSIM_WINDOW, win_sigma=SSIM_SIGMA)
+
+
+def _check_mask(pred: Tensor, mask: Tensor, name: str) -> Tensor:
+    if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != pred.shape[0] or mask.shape[-2:] != pred.shape[-2:]:
+        raise ValueError(f"{name}: mask must be [B, 1, H, W] matching images {list(pred.shape)}, got {list(mask.shape)}")
+    return mask.to(device=pred.device, dtype=torch.bool)
+
+
+def dilate_mask(mask: Tensor, pixels: int) -> Tensor:
+    """Boolean masks [B, 1, H, W] grown by ``pixels`` (square structuring element: every pixel
+    within Chebyshev distance ``pixels`` of the mask joins it)."""
+    if pixels <= 0:
+        return mask.bool()
+    return F.max_pool2d(mask.float(), kernel_size=2 * pixels + 1, stride=1, padding=pixels) > 0.5
+
+
+def region_psnr(pred: Tensor, target: Tensor, mask: Tensor, pooled: bool = False, data_range: float = 1.0,
+                cap: float | None = PSNR_CAP) -> Tensor:
+    """PSNR over the pixels of ``mask`` [B, 1, H, W] only (MSE over C and the masked pixels):
+    [B], or one value for all images together with ``pooled`` (the masked pixels of every
+    view form one region). Pixels outside the mask do not count at all. An empty region
+    gives NaN (n/a); a perfect one ``cap`` (None: inf)."""
+    _check_pair(pred, target, "region_psnr")
+    m = _check_mask(pred, mask, "region_psnr").double()
+    sq = (pred.detach().double() - target.detach().double()).pow(2) * m
+    dims = (0, 1, 2, 3) if pooled else (1, 2, 3)
+    count = m.sum(dim=dims) * pred.shape[1]
+    mse = sq.sum(dim=dims) / count
+    out = 10.0 * torch.log10(data_range**2 / mse)
+    out = out.clamp(max=cap) if cap is not None else out
+    return torch.where(count > 0, out, torch.full_like(out, float("nan")))
+
+
+def _gauss_window(size: int, sigma: float, dtype, device) -> Tensor:
+    x = torch.arange(size, dtype=dtype, device=device) - size // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim_map(pred: Tensor, target: Tensor) -> Tensor:
+    """The SSIM map [B, C, H - 10, W - 10] with ``ssim``'s settings (Gaussian window 11,
+    sigma 1.5, K = (0.01, 0.03), data range 1, valid filtering): its mean over C, H, W is
+    ``ssim``. Map pixel (i, j) is the window centred on image pixel (i + 5, j + 5)."""
+    _check_pair(pred, target, "ssim_map")
+    c = pred.shape[1]
+    g = _gauss_window(SSIM_WINDOW, SSIM_SIGMA, pred.dtype, pred.device)
+
+    def blur(x: Tensor) -> Tensor:
+        x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+    c1, c2 = SSIM_K[0] ** 2, SSIM_K[1] ** 2
+    mu_x, mu_y = blur(pred), blur(target)
+    sxx = blur(pred * pred) - mu_x**2
+    syy = blur(target * target) - mu_y**2
+    sxy = blur(pred * target) - mu_x * mu_y
+    cs = (2 * sxy + c2) / (sxx + syy + c2)
+    return ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)) * cs
+
+
+def region_ssim(pred: Tensor, target: Tensor, mask: Tensor, pooled: bool = False) -> Tensor:
+    """Mean of the SSIM map over the windows centred on ``mask`` pixels: [B] (or one value
+    with ``pooled``); NaN where no window centre is in the mask. A full mask gives ``ssim``.
+    (A window near the region's border also sees a few pixels outside it: SSIM is a local
+    statistic; the region's dilation keeps those pixels background or the part's own.)"""
+    m = _check_mask(pred, mask, "region_ssim")
+    r = SSIM_WINDOW // 2
+    m = m[..., r : m.shape[-2] - r, r : m.shape[-1] - r].to(pred.dtype)
+    smap = ssim_map(pred.detach(), target.detach()).mean(dim=1, keepdim=True)
+    dims = (0, 1, 2, 3) if pooled else (1, 2, 3)
+    count = m.sum(dim=dims)
+    out = (smap * m).sum(dim=dims) / count.clamp(min=1)
+    return torch.where(count > 0, out, torch.full_like(out, float("nan")))
+
+
+def region_lpips(model: LPIPS | None, pred: Tensor, target: Tensor, mask: Tensor, pooled: bool = False) -> Tensor | None:
+    """LPIPS averaged over the mask at every VGG layer (the mask area-resized to each layer):
+    [B] or one value with ``pooled``; None without LPIPS weights."""
+    if model is None:
+        return None
+    _check_pair(pred, target, "region_lpips")
+    return model(pred, target, mask=_check_mask(pred, mask, "region_lpips"), pooled=pooled)
+
+
+def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[float | None, float | None]:
+    """Percentile bootstrap interval of the mean (``scipy.stats.bootstrap``, seeded). Fewer
+    than 2 finite values: (None, None); all values equal: that value twice."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    x = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if len(x) < 2:
+        return None, None
+    if np.all(x == x[0]):
+        return float(x[0]), float(x[0])
+    res = bootstrap((x,), np.mean, confidence_level=level, n_resamples=n_resamples, method="percentile",
+                    random_state=np.random.default_rng(seed), vectorized=True)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def recovery_ratio(method: float | None, static: float | None, oracle: float | None, eps: float = 1e-6) -> float | None:
+    """Motion recovery ratio R = (method - static) / (oracle - static): 0 = no better than not
+    moving anything, 1 = as good as the true motion applied to the teacher's Gaussians.
+    None (undefined) when a value is missing or not finite, or when the oracle does not
+    differ from static by more than ``eps`` (nothing to recover)."""
+    if method is None or static is None or oracle is None:
+        return None
+    if not all(math.isfinite(v) for v in (method, static, oracle)):
+        return None
+    gap = oracle - static
+    if abs(gap) <= eps:
+        return None
+    return (method - static) / gap
 
 
 def lpips_distance(model: LPIPS | None, pred: Tensor, target: Tensor) -> Tensor | None:

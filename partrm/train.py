@@ -53,6 +53,7 @@ class TrainConfig:
     stage: str = "1+2"  # teacher | 1 | 2 | 1+2
     model: str = "tiny"  # LGM preset: tiny | small | big
     init: Optional[str] = None  # LGM weights (teacher or official) / PartRM checkpoint to start from
+    lgm_frame: Optional[str] = None  # frame of LGM weights given as init: None = auto (official layout -> lgm) | lgm | object
     gsdb: Optional[str] = None  # Gaussian database for stage 1 (default: <data>/gsdb.h5)
     drag_sizes: Optional[tuple[int, ...]] = None  # None: every down-block input
     steps: int = 0  # total steps for a single stage (teacher / 1 / 2); 0 = use the stage's own count
@@ -79,7 +80,7 @@ class TrainConfig:
     lpips_weights: Optional[str] = None
     render_size: int = 0  # stage 2 / teacher render size; 0 = the model's input size
     supervise: str = "novel"  # novel (8 views not used as input) | all | a comma list of view indices
-    split: str = "train"  # train | test | all
+    split: str = "train"  # always train: held-out (test) objects are never trained on
     categories: Optional[tuple[str, ...]] = None
     sequences: Optional[tuple[str, ...]] = None  # restrict pair training to these sequences
     states: Optional[tuple[str, ...]] = None  # restrict teacher training to these states
@@ -89,6 +90,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.split != "train":
+            raise ValueError(f"training reads the train split only (test objects are held out for evaluation), got split={self.split!r}")
 
     def stages(self) -> list[tuple[str, int, int]]:
         """The run's stages as (name, first step, end step); "teacher-l2" is the teacher's L2 phase."""
@@ -131,6 +136,8 @@ def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
+    if values.get("lgm_frame") == "auto":
+        values["lgm_frame"] = None
     for key in ("drag_sizes", "categories", "sequences", "states", "betas"):
         if values.get(key) is not None:
             values[key] = tuple(values[key])
@@ -146,6 +153,8 @@ def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.total_steps() == 0:
         raise ValueError(f"stage {cfg.stage!r} has no steps to run")
+    if cfg.lgm_frame not in (None, "lgm", "object"):
+        raise ValueError(f"--lgm-frame must be auto, lgm or object, got {cfg.lgm_frame!r}")
     return cfg
 
 
@@ -358,7 +367,7 @@ def build_model(cfg: TrainConfig):
 
     if cfg.stage == "teacher":
         if cfg.init:
-            return LGM.from_pretrained(cfg.init)
+            return LGM.from_pretrained(cfg.init, frame=cfg.lgm_frame)
         return LGM(LGMConfig.preset(cfg.model))
     if cfg.init:
         path = Path(cfg.init)
@@ -370,7 +379,7 @@ def build_model(cfg: TrainConfig):
             meta = f.metadata() or {}
         if "partrm_config" in meta:
             return PartRM.load(path)
-        lgm = LGM.from_pretrained(path)
+        lgm = LGM.from_pretrained(path, frame=cfg.lgm_frame)
         return PartRM.from_lgm(lgm, PartRMConfig(lgm=lgm.config, drag_sizes=cfg.drag_sizes, drag_views=cfg.drag_views))
     print("PartRM starts from a randomly initialised LGM (no --init given)", file=sys.stderr)
     return PartRM(PartRMConfig(lgm=LGMConfig.preset(cfg.model), drag_sizes=cfg.drag_sizes, drag_views=cfg.drag_views))
@@ -382,7 +391,7 @@ def build_dataset(cfg: TrainConfig, model, stage: str):
     lgm_cfg = lgm_of(model).config
     render = cfg.render_size or lgm_cfg.input_size
     cats = list(cfg.categories) if cfg.categories else None
-    split = None if cfg.split == "all" else cfg.split
+    split = "train"  # always: held-out objects are never trained on (TrainConfig refuses others)
     gsdb = None
     if stage in ("1", "teacher-l2"):
         gsdb = Path(cfg.gsdb) if cfg.gsdb else Path(cfg.data) / "gsdb.h5"
@@ -395,8 +404,26 @@ def build_dataset(cfg: TrainConfig, model, stage: str):
                             states=list(cfg.states) if cfg.states else None, gsdb=gsdb)
     pair_cfg = PairConfig(input_size=lgm_cfg.input_size, target_size=render, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode,
                           drag_noise_px=cfg.drag_noise_px, drag_views=model.config.drag_views)
-    return PairDataset(Path(cfg.data), split=split, categories=cats, config=pair_cfg, gsdb=gsdb, seed=cfg.seed,
-                       sequences=list(cfg.sequences) if cfg.sequences else None)
+    pairs = PairDataset(Path(cfg.data), split="train", categories=cats, config=pair_cfg, gsdb=gsdb, seed=cfg.seed,
+                        sequences=list(cfg.sequences) if cfg.sequences else None)
+    # drags.h5 carries each sequence's split from when it was built; the manifest is the truth
+    _refuse_held_out(held_out_objects(Path(cfg.data)), {p.object_id for p in pairs.pairs}, pairs.drag_path.name)
+    return pairs
+
+
+def held_out_objects(root: Path) -> set[str]:
+    """Objects the dataset manifest puts in ``test`` (with any of their records)."""
+    path = Path(root) / store.MANIFEST
+    if not path.is_file():
+        return set()
+    return {r["object_id"] for r in store.read_jsonl(path) if r.get("status") == "ok" and r.get("split") != "train"}
+
+
+def _refuse_held_out(held_out: set[str], used: set[str], source: str) -> None:
+    leaked = sorted(held_out & used)
+    if leaked:
+        raise RuntimeError(f"{source} lists held-out (test) object {leaked[0]} as train ({len(leaked)} such objects): "
+                           "it is older than the manifest; rebuild it (`partdrag4d drags DATA`) before training")
 
 
 def lr_lambda(cfg: TrainConfig, steps: Optional[int] = None):

@@ -12,7 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from partrm.cli import app
-from partrm.evaluate import EvalConfig, choose_pairs, evaluate, oracle_gaussians, write_outputs
+from partrm.evaluate import (EVAL_STREAM, EvalConfig, choose_pairs, evaluate, motion_errors_3d, oracle_gaussians, summarise_groups,
+                             write_outputs)
 from partrm.gaussians import read_ply
 from partrm.gsdb import GaussianDatabase, build_gsdb
 from partrm.models.lgm import LGM, LGMConfig
@@ -51,13 +52,22 @@ def test_eval_tables_rows_and_baselines(rendered_dataset, models, tmp_path):
     cfg = EvalConfig(data=str(rendered_dataset), split="train", eval_size=64, seed=0)
     result = evaluate(cfg, model, db, progress=False)
     methods = {r["method"] for r in result.rows}
-    assert methods == {"partrm", "static", "oracle"}
+    assert methods == {"partrm", "zero-drag", "static", "oracle"}
     per_method = {m: [r for r in result.rows if r["method"] == m] for m in methods}
     assert len({len(v) for v in per_method.values()}) == 1
     for r in result.rows:
         assert np.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 and r["lpips"] is None
     # an untrained PartRM is its LGM: it predicts the static source state exactly
     np.testing.assert_allclose([r["psnr"] for r in per_method["partrm"]], [r["psnr"] for r in per_method["static"]], atol=0.05)
+    np.testing.assert_allclose([r["psnr_motion"] for r in per_method["zero-drag"]], [r["psnr_motion"] for r in per_method["static"]], atol=0.05)
+    for r in result.rows:
+        assert 0 < r["motion_fraction"] < 0.5 and np.isfinite(r["psnr_motion"]) and np.isfinite(r["psnr_rest"])
+        assert r["group"] == "train objects (seen in training)" and r["chamfer"] is not None and r["chamfer"] > 0
+    assert all(r["joint_found"] == 0.0 and r["amount_err_rel"] == 1.0 for r in per_method["static"])  # nothing moves
+    group = result.groups["train objects (seen in training)"]
+    assert group["static"]["R"] in (0.0, None) and group["oracle"]["R"] in (1.0, None)
+    assert group["partrm"]["delta_psnr_motion"] is not None and len(group["partrm"]["delta_psnr_motion_ci"]) == 2
+    assert "| train objects (seen in training) | zero-drag |" in result.markdown
     assert set(result.tables["partrm"]) == {"storage-furniture", "laptop", "overall"}
     assert result.tables["partrm"]["overall"]["count"] == len(per_method["partrm"])
     assert "LPIPS n/a" in result.markdown and "| partrm | laptop | yes |" in result.markdown
@@ -65,6 +75,78 @@ def test_eval_tables_rows_and_baselines(rendered_dataset, models, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "samples.csv")))
     assert len(rows) == len(result.rows)
     assert json.loads((tmp_path / "results.json").read_text())["tables"]["static"]["overall"]["count"] == len(per_method["static"])
+
+
+def test_eval_drags_come_from_their_own_stream_and_zero_drag_has_no_displacement(rendered_dataset, models, monkeypatch):
+    from partrm.data import PairConfig, PairDataset
+
+    cfg = PairConfig(input_size=64, target_size=32)
+    train = PairDataset(rendered_dataset, config=cfg, seed=0)
+    evald = PairDataset(rendered_dataset, config=cfg, seed=0, stream=EVAL_STREAM)
+    assert train.pairs == evald.pairs
+    assert not any(torch.equal(train[k]["drags"], evald[k]["drags"]) for k in range(3))
+    with pytest.raises(ValueError, match="stream"):
+        PairDataset(rendered_dataset, config=cfg, stream=0)  # [seed, index, 0] is the training seed
+    model = PartRM.load(models / "partrm.safetensors").eval()
+    seen = []
+    real = model.reconstruct
+    monkeypatch.setattr(model, "reconstruct", lambda rgb, cams, drags, valid: seen.append((drags.clone(), valid.clone())) or real(rgb, cams, drags, valid))
+    evaluate(EvalConfig(data=str(rendered_dataset), split="train", eval_size=32, max_sequences=1, motion_3d=False,
+                         methods=("partrm", "zero-drag")), model, None, progress=False)
+    assert len(seen) == 10  # 5 targets x (partrm, zero-drag)
+    for (d, v), (z, zv) in zip(seen[0::2], seen[1::2]):
+        assert torch.equal(v, zv) and v.any()
+        assert torch.equal(z[..., :2], d[..., :2]) and torch.equal(z[..., 2:], z[..., :2])
+        assert (d[..., 2:] != d[..., :2])[v].any()  # the real drags do move
+
+
+def test_motion_errors_3d_on_constructed_predictions(rendered_dataset):
+    from partrm.gaussians import layout
+
+    src, dst = "syn-laptop-0-000_joint_0_c0_s0", "syn-laptop-0-000_joint_0_c0_s5"
+
+    def as_gaussians(points: np.ndarray) -> torch.Tensor:
+        g = torch.zeros(len(points), layout.NUM_CHANNELS)
+        g[:, layout.XYZ] = torch.from_numpy(points).float()
+        g[:, layout.OPACITY] = 1.0
+        g[:, layout.SCALE] = 0.01
+        g[:, 7] = 1.0  # identity rotation (w)
+        return g
+
+    a = np.load(rendered_dataset / "states" / src / "points.npy")
+    b = np.load(rendered_dataset / "states" / dst / "points.npy")
+    rng = np.random.default_rng(0)
+    source = as_gaussians(a[rng.choice(len(a), 4096, replace=False)])
+    exact = motion_errors_3d(as_gaussians(b), source, rendered_dataset, src, dst)
+    assert exact["chamfer"] == 0.0 and exact["joint_found"] == 1.0 and exact["type_correct"] == 1.0
+    assert exact["axis_err_deg"] < 2.0 and exact["amount_err_rel"] < 0.05
+    still = motion_errors_3d(source, source, rendered_dataset, src, dst)
+    assert still["joint_found"] == 0.0 and still["amount_err_rel"] == 1.0 and still["axis_err_deg"] is None
+    assert still["chamfer"] > 10 * max(exact["chamfer"], 1e-3)
+    transparent = source.clone()
+    transparent[:, layout.OPACITY] = 0.0
+    none = motion_errors_3d(transparent, None, rendered_dataset, src, dst)
+    assert none["chamfer"] is None and none["joint_found"] is None
+
+
+def test_group_summary_recovery_ratio_and_paired_deltas():
+    def rows(method, motion, full):
+        return [{"method": method, "group": "seen categories, new objects", "sequence_id": f"s{k}", "source_state": "a", "target_state": f"t{k}",
+                 "psnr_motion": m, "psnr": f} for k, (m, f) in enumerate(zip(motion, full))]
+
+    static = [10.0, 12.0, 11.0, 13.0]
+    oracle = [14.0, 15.0, 13.0, 16.0]
+    data = rows("static", static, static) + rows("oracle", oracle, oracle) + rows("partrm", oracle, static) + rows("zero-drag", static, static)
+    groups = summarise_groups(data, ["partrm", "zero-drag", "static", "oracle"], resamples=500)
+    g = groups["seen categories, new objects"]
+    assert g["partrm"]["R"] == 1.0 and g["zero-drag"]["R"] == 0.0 and g["static"]["R"] == 0.0 and g["oracle"]["R"] == 1.0
+    assert g["partrm"]["delta_psnr_motion"] == pytest.approx(3.0) and g["partrm"]["delta_psnr"] == 0.0
+    lo, hi = g["partrm"]["delta_psnr_motion_ci"]
+    assert 2.0 <= lo <= 3.0 <= hi <= 4.0
+    assert g["zero-drag"]["delta_psnr_motion_ci"] == [0.0, 0.0]
+    same = summarise_groups(rows("static", static, static) + rows("oracle", static, static) + rows("partrm", oracle, oracle),
+                            ["partrm", "static", "oracle"], resamples=100)
+    assert same["seen categories, new objects"]["partrm"]["R"] is None  # oracle == static: R undefined
 
 
 def test_oracle_moves_exactly_the_moving_part(rendered_dataset, models):
@@ -111,3 +193,19 @@ def test_infer_writes_ply_turntable_and_drags(rendered_dataset, models, tmp_path
     no_views = CliRunner().invoke(app, ["infer", "--checkpoint", str(models / "partrm.safetensors"), "--drag", "1,1:2,2",
                                         "--image", str(out / "drags.png"), "--out", str(out)])
     assert no_views.exit_code == 2 and "--zero123-weights" in no_views.output
+
+
+def test_zero123_input_is_composited_on_white():
+    from PIL import Image
+
+    from partrm.infer import on_white
+
+    rgba = np.zeros((4, 4, 4), np.uint8)  # transparent black
+    rgba[0, 0] = (255, 0, 0, 255)  # opaque red
+    rgba[0, 1] = (0, 0, 0, 128)  # half-transparent black
+    out = np.asarray(on_white(Image.fromarray(rgba, "RGBA")))
+    assert out.shape == (4, 4, 3)
+    assert (out[1:] == 255).all() and tuple(out[0, 0]) == (255, 0, 0)
+    assert abs(int(out[0, 1, 0]) - 127) <= 1
+    rgb = Image.new("RGB", (2, 2), (10, 20, 30))
+    assert np.array_equal(np.asarray(on_white(rgb)), np.asarray(rgb))

@@ -324,3 +324,104 @@ def test_attention_mixes_the_views_of_one_object_only(tiny):
     assert (out_x[0, 0] - out_y[0, 0]).abs().max() > 1e-4  # view 0 sees view 3 through attention
     assert torch.allclose(out_x[1], out_y[1], atol=1e-6)  # another object does not
     assert two_views.shape == (2, 2, 14, 32, 32)
+
+
+# ----------------------------------------------------------------------------- official weights: frame detection
+
+
+def _write_safetensors_header(path: Path, shapes: dict[str, list[int]], dtype: str = "F16") -> None:
+    """A safetensors file with exactly these tensors and no metadata, as the official release
+    writes it, with zero data left sparse (the header is what layout detection reads)."""
+    size = {"F16": 2, "F32": 4}[dtype]
+    header, offset = {}, 0
+    for name in sorted(shapes):
+        n = math.prod(shapes[name]) * size
+        header[name] = {"dtype": dtype, "shape": shapes[name], "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        f.truncate(8 + len(raw) + offset)
+
+
+def test_official_big_layout_is_detected_from_the_header(tmp_path):
+    from partrm.models.lgm import checkpoint_layout, detect_preset
+
+    expected = json.loads((DATA / "lgm_big_keys.json").read_text())
+    path = tmp_path / "model_fp16_fixrot.safetensors"
+    _write_safetensors_header(path, expected)
+    layout_ = checkpoint_layout(path)
+    assert layout_ == {k: tuple(v) for k, v in expected.items()}
+    assert detect_preset(layout_) == "big"
+    renamed = dict(expected)
+    renamed["unet.extra.weight"] = renamed.pop("conv.bias")
+    assert detect_preset(renamed) is None
+    reshaped = dict(expected, **{"conv.weight": [14, 14, 3, 3]})
+    assert detect_preset(reshaped) is None
+
+
+def test_checkpoint_without_metadata_loads_in_lgm_frame_with_outputs_in_object_frame(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    source = LGM(LGMConfig.tiny()).eval()
+    path = tmp_path / "foreign.safetensors"
+    save_file({k: v.half().contiguous() for k, v in source.state_dict().items()}, str(path))  # official style: fp16, no metadata
+    model = LGM.from_pretrained(path).eval()
+    line = capsys.readouterr().err.strip().splitlines()
+    assert model.config == LGMConfig.tiny(frame="lgm")
+    assert len(line) == 1 and "frame='lgm'" in line[0] and "--lgm-frame" in line[0] and str(path) in line[0]
+    cams = ring_cameras(size=64)[::3]
+    K = torch.tensor(np.stack([c.K for c in cams]))
+    c2w = torch.tensor(np.stack([c.c2w for c in cams]))
+    rgb = torch.rand(1, 4, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        g = model.reconstruct(rgb, (K, c2w))
+        # by hand: LGM-frame cameras in, LGM-frame Gaussians out, mapped back to the object frame
+        M = lgm_frame_transform(c2w[0])
+        raw = LGM.gaussians(model(model.prepare_inputs(rgb, (K, c2w), M)))
+        by_hand = transform_gaussians(raw, lgm_frame_inverse(c2w[0]))
+        # the object frame follows the cameras: turning every camera about the object turns the output
+        G = torch.eye(4, dtype=torch.float64)
+        G[:3, :3] = random_rotation(torch.Generator().manual_seed(5))
+        g_rot = model.reconstruct(rgb, (K, G @ c2w))
+    torch.testing.assert_close(g, by_hand, atol=1e-5, rtol=0)
+    expected = transform_gaussians(g, G)
+    assert torch.allclose(g_rot[..., :3], expected[..., :3], atol=1e-4)
+    # LGM's cube [-1, 1]^3 is centred on the object's origin: outputs lie within sqrt(3) / scale of it
+    assert (g[..., :3].norm(dim=-1) <= math.sqrt(3) / model.config.lgm_scale + 1e-4).all()
+    # a flag forces either frame, silently
+    forced = LGM.from_pretrained(path, frame="object")
+    assert forced.config.frame == "object" and capsys.readouterr().err == ""
+    for a, b in zip(forced.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    # our own checkpoints record their frame
+    source.save(tmp_path / "ours.safetensors")
+    assert LGM.from_pretrained(tmp_path / "ours.safetensors").config.frame == "object"
+    assert LGM.from_pretrained(tmp_path / "ours.safetensors", frame="lgm").config.frame == "lgm"
+
+
+def test_unknown_layout_without_metadata_is_a_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "other.safetensors"
+    save_file({"conv.weight": torch.zeros(3, 3)}, str(path))
+    with pytest.raises(CheckpointMismatchError, match="match no LGM preset"):
+        LGM.from_pretrained(path)
+
+
+def test_train_init_from_foreign_weights_keeps_the_lgm_frame(tmp_path):
+    from safetensors.torch import save_file
+
+    from partrm.train import build_model, load_config
+
+    torch.manual_seed(0)
+    path = tmp_path / "foreign.safetensors"
+    save_file(LGM(LGMConfig.tiny()).state_dict(), str(path))
+    assert build_model(load_config(stage="1", init=str(path))).config.lgm.frame == "lgm"
+    assert build_model(load_config(stage="1", init=str(path), lgm_frame="object")).config.lgm.frame == "object"
+    assert build_model(load_config(stage="teacher", init=str(path), lgm_frame="auto")).config.frame == "lgm"
+    with pytest.raises(ValueError, match="--lgm-frame"):
+        load_config(lgm_frame="sideways")

@@ -291,3 +291,110 @@ def test_alpha_composite_straight_and_premultiplied():
     assert torch.allclose(pre[0, :, 0, 0], torch.tensor(bg))
     with pytest.raises(ValueError):
         alpha_composite(rgb, alpha, (1.0, 1.0))
+
+
+# ----------------------------------------------------------------------------- motion-region metrics
+
+
+def _pair(seed: int = 0, n: int = 2, size: int = 48):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.rand(n, 3, size, size, generator=g)
+    pred = (target + 0.1 * torch.randn(n, 3, size, size, generator=g)).clamp(0, 1)
+    return pred, target
+
+
+def _box_mask(n: int = 2, size: int = 48, lo: int = 12, hi: int = 30) -> torch.Tensor:
+    m = torch.zeros(n, 1, size, size, dtype=torch.bool)
+    m[..., lo:hi, lo:hi] = True
+    return m
+
+
+def test_region_metrics_ignore_changes_outside_the_mask():
+    from partrm.metrics import region_lpips, region_psnr
+
+    pred, target = _pair()
+    mask = _box_mask()
+    outside = pred.clone()
+    outside[~mask.expand_as(pred)] = torch.rand(int((~mask).sum()) * 3, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(region_psnr(outside, target, mask), region_psnr(pred, target, mask))
+    # MSE over the masked pixels only: a known error inside gives the closed form
+    shifted = target.clone()
+    shifted[mask.expand_as(target)] += 0.1
+    shifted[~mask.expand_as(target)] = 0.0
+    np.testing.assert_allclose(region_psnr(shifted, target, mask, cap=None).numpy(), [20.0, 20.0], atol=1e-9)
+    # a change inside does count
+    inside = pred.clone()
+    inside[mask.expand_as(pred)] = 0.0
+    assert (region_psnr(inside, target, mask) < region_psnr(pred, target, mask) - 1).all()
+    lp = LPIPS()
+    a, b = region_lpips(lp, pred, target, mask), region_lpips(lp, outside, target, mask)
+    assert a.shape == (2,) and (a > 0).all()
+    assert torch.allclose(region_lpips(lp, target, target, mask), torch.zeros(2), atol=1e-7)
+    assert region_lpips(None, pred, target, mask) is None
+    # full mask: the ordinary LPIPS
+    torch.testing.assert_close(region_lpips(lp, pred, target, torch.ones_like(mask)), lp(pred, target))
+    del b
+
+
+def test_region_ssim_matches_ssim_on_a_full_mask_and_ignores_far_changes():
+    from partrm.metrics import region_ssim
+
+    pred, target = _pair(size=64)
+    full = torch.ones(2, 1, 64, 64, dtype=torch.bool)
+    torch.testing.assert_close(region_ssim(pred, target, full), ssim(pred, target), atol=1e-5, rtol=0)
+    mask = _box_mask(size=64, lo=20, hi=40)
+    far = pred.clone()
+    far[..., :5, :] = 0.0  # more than a window (5 px) away from the mask
+    torch.testing.assert_close(region_ssim(far, target, mask), region_ssim(pred, target, mask))
+    assert torch.allclose(region_ssim(target, target, mask), torch.ones(2, dtype=torch.float32), atol=1e-6)
+
+
+def test_region_metrics_identical_are_capped_and_empty_is_nan():
+    from partrm.metrics import PSNR_CAP, region_psnr, region_ssim
+
+    _, target = _pair()
+    mask = _box_mask()
+    assert torch.isinf(psnr(target, target)).all()  # the full-image metric stays uncapped
+    assert torch.equal(region_psnr(target, target, mask), torch.full((2,), PSNR_CAP, dtype=torch.float64))
+    empty = torch.zeros_like(mask)
+    assert torch.isnan(region_psnr(target, target, empty)).all() and torch.isnan(region_ssim(target, target, empty)).all()
+    # pooled: the masked pixels of all images form one region (one image without any counts nothing)
+    pred, _ = _pair()
+    one = mask.clone()
+    one[1] = False
+    torch.testing.assert_close(region_psnr(pred, target, one, pooled=True), region_psnr(pred[:1], target[:1], one[:1])[0])
+    with pytest.raises(ValueError, match="mask"):
+        region_psnr(pred, target, mask[:, :, :10])
+
+
+def test_dilate_mask_grows_by_chebyshev_radius():
+    from partrm.metrics import dilate_mask
+
+    m = torch.zeros(1, 1, 9, 9, dtype=torch.bool)
+    m[0, 0, 4, 4] = True
+    d = dilate_mask(m, 2)
+    assert d.sum() == 25 and d[0, 0, 2:7, 2:7].all()
+    assert torch.equal(dilate_mask(m, 0), m)
+
+
+def test_recovery_ratio_constructed_cases():
+    from partrm.metrics import recovery_ratio
+
+    assert recovery_ratio(14.0, 12.0, 16.0) == 0.5
+    assert recovery_ratio(16.0, 12.0, 16.0) == 1.0  # prediction == oracle
+    assert recovery_ratio(12.0, 12.0, 16.0) == 0.0  # prediction == static
+    assert recovery_ratio(12.0, 12.0, 12.0) is None  # oracle == static: nothing to recover
+    assert recovery_ratio(100.0, 100.0, 100.0) is None  # identical renders everywhere (capped)
+    assert recovery_ratio(math.inf, 12.0, 16.0) is None and recovery_ratio(None, 12.0, 16.0) is None
+    assert recovery_ratio(10.0, 12.0, 16.0) == -0.5  # worse than not moving
+
+
+def test_bootstrap_ci_of_the_mean():
+    from partrm.metrics import bootstrap_ci
+
+    x = np.random.default_rng(0).normal(1.0, 0.5, 200)
+    lo, hi = bootstrap_ci(list(x), seed=0)
+    assert lo < x.mean() < hi and 0.05 < hi - lo < 0.3
+    assert bootstrap_ci(list(x), seed=0) == (lo, hi)  # seeded
+    assert bootstrap_ci([1.0]) == (None, None) and bootstrap_ci([]) == (None, None)
+    assert bootstrap_ci([2.0, 2.0, None]) == (2.0, 2.0)

@@ -332,6 +332,35 @@ class CheckpointMismatchError(RuntimeError):
     """The checkpoint's tensors do not match the model built from the config."""
 
 
+OFFICIAL_LAYOUT_PRESETS = ("big", "small", "tiny")
+"""Presets a checkpoint without metadata is matched against, in this order (``big`` is the
+released ``model_fp16_fixrot.safetensors``)."""
+
+
+def checkpoint_layout(path: Union[str, Path]) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of a safetensors file, read from its header only (no data)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+def preset_layout(name: str) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of a preset's state dict (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = LGM(LGMConfig.preset(name))
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def detect_preset(layout: dict[str, tuple[int, ...]]) -> Optional[str]:
+    """The preset whose state dict has exactly these names and shapes, or None."""
+    layout = {k: tuple(v) for k, v in layout.items()}
+    for name in OFFICIAL_LAYOUT_PRESETS:
+        if preset_layout(name) == layout:
+            return name
+    return None
+
+
 class LGM(nn.Module):
     """Multi-view images + Plücker rays -> activated splatter images [B, V, 14, S, S]."""
 
@@ -501,15 +530,41 @@ class LGM(nn.Module):
         return self.load_weights(load_file(str(path), device="cpu"), source=str(path))
 
     @classmethod
-    def from_pretrained(cls, path: Union[str, Path], config: Optional[LGMConfig] = None) -> "LGM":
-        """Build and load. Without ``config``: the config saved by ``save`` if any, else ``big``."""
+    def from_pretrained(cls, path: Union[str, Path], config: Optional[LGMConfig] = None, frame: Optional[str] = None,
+                        announce: bool = True) -> "LGM":
+        """Build and load a local checkpoint.
+
+        Without ``config``: the config this project saved in the file's metadata; a file
+        without it is a foreign checkpoint (the official ``model_fp16_fixrot.safetensors``):
+        its preset is the one whose tensor names and shapes it matches (``detect_preset``),
+        in LGM's own camera frame (``frame="lgm"``), said in one line on stderr.
+        ``frame`` ("lgm" or "object") forces the frame either way (``--lgm-frame``).
+        """
         path = _existing_weights(path)  # fail before building a 415 M-parameter model
         if config is None:
             from safetensors import safe_open
 
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
-            config = LGMConfig.from_json(meta["lgm_config"]) if "lgm_config" in meta else LGMConfig.big()
+            if "lgm_config" in meta:
+                config = LGMConfig.from_json(meta["lgm_config"])
+            else:
+                layout = checkpoint_layout(path)
+                name = detect_preset(layout)
+                if name is None:
+                    raise CheckpointMismatchError(
+                        f"{path} has no project metadata and its {len(layout)} tensors match no LGM preset "
+                        f"({', '.join(OFFICIAL_LAYOUT_PRESETS)}): not an LGM checkpoint this project can load")
+                config = LGMConfig.preset(name, frame="lgm")
+                if announce and frame in (None, "lgm"):
+                    import sys
+
+                    print(f"{path}: no project metadata, tensors match LGM {name!r}: official weights, loaded in LGM's camera "
+                          f"frame (frame='lgm'; --lgm-frame object overrides)", file=sys.stderr)
+        if frame is not None and frame != config.frame:
+            from dataclasses import replace
+
+            config = replace(config, frame=frame)
         model = cls(config)
         return model.load_official(path)
 

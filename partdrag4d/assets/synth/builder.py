@@ -71,8 +71,9 @@ class ObjectBuilder:
             link.name = f"link_{k}"
         return ordered
 
-    def write(self, folder: Path, object_id: str, seed: int) -> Path:
-        """Write the object folder atomically (a killed run leaves no complete-looking folder)."""
+    def write(self, folder: Path, object_id: str, seed: int, meta: dict | None = None) -> Path:
+        """Write the object folder atomically (a killed run leaves no complete-looking folder).
+        ``meta``: extra ``meta.json`` fields (``generate`` records the index and split)."""
         links = self._ordered()
         with StagingDir(Path(folder)) as tmp:
             (tmp / "textured_objs").mkdir()
@@ -84,7 +85,8 @@ class ObjectBuilder:
             atomic_write_text(tmp / "semantics.txt", "".join(f"{l.name} {JOINT_WORDS[l.kind]} {l.semantic}\n" for l in links))
             atomic_write_json(
                 tmp / "meta.json",
-                {"model_cat": self.model_cat, "anno_id": object_id, "source": "partdrag4d synth", "seed": seed, "version": __version__},
+                {"model_cat": self.model_cat, "anno_id": object_id, "source": "partdrag4d synth", "seed": seed, **(meta or {}),
+                 "version": __version__},
             )
             self._write_point_sample(tmp, links)
         return Path(folder)
