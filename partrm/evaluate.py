@@ -28,7 +28,8 @@ Measures per sample:
   them to the target's moving-part samples and back, and their mean. Then the joint:
   ``partrm.articulation.from_gaussians`` (no correspondence: a prediction's splatter
   pixels are no material points) on the teacher's source Gaussians vs the prediction,
-  compared with the truth of ``state.json`` (``articulation.dataset_truth``): axis angle
+  (and, when it finds no motion, prediction vs source, reversed), compared with the
+  truth of ``state.json`` (``articulation.dataset_truth``): axis angle
   error (degrees, sign-free), motion amount error relative to the true amount (1.0 when
   no motion is found: the prediction moved nothing), and whether a joint was found.
 
@@ -58,7 +59,7 @@ import csv
 import io
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -197,8 +198,15 @@ def motion_errors_3d(gaussians: torch.Tensor, source: Optional[torch.Tensor], ro
     try:
         est = articulation.from_gaussians(source, gaussians, correspondence=False, seed=seed)
     except articulation.NoMotionError:
-        out.update(joint_found=0.0, type_correct=0.0, amount_err_rel=1.0)
-        return out
+        # Unordered inputs find motion through the points of A that B lost; a part that closes
+        # onto another (a laptop lid shut on its base) loses none, so also look from B's side:
+        # the reversed motion has the same axis line and amount, the axis pointing the other way.
+        try:
+            rev = articulation.from_gaussians(gaussians, source, correspondence=False, seed=seed)
+            est = replace(rev, axis=-rev.axis)
+        except articulation.NoMotionError:
+            out.update(joint_found=0.0, type_correct=0.0, amount_err_rel=1.0)
+            return out
     cmp = articulation.compare(est, truth)
     out.update(joint_found=1.0, type_correct=float(cmp["type_correct"]), axis_err_deg=float(cmp["axis_angle_deg"]))
     if cmp["amount_error"] is not None and truth.amount > 0:

@@ -49,7 +49,7 @@ def test_protocol_picks_one_seeded_source_per_sequence(rendered_dataset):
 def test_eval_tables_rows_and_baselines(rendered_dataset, models, tmp_path):
     model = PartRM.load(models / "partrm.safetensors").eval()
     db = GaussianDatabase(models / "gsdb.h5")
-    cfg = EvalConfig(data=str(rendered_dataset), split="train", eval_size=64, seed=0)
+    cfg = EvalConfig(data=str(rendered_dataset), split="train", eval_size=32, seed=0)
     result = evaluate(cfg, model, db, progress=False)
     methods = {r["method"] for r in result.rows}
     assert methods == {"partrm", "zero-drag", "static", "oracle"}
@@ -103,8 +103,6 @@ def test_eval_drags_come_from_their_own_stream_and_zero_drag_has_no_displacement
 def test_motion_errors_3d_on_constructed_predictions(rendered_dataset):
     from partrm.gaussians import layout
 
-    src, dst = "syn-laptop-0-000_joint_0_c0_s0", "syn-laptop-0-000_joint_0_c0_s5"
-
     def as_gaussians(points: np.ndarray) -> torch.Tensor:
         g = torch.zeros(len(points), layout.NUM_CHANNELS)
         g[:, layout.XYZ] = torch.from_numpy(points).float()
@@ -113,13 +111,16 @@ def test_motion_errors_3d_on_constructed_predictions(rendered_dataset):
         g[:, 7] = 1.0  # identity rotation (w)
         return g
 
-    a = np.load(rendered_dataset / "states" / src / "points.npy")
-    b = np.load(rendered_dataset / "states" / dst / "points.npy")
-    rng = np.random.default_rng(0)
-    source = as_gaussians(a[rng.choice(len(a), 4096, replace=False)])
-    exact = motion_errors_3d(as_gaussians(b), source, rendered_dataset, src, dst)
-    assert exact["chamfer"] == 0.0 and exact["joint_found"] == 1.0 and exact["type_correct"] == 1.0
-    assert exact["axis_err_deg"] < 2.0 and exact["amount_err_rel"] < 0.05
+    seq = "syn-laptop-0-000_joint_0_c0"
+    # the truth as prediction; (0, 2) starts from the closed lid, whose motion only the reversed search sees
+    for i, j in ((1, 4), (0, 2)):
+        src, dst = f"{seq}_s{i}", f"{seq}_s{j}"
+        a = np.load(rendered_dataset / "states" / src / "points.npy")
+        b = np.load(rendered_dataset / "states" / dst / "points.npy")
+        source = as_gaussians(a[np.random.default_rng(0).choice(len(a), 4096, replace=False)])
+        exact = motion_errors_3d(as_gaussians(b), source, rendered_dataset, src, dst)
+        assert exact["chamfer"] == 0.0 and exact["joint_found"] == 1.0 and exact["type_correct"] == 1.0
+        assert exact["axis_err_deg"] < 3.0 and exact["amount_err_rel"] < 0.05, (i, j, exact)
     still = motion_errors_3d(source, source, rendered_dataset, src, dst)
     assert still["joint_found"] == 0.0 and still["amount_err_rel"] == 1.0 and still["axis_err_deg"] is None
     assert still["chamfer"] > 10 * max(exact["chamfer"], 1e-3)
