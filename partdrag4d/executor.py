@@ -278,14 +278,9 @@ def render_jobs_ray(jobs: Iterable[dict], workers: int | None = None, shard: tup
     """
     from tqdm import tqdm
 
-    from partdrag4d.render import DEVICES, StateResult, _validate, is_render_complete, require_gl, select_shard
+    from partdrag4d.render import StateResult, is_render_complete, prepare_jobs, require_gl
 
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
-    jobs = [dict(j) for j in jobs]
-    for job in jobs:
-        _validate(job)
-    jobs = select_shard(jobs, shard)
+    jobs = prepare_jobs(jobs, device, shard)
     results: dict[tuple[int, int], StateResult] = {}
     queues: dict[int, deque] = {}
     for j, job in enumerate(jobs):

@@ -215,6 +215,16 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def prepare_jobs(jobs: Iterable[dict], device: str, shard: tuple[int, int]) -> list[dict]:
+    """Check the device and every job, then keep this shard's jobs: one gate for both executors."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
+    jobs = [dict(j) for j in jobs]
+    for job in jobs:
+        _validate(job)
+    return select_shard(jobs, shard)
+
+
 def select_shard(jobs: Sequence[dict], shard: tuple[int, int]) -> list[dict]:
     """Jobs of shard ``i`` of ``n`` (0-based): every n-th object in object-id order."""
     i, n = int(shard[0]), int(shard[1])
@@ -325,12 +335,7 @@ def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] =
     temporary folder, deleted afterwards). ``device``: ``cpu``, or ``gpu`` for Cycles on
     an OptiX/CUDA GPU; without one the workers render on the CPU and one line says so.
     """
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
-    jobs = [dict(j) for j in jobs]
-    for job in jobs:
-        _validate(job)
-    jobs = select_shard(jobs, shard)
+    jobs = prepare_jobs(jobs, device, shard)
 
     results: dict[tuple[int, int], StateResult] = {}
     todo: list[tuple[int, dict]] = []
@@ -474,4 +479,4 @@ def summarize(results: Sequence[StateResult]) -> dict:
 
 
 __all__ = ["PRESETS", "StateResult", "available_cores", "is_render_complete", "parse_shard", "probe_gl", "render_jobs",
-           "require_gl", "select_shard", "summarize"]
+           "prepare_jobs", "require_gl", "select_shard", "summarize"]
