@@ -315,6 +315,22 @@ def make_dataset(
     typer.echo(json.dumps(summary.__dict__, indent=1))
 
 
+@app.command()
+def view(
+    dataset: Path = typer.Argument(Path("data"), help="Dataset folder (a missing or partial one opens with a message in the page)."),
+    port: int = typer.Option(8080, "--port", "-p", min=0, max=65535, help="Port (the next free one if taken; 0: any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 serves other machines too."),
+):
+    """Browse a dataset in the web browser: pick category/object/sequence, move the stage slider; cameras, samples, drags."""
+    from partdrag4d.viewer import DatasetViewer
+
+    viewer = DatasetViewer(dataset, host, port)
+    for line in viewer.index.problems:
+        typer.echo(f"warning: {line}", err=True)
+    typer.echo(f"PartDrag-4D viewer of {dataset}: {viewer.url}  (opened in {viewer.open_seconds:.2f} s; Ctrl-C stops)")
+    viewer.serve_forever()
+
+
 gsdb_app = typer.Typer(help="The Gaussian database (splatter images of every state, from a teacher or from the renders).", no_args_is_help=True)
 app.add_typer(gsdb_app, name="gsdb")
 

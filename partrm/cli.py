@@ -228,5 +228,34 @@ def articulation(
     typer.echo(str(result.report))
 
 
+@app.command()
+def view(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="PartRM checkpoint (.safetensors)."),
+    data: Path = typer.Option(Path("data"), "--data", help="Rendered dataset whose states you drag."),
+    port: int = typer.Option(8080, "--port", "-p", min=0, max=65535, help="Port (the next free one if taken; 0: any free port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 serves other machines too."),
+    out: Path = typer.Option(Path("runs/view"), "--out", help="Folder the export buttons write PLY/URDF files into."),
+    num_drags: int = typer.Option(10, "--num-drags", min=1, help="Propagated drags given to the model."),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's default)."),
+):
+    """Drag a part of a dataset state in the browser; PartRM predicts; joint, PLY and URDF export."""
+    from partrm.viewer import CheckpointError, PartRMViewer, load_checkpoint
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        model = load_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    viewer = PartRMViewer(checkpoint, data, host, port, out, num_drags, model=model)
+    for line in viewer.index.problems:
+        typer.echo(f"warning: {line}", err=True)
+    typer.echo(f"PartRM viewer of {data} with {checkpoint}: {viewer.url}  (Ctrl-C stops)")
+    viewer.serve_forever()
+
+
 def main() -> None:  # pragma: no cover
     app()
