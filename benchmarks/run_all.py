@@ -33,6 +33,7 @@ def main() -> None:
     run("bench_drags.py", "runs/bench/data")
     if (HERE / "bench_articulation.py").exists():
         run("bench_articulation.py")
+    run("bench_viewer.py", "runs/bench/data")
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None or quick is False:
         run("compare_gsplat.py")
 

@@ -333,14 +333,6 @@ def read_pair_drags(drag_file: Path, sequence_id: str, source: int, target: int)
     return PairDrags(start, end, views, ids)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 # --------------------------------------------------------------------------- the viewer
 
 
@@ -349,8 +341,8 @@ class DatasetViewer:
     use ``port=0`` (a free port), ``url`` and ``stop()``.
 
     Scene nodes: ``/object/<link>`` (a frame carrying the link pose) with children
-    ``textured`` (GLB) and ``parts`` (part-id colour); ``/samples``; ``/cameras/view_XX``;
-    ``/drags``.
+    ``textured`` (GLB, added by a background thread) and ``parts`` (part-id colour, shown
+    until the textures are there); ``/samples``; ``/cameras/view_XX``; ``/drags``.
     """
 
     show_cameras = True
@@ -371,7 +363,9 @@ class DatasetViewer:
         self.object_id: Optional[str] = None
         self.state_id: Optional[str] = None
         self.link_frames: dict[str, Any] = {}
-        self.link_meshes: dict[str, tuple[Any, Any]] = {}  # link -> (textured, parts)
+        self.link_meshes: dict[str, Any] = {}  # link -> textured GLB node
+        self.link_parts: dict[str, Any] = {}  # link -> part-colour mesh node
+        self._textures_ready = threading.Event()
         self.frustums: dict[int, Any] = {}
         self.samples = None
         self.arrows = None
@@ -516,34 +510,64 @@ class DatasetViewer:
             self._update_drags()
 
     def _show_object(self, object_id: str) -> None:
+        """Per link: a frame carrying the pose, the part-colour mesh at once, and the textured
+        GLB from a background thread (trimesh's import and the GLB encoding are most of the
+        cost of opening; the page shows flat colours until the textures arrive)."""
         scene = self.server.scene
         for frame in self.link_frames.values():
             frame.remove()
-        self.link_frames, self.link_meshes = {}, {}
+        self.link_frames, self.link_meshes, self.link_parts = {}, {}, {}
         if object_id not in self._objects:
             self._objects[object_id] = load_object(self.root, object_id)
         obj = self._objects[object_id]
         self.object_id = object_id
         for link, pieces in obj.pieces.items():
-            frame = scene.add_frame(f"/object/{link}", show_axes=False)
-            key = (object_id, link)
-            if key not in self._glb:
-                self._glb[key] = link_glb(pieces)
-            textured = scene.add_glb(f"/object/{link}/textured", self._glb[key])
+            self.link_frames[link] = scene.add_frame(f"/object/{link}", show_axes=False)
             V = np.concatenate([p.vertices for p in pieces])
             offsets = np.cumsum([0] + [len(p.vertices) for p in pieces[:-1]])
             F = np.concatenate([p.faces + o for p, o in zip(pieces, offsets)])
-            parts = scene.add_mesh_simple(f"/object/{link}/parts", V, F, color=part_colour(obj.part_ids.get(link, 0)),
-                                          flat_shading=True, side="double", visible=False)
-            self.link_frames[link] = frame
-            self.link_meshes[link] = (textured, parts)
+            self.link_parts[link] = scene.add_mesh_simple(f"/object/{link}/parts", V, F, color=part_colour(obj.part_ids.get(link, 0)),
+                                                          flat_shading=True, side="double")
+            self._on_link_mesh(link, self.link_parts[link])
+        self._textures_ready = threading.Event()
+        thread = threading.Thread(target=self._add_textures, args=(object_id, self._textures_ready), daemon=True, name="viewer-textures")
+        thread.start()
+
+    def _add_textures(self, object_id: str, done: threading.Event) -> None:
+        try:
+            obj = self._objects[object_id]
+            for link, pieces in obj.pieces.items():
+                if (object_id, link) not in self._glb:
+                    self._glb[(object_id, link)] = link_glb(pieces)
+            with self._lock:
+                if self.object_id != object_id:
+                    return  # another object was picked meanwhile
+                for link in obj.pieces:
+                    textured = self.server.scene.add_glb(f"/object/{link}/textured", self._glb[(object_id, link)],
+                                                         visible=not self.parts_cb.value)
+                    self.link_meshes[link] = textured
+                    self._on_link_mesh(link, textured)
+                self._update_colours()
+        except Exception as exc:  # textures are a nicety: the part-colour meshes stay
+            self.last_error = f"textures of {object_id}: {type(exc).__name__}: {exc}"
+            self.state_md.content = f"**Error:** {self.last_error}"
+        finally:
+            done.set()
+
+    def _on_link_mesh(self, link: str, handle) -> None:
+        """Hook for subclasses: a mesh node of ``link`` was added (PartRM's viewer makes it draggable)."""
+
+    def wait_for_textures(self, timeout: float = 60.0) -> bool:
+        return self._textures_ready.wait(timeout)
 
     # ------------------------------------------------------------------ toggles
 
     def _update_colours(self) -> None:
-        for textured, parts in self.link_meshes.values():
-            textured.visible = not self.parts_cb.value
-            parts.visible = bool(self.parts_cb.value)
+        textured = len(self.link_meshes) == len(self.link_parts) and not self.parts_cb.value
+        for link, parts in self.link_parts.items():
+            parts.visible = not textured
+            if link in self.link_meshes:
+                self.link_meshes[link].visible = textured
 
     def _update_samples(self) -> None:
         if not self.samples_cb.value:

@@ -107,6 +107,7 @@ class PartRMViewer(DatasetViewer):
         self.drag_events: list[tuple[str, tuple, tuple]] = []
         self._views_cache: dict[str, Any] = {}
         self._static_cache: dict[str, torch.Tensor] = {}
+        self._part_ids: dict[str, np.ndarray] = {}  # input view's part ids per state
         self.splats: dict[str, Any] = {}
         self.joint_arrow = None
         self._busy = threading.Lock()
@@ -155,10 +156,8 @@ class PartRMViewer(DatasetViewer):
             self.result_md.content = "no drag yet: the predicted slot shows the static Gaussians"
             self.input_image.image = self._input_image(None)
 
-    def _show_object(self, object_id: str) -> None:
-        super()._show_object(object_id)
-        for link, (textured, _parts) in self.link_meshes.items():
-            textured.on_drag(self._on_mesh_drag)
+    def _on_link_mesh(self, link: str, handle) -> None:
+        handle.on_drag(self._on_mesh_drag)
 
     def _input_views(self, state_id: str):
         from partrm.infer import dataset_views
@@ -229,34 +228,41 @@ class PartRMViewer(DatasetViewer):
             drag_px = np.asarray(drag_px, np.float64)
             h, w = mv.first_rgba.shape[:2]
             x, y = int(np.clip(drag_px[0], 0, w - 1)), int(np.clip(drag_px[1], 0, h - 1))
-            _, part_ids, _ = store.read_render(store.render_dir(self.root, state_id))
-            part_id = int(part_ids[0][y, x])
+            if state_id not in self._part_ids:
+                self._part_ids[state_id] = store.read_render(store.render_dir(self.root, state_id))[1][0]
+            part_ids = self._part_ids[state_id]
+            part_id = int(part_ids[y, x])
             if part_id == 0:
                 raise InputError(f"the drag starts on the background of the input view at pixel ({x}, {y})")
-            views = replace(mv, mask=part_ids[0] == part_id)
+            views = replace(mv, mask=part_ids == part_id)
             t1 = time.perf_counter()
             g, used = predict(self.model, views, drag_px[None], self.num_drags, "mask")
             t2 = time.perf_counter()
             estimate, note = self._joint(self._static(state_id), g)
-            t3 = time.perf_counter()
-            target = self._target_stage(state_id, drag_px)
-            gt = self._static(self.index.sequence_states(self.sequence_id)[target]) if target is not None else None
-            t4 = time.perf_counter()
-            self._show_splats({"static": self._static(state_id), "predicted": g, "ground truth": gt if gt is not None else g})
+            self._show_splats({"predicted": g})
             self._show_joint(estimate)
             self.server.scene.add_arrows("/drag_preview", np.zeros((0, 2, 3), np.float32), (255, 60, 0))
             self.input_image.image = self._input_image(used, drag_px)
-            t5 = time.perf_counter()
-            seconds = {"setup": t1 - t0, "predict": t2 - t1, "joint": t3 - t2, "ground_truth": t4 - t3, "scene": t5 - t4, "total": t5 - t0}
-            result = DragResult(state_id, drag_px, used, part_id, g, target, estimate, note, seconds)
+            t3 = time.perf_counter()
+            seconds = {"setup": t1 - t0, "predict": t2 - t1, "joint_and_scene": t3 - t2, "total": t3 - t0}
+            result = DragResult(state_id, drag_px, used, part_id, g, None, estimate, note, seconds)
             self.result = result
             self.results.append(result)
-            gt_note = f"stage {target} (the dataset state nearest to the drag)" if target is not None else "n/a"
-            self.result_md.content = (f"drag ({drag_px[0]:.0f}, {drag_px[1]:.0f}) -> ({drag_px[2]:.0f}, {drag_px[3]:.0f}) px on part {part_id}, "
-                                      f"{len(used)} propagated drags  \n**joint**: {note}  \nground truth: {gt_note}  \n"
-                                      f"answered in {1000 * seconds['total']:.0f} ms (model {1000 * seconds['predict']:.0f} ms)")
             self.ply_btn.disabled = False
             self.urdf_btn.disabled = estimate is None
+            summary = (f"drag ({drag_px[0]:.0f}, {drag_px[1]:.0f}) -> ({drag_px[2]:.0f}, {drag_px[3]:.0f}) px on part {part_id}, "
+                       f"{len(used)} propagated drags  \n**joint**: {note}  \n"
+                       f"answered in {1000 * seconds['total']:.0f} ms (model {1000 * seconds['predict']:.0f} ms)")
+            self.result_md.content = summary + "  \nground truth: computing..."
+            # after the answer: the ground-truth slot (a reconstruction of another state, once per state)
+            target = self._target_stage(state_id, drag_px)
+            gt = self._static(self.index.sequence_states(self.sequence_id)[target]) if target is not None else None
+            if gt is not None:
+                self._show_splats({"ground truth": gt})
+            result.target_stage = target
+            seconds["ground_truth"] = time.perf_counter() - t3
+            gt_note = f"stage {target} (the dataset state nearest to the drag)" if target is not None else "n/a"
+            self.result_md.content = summary + f"  \nground truth: {gt_note}"
             return result
 
     def _joint(self, static: torch.Tensor, predicted: torch.Tensor):
