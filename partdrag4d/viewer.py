@@ -373,10 +373,14 @@ class DatasetViewer:
         self.last_error: Optional[str] = None
         self.index = index_dataset(self.root)
         self._build_gui()
+        self.open_seconds: Optional[float] = None
+        self._pending_thread: Optional[threading.Thread] = None
         first = self._first_sequence()
         if first is not None:
             self.select_sequence(*first)
         self.open_seconds = time.perf_counter() - t0
+        if self._pending_thread is not None:
+            self._pending_thread.start()
 
     # ------------------------------------------------------------------ GUI
 
@@ -531,7 +535,10 @@ class DatasetViewer:
             self._on_link_mesh(link, self.link_parts[link])
         self._textures_ready = threading.Event()
         thread = threading.Thread(target=self._add_textures, args=(object_id, self._textures_ready), daemon=True, name="viewer-textures")
-        thread.start()
+        if self.open_seconds is None:
+            self._pending_thread = thread  # started once the page is open: its imports would slow the opening
+        else:
+            thread.start()
 
     def _add_textures(self, object_id: str, done: threading.Event) -> None:
         try:

@@ -92,7 +92,7 @@ def settled_render(client, height, width, wxyz, position, fov, tries: int = 20) 
         if last is not None and np.array_equal(img[..., 3] > 127, last[..., 3] > 127):
             return img
         last = img
-        time.sleep(0.2)
+        time.sleep(0.5)
     return last
 
 
@@ -171,6 +171,7 @@ def test_ring_camera_render_matches_blender_silhouette(rendered_dataset, viewer_
     ious = {}
     for seq, obj, cat in ((LAPTOP, "syn-laptop-0-000", "laptop"), (DRAWER, "awning-drawer", "storage-furniture")):
         v.select_sequence(cat, obj, seq)
+        assert v.wait_for_textures()
         for stage in (0, 5):
             v.select_stage(stage)
             folder = store.render_dir(rendered_dataset, v.state_id)
@@ -188,6 +189,7 @@ def test_browser_screenshot_draws_the_object(rendered_dataset, viewer_of, browse
     v = viewer_of(DatasetViewer, rendered_dataset)
     only_mesh(v)
     v.select_sequence("laptop", "syn-laptop-0-000", LAPTOP, stage=3)
+    assert v.wait_for_textures()
     client = connect(browser, v)
     cam0 = v.index.cameras[0]
     set_camera(client, cam0)
@@ -330,7 +332,7 @@ def test_partrm_view_mouse_drag_moves_the_part(rendered_dataset, viewer_of, brow
     end_px = start_px + np.array([0.0, -0.15 * size])
     time.sleep(1.0)
     browser.mouse_drag(tuple(to_canvas(start_px, size, rect)), tuple(to_canvas(end_px, size, rect)))
-    assert wait_until(lambda: len(v.results) > 0 or v.last_error, 60), v.drag_events
+    assert wait_until(lambda: (v.results and "ground_truth" in v.results[-1].seconds) or v.last_error, 60), v.drag_events
     assert v.last_error is None, v.last_error
     phases = [e[0] for e in v.drag_events]
     assert phases[0] == "start" and phases[-1] == "end"
