@@ -340,9 +340,16 @@ class DatasetViewer:
     """The dataset browser on a viser server. ``DatasetViewer(root).serve_forever()``; tests
     use ``port=0`` (a free port), ``url`` and ``stop()``.
 
-    Scene nodes: ``/object/<link>`` (a frame carrying the link pose) with children
-    ``textured`` (GLB, added by a background thread) and ``parts`` (part-id colour, shown
-    until the textures are there); ``/samples``; ``/cameras/view_XX``; ``/drags``.
+    Scene nodes: ``/object/<k>/<link>`` (a frame carrying the link pose; ``k`` counts the
+    objects shown so far) with children ``textured`` (GLB, added by a background thread)
+    and ``parts`` (part-id colour, shown until the textures are there); ``/samples``;
+    ``/cameras/view_XX``; ``/drags``.
+
+    Each shown object gets node names never used before: viser 1.1.1's page keeps the pose
+    of a removed node for a later node of the same name, and a fresh handle does not send
+    a pose equal to its default (identity). Reusing ``/object/<link>`` made the next
+    object's links inherit the previous object's poses (a closed drawer drawn where the
+    laptop's lid had been turned to).
     """
 
     show_cameras = True
@@ -359,6 +366,7 @@ class DatasetViewer:
         self.server.scene.configure_default_lights(cast_shadow=False)
         self._lock = threading.RLock()
         self._objects: dict[str, ObjectAssets] = {}
+        self._shown_objects = 0  # the k of /object/<k>/<link>: fresh node names per shown object
         self._glb: dict[tuple[str, str], bytes] = {}
         self.object_id: Optional[str] = None
         self.state_id: Optional[str] = None
@@ -525,12 +533,14 @@ class DatasetViewer:
             self._objects[object_id] = load_object(self.root, object_id)
         obj = self._objects[object_id]
         self.object_id = object_id
+        prefix = f"/object/{self._shown_objects}"
+        self._shown_objects += 1
         for link, pieces in obj.pieces.items():
-            self.link_frames[link] = scene.add_frame(f"/object/{link}", show_axes=False)
+            self.link_frames[link] = scene.add_frame(f"{prefix}/{link}", show_axes=False)
             V = np.concatenate([p.vertices for p in pieces])
             offsets = np.cumsum([0] + [len(p.vertices) for p in pieces[:-1]])
             F = np.concatenate([p.faces + o for p, o in zip(pieces, offsets)])
-            self.link_parts[link] = scene.add_mesh_simple(f"/object/{link}/parts", V, F, color=part_colour(obj.part_ids.get(link, 0)),
+            self.link_parts[link] = scene.add_mesh_simple(f"{prefix}/{link}/parts", V, F, color=part_colour(obj.part_ids.get(link, 0)),
                                                           flat_shading=True, side="double")
             self._on_link_mesh(link, self.link_parts[link])
         self._textures_ready = threading.Event()
@@ -550,7 +560,7 @@ class DatasetViewer:
                 if self.object_id != object_id:
                     return  # another object was picked meanwhile
                 for link in obj.pieces:
-                    textured = self.server.scene.add_glb(f"/object/{link}/textured", self._glb[(object_id, link)],
+                    textured = self.server.scene.add_glb(self.link_frames[link].name + "/textured", self._glb[(object_id, link)],
                                                          visible=not self.parts_cb.value)
                     self.link_meshes[link] = textured
                     self._on_link_mesh(link, textured)
