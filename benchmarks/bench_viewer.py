@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 
-def screenshot(viewer, path: Path, camera: tuple, look_at: tuple, size=(1280, 720), settle: float = 6.0) -> None:
+def screenshot(viewer, path: Path, camera: tuple, look_at: tuple, size=(960, 540), settle: float = 6.0) -> None:
     from PIL import Image
 
     from partdrag4d.headless import HeadlessBrowser, browser_path, wait_until
@@ -77,7 +77,7 @@ def main() -> None:
         viewer.drags_cb.value = True
         viewer.select_stage(1)
         viewer.target_dd.value = "4"
-        screenshot(viewer, args.screenshot, camera=(-2.2, -2.6, 2.0), look_at=(0.0, 0.0, 0.0))
+        screenshot(viewer, args.screenshot, camera=(-4.2, -4.8, 3.4), look_at=(0.0, 0.0, -0.2))
     viewer.stop()
 
     import torch

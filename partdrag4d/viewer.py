@@ -367,6 +367,7 @@ class DatasetViewer:
         self._lock = threading.RLock()
         self._objects: dict[str, ObjectAssets] = {}
         self._shown_objects = 0  # the k of /object/<k>/<link>: fresh node names per shown object
+        self._stopped = False
         self._glb: dict[tuple[str, str], bytes] = {}
         self.object_id: Optional[str] = None
         self.state_id: Optional[str] = None
@@ -557,8 +558,8 @@ class DatasetViewer:
                 if (object_id, link) not in self._glb:
                     self._glb[(object_id, link)] = link_glb(pieces)
             with self._lock:
-                if self.object_id != object_id:
-                    return  # another object was picked meanwhile
+                if self.object_id != object_id or self._stopped:
+                    return  # another object was picked meanwhile, or the server is gone
                 for link in obj.pieces:
                     textured = self.server.scene.add_glb(self.link_frames[link].name + "/textured", self._glb[(object_id, link)],
                                                          visible=not self.parts_cb.value)
@@ -663,6 +664,8 @@ class DatasetViewer:
         return f"http://{self.server.get_host()}:{self.server.get_port()}"
 
     def stop(self) -> None:
+        with self._lock:
+            self._stopped = True  # a texture thread still encoding GLBs then sends nothing
         self.server.stop()
 
     def serve_forever(self) -> None:  # pragma: no cover - interactive
