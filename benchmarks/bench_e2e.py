@@ -58,7 +58,8 @@ def main() -> None:
 
     from partdrag4d.pipeline import make_dataset
     from partrm.evaluate import LEGEND, METHODS, EvalConfig, evaluate, group_table, write_outputs
-    from partrm.gsdb import GaussianDatabase, build_gsdb
+    from partrm.gsdb import GaussianDatabase
+    from partrm.gsdb_build import build_gsdb
     from partrm.models.partrm import PartRM
     from partrm.train import load_config, train
 

@@ -4,7 +4,7 @@ Run as ``python -m blender_scripts.render_worker --threads N``; the toolkit star
 it through ``partdrag4d.render`` and never imports this module itself.
 
 Protocol
-    stdin: one render job per line (JSON, see ``partdrag4d.render``); EOF ends.
+    stdin: one render job per line (``partdrag4d.store.RenderJob``, JSON); EOF ends.
     stdout: one JSON line per event — ``ready`` once, ``state`` once per state of a
     job (status ``rendered`` | ``skipped`` | ``failed`` with ``error``), ``job`` when a
     job is finished. Blender prints progress on file descriptor 1 from C code, so the
@@ -50,10 +50,12 @@ Depth and part ids
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -62,6 +64,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import OpenEXR
+
+from blender_scripts.presets import DEFAULT_PRESET, get_preset
+from partdrag4d import store
+from partdrag4d.cameras import Camera
 
 AMBIENT = 0.55
 """World (environment) strength: the fraction of albedo an unlit-by-suns surface shows."""
@@ -337,22 +344,14 @@ class Renderer:
         if not png_path.is_file():
             raise RuntimeError(f"Blender wrote no image to {png_path}")
         # Cycles still writes its render statistics (times) as PNG text: same pixels, new bytes
-        strip_png_metadata(png_path)
+        store.strip_png_metadata(png_path)
         depth, index = read_data_exr(exr)
         exr.unlink()
         return depth, index, seconds
 
 
-def strip_png_metadata(path: Path) -> None:
-    from partdrag4d.store import strip_png_metadata as strip
-
-    strip(path)
-
-
 def read_data_exr(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Planar depth (float32, background inf) and part ids (uint16) from the pass EXR."""
-    import OpenEXR
-
     if not path.is_file():
         raise RuntimeError(f"the compositor wrote no pass file {path}")
     with OpenEXR.File(str(path)) as f:
@@ -367,21 +366,6 @@ def read_data_exr(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------ jobs
-
-
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """npz with zlib level 1: ~40% faster than np.savez_compressed, ~2% larger."""
-    import io
-    import zipfile
-
-    from partdrag4d.store import atomic_write_bytes
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-        for name, array in arrays.items():
-            with z.open(name + ".npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _azimuth_elevation(c2w: np.ndarray) -> tuple[float, float]:
@@ -421,10 +405,7 @@ class JobContext:
 
 def prepare_job(renderer: Renderer, job: dict) -> JobContext:
     """Validate a job, apply its preset and intrinsics, import its mesh (once per job)."""
-    from blender_scripts.presets import get_preset
-    from partdrag4d.cameras import Camera
-
-    preset = get_preset(job.get("quality", "standard"))
+    preset = get_preset(job.get("quality", DEFAULT_PRESET))
     seed = int(job.get("seed", 0))
     cameras = [Camera.from_dict(c) for c in job["cameras"]]
     if not cameras:
@@ -458,13 +439,10 @@ def render_state(renderer: Renderer, ctx: JobContext, state: dict) -> tuple[str,
     same job reproduces (settings, versions, relative paths); wall and CPU times,
     threads and host go to ``<provenance_dir>/<state_id>.json`` when the job names a
     provenance folder, and are returned either way."""
-    from partdrag4d.render import is_render_complete
-    from partdrag4d.store import StagingDir, atomic_write_json, host_facts, utc_now, view_png_name
-
     t_state, c_state = time.perf_counter(), time.process_time()
     out_dir = Path(state["out_dir"])
     n = len(ctx.cameras)
-    if is_render_complete(out_dir, n):
+    if store.is_render_complete(out_dir, n):
         return "skipped", None
     _remove_stale(out_dir)
     renderer.pose(state.get("link_poses") or {}, ctx.known_links)
@@ -473,16 +451,15 @@ def render_state(renderer: Renderer, ctx: JobContext, state: dict) -> tuple[str,
     seconds = []
     preset = ctx.preset
     state_id = str(state.get("state_id"))
-    with StagingDir(out_dir) as stage:
+    with store.StagingDir(out_dir) as stage:
         for v, cam in enumerate(ctx.cameras):
-            depth[v], part_id[v], sec = renderer.render_view(cam.c2w_blender, stage / view_png_name(v))
+            depth[v], part_id[v], sec = renderer.render_view(cam.c2w_blender, stage / store.view_png_name(v))
             seconds.append(sec)
-        _save_npz(stage / "views.npz", depth=depth, part_id=part_id)
-        atomic_write_json(stage / "cameras.json", {
+        cameras = {
             "conventions": "partdrag4d.cameras: OpenCV c2w (x right, y down, z forward), pixel centres at +0.5, "
                            "c2w_blender = c2w_opencv @ diag(1,-1,-1,1)",
-            "views": ctx.camera_records})
-        atomic_write_json(stage / "render.json", {
+            "views": ctx.camera_records}
+        store.write_render(stage, depth, part_id, cameras, {
             "object_id": ctx.object_id, "state_id": state_id, "mesh": ctx.mesh_record,
             "preset": preset.name, "engine": preset.engine, "samples": preset.samples,
             "denoiser": preset.denoiser, "denoise_quality": preset.denoise_quality,
@@ -496,14 +473,14 @@ def render_state(renderer: Renderer, ctx: JobContext, state: dict) -> tuple[str,
             "part_id": "object-index pass at pixel centres, 0 background, link k -> k+1",
         })
     timing = {
-        "object_id": ctx.object_id, "state_id": state_id, "finished_utc": utc_now(), "threads": renderer.threads,
+        "object_id": ctx.object_id, "state_id": state_id, "finished_utc": store.utc_now(), "threads": renderer.threads,
         "seconds_per_view": round(float(np.mean(seconds)), 4), "render_seconds": [round(s, 4) for s in seconds],
         "state_seconds": round(time.perf_counter() - t_state, 4),
         "state_cpu_seconds": round(time.process_time() - c_state, 4), "import_seconds": round(ctx.import_seconds, 4),
-        **host_facts(),
+        **store.host_facts(),
     }
     if ctx.provenance_dir:
-        atomic_write_json(Path(ctx.provenance_dir) / f"{state_id}.json", timing)
+        store.atomic_write_json(Path(ctx.provenance_dir) / f"{state_id}.json", timing)
     return "rendered", timing
 
 
@@ -573,9 +550,6 @@ def _die_with_parent(parent_pid: int | None) -> None:
     if not parent_pid:
         return
     try:
-        import ctypes
-        import signal
-
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: the worker still ends at EOF on stdin
         return
@@ -596,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = _take_stdout(args.verbose)
     global bpy, mathutils
-    import bpy as _bpy
+    import bpy as _bpy  # lazy: only after stdout has been moved (Blender prints on fd 1 from C)
     import mathutils as _mathutils
 
     bpy, mathutils = _bpy, _mathutils
@@ -619,8 +593,8 @@ def main(argv: list[str] | None = None) -> int:
             if not line:
                 continue
             try:
-                job = json.loads(line)
-            except json.JSONDecodeError as exc:
+                job = store.read_render_job(line)
+            except ValueError as exc:  # not JSON, or a job without what a worker needs
                 send({"event": "job", "object_id": "?", "status": "failed", "error": f"bad job line: {exc}"})
                 continue
             run_job(renderer, job, send)

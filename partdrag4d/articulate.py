@@ -17,12 +17,17 @@ import sys
 import time
 import zlib
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+import trimesh
+from tqdm import tqdm
 
 from partdrag4d import __version__, cameras, categories, store
 from partdrag4d.assets.articulated import ArticulatedObject
+from partdrag4d.assets.partnet_mobility import MAX_FACES, AssetError, category_of, find_objects, load_object, read_meta, safe_id
+from partdrag4d.executor import map_ordered
 from partdrag4d.meshio import MeshPart, write_obj
 
 NUM_STAGES = 6
@@ -202,11 +207,6 @@ def canonical_groups(obj: ArticulatedObject, link_matrices: dict[str, np.ndarray
 
 
 def versions() -> dict[str, str]:
-    import trimesh
-    import yourdfpy  # noqa: F401
-
-    from importlib.metadata import version
-
     return {
         "partdrag4d": __version__,
         "python": platform.python_version(),
@@ -219,8 +219,6 @@ def versions() -> dict[str, str]:
 def object_split(obj: ArticulatedObject) -> str:
     """The object's split: the real-id manifest, else the ``split`` a procedural object's
     ``meta.json`` records, else the category rule (``categories.split_of_object``)."""
-    from partdrag4d.assets.partnet_mobility import read_meta
-
     meta = read_meta(obj.source_dir) if obj.source_dir else {}
     return categories.split_of_object(obj.object_id, obj.category, meta.get("split"))
 
@@ -269,13 +267,7 @@ def state_record(plan: ObjectPlan, state: ArticulatedState) -> dict:
         "moving_links": state.moving_links,
         "moving_part_ids": [plan.obj.part_id(link) for link in state.moving_links],
         "seed": plan.seed,
-        "paths": {
-            "object": f"objects/{spec.object_id}",
-            "state": f"states/{spec.state_id}",
-            "mesh": f"states/{spec.state_id}/mesh.obj",
-            "points": f"states/{spec.state_id}/points.npy",
-            "moving": f"states/{spec.state_id}/moving.npy",
-        },
+        "paths": store.state_paths(spec.object_id, spec.state_id),
         "status": "ok",
     }
 
@@ -285,20 +277,19 @@ def write_object(plan: ObjectPlan, root: Path, num_configs: int, meshes: bool = 
     obj = plan.obj
     folder = store.object_dir(root, obj.object_id)
     folder.mkdir(parents=True, exist_ok=True)
-    obj.textures.write(folder / "textures")
+    obj.textures.write(folder / store.TEXTURES)
     rest_world = obj.forward_kinematics(obj.zero_qpos())
     n_mat = plan.normalisation.matrix
-    write_obj(folder / "rest.obj", canonical_groups(obj, {link: n_mat @ T for link, T in rest_world.items()}), folder / "textures")
+    write_obj(folder / store.REST_MESH, canonical_groups(obj, {link: n_mat @ T for link, T in rest_world.items()}), folder / store.TEXTURES)
     s = plan.samples
-    store.atomic_save_npz(folder / "points.npz", points=s.points, normals=s.normals, part_id=s.part_id)
-    store.atomic_write_json(folder / "object.json", object_record(plan, num_configs, root))
+    store.write_object_points(folder, s.points, s.normals, s.part_id)
+    store.write_object(folder, object_record(plan, num_configs, root))
     return folder
 
 
 def is_state_complete(root: Path, state_id: str, meshes: bool = True) -> bool:
     folder = store.state_dir(root, state_id)
-    names = ["state.json", "points.npy", "moving.npy"] + (["mesh.obj", "mesh.mtl"] if meshes else [])
-    return all((folder / n).is_file() for n in names)
+    return all((folder / n).is_file() for n in store.state_files(meshes))
 
 
 def write_state(plan: ObjectPlan, state: ArticulatedState, root: Path, meshes: bool = True) -> dict:
@@ -310,20 +301,18 @@ def write_state(plan: ObjectPlan, state: ArticulatedState, root: Path, meshes: b
     points = carry_points(plan.samples, obj, state.link_poses)
     moving_ids = np.array(record["moving_part_ids"], dtype=np.int16)
     moving = np.isin(plan.samples.part_id, moving_ids)
-    previous_render = target / "render"
+    previous_render = target / store.RENDER
     with store.StagingDir(target) as tmp:
         if meshes:
             rest_world = obj.forward_kinematics(obj.zero_qpos())
             n_mat = plan.normalisation.matrix
             matrices = {link: state.link_poses[link] @ n_mat @ rest_world[link] for link in obj.links}
-            write_obj(tmp / "mesh.obj", canonical_groups(obj, matrices), store.object_dir(root, obj.object_id) / "textures")
-        store.atomic_save_npy(tmp / "points.npy", points)
-        store.atomic_save_npy(tmp / "moving.npy", moving)
+            write_obj(tmp / store.STATE_MESH, canonical_groups(obj, matrices), store.object_dir(root, obj.object_id) / store.TEXTURES)
         state_json = dict(record)
         state_json["link_poses"] = {link: T.tolist() for link, T in state.link_poses.items()}
-        store.atomic_write_json(tmp / "state.json", state_json)
+        store.write_state(tmp, state_json, points, moving)
         if previous_render.is_dir():  # keep renders of an unchanged state across re-articulation
-            previous_render.rename(tmp / "render")
+            previous_render.rename(tmp / store.RENDER)
     return record
 
 
@@ -361,15 +350,15 @@ def articulate_object(
 
 def _same_state(root: Path, state: ArticulatedState) -> bool:
     try:
-        saved = store.read_json(store.state_dir(root, state.spec.state_id) / "state.json")
+        saved = store.read_state(root, state.spec.state_id)
     except (OSError, ValueError):
         return False
     return saved.get("qpos") == state.spec.qpos
 
 
 def write_dataset_cameras(root: Path) -> None:
-    store.atomic_write_json(
-        Path(root) / "cameras.json",
+    store.write_dataset_cameras(
+        root,
         {
             "convention": "OpenCV camera-to-world (x right, y down, z forward); see partdrag4d/cameras.py",
             "distance": cameras.CAMERA_DISTANCE,
@@ -383,10 +372,9 @@ def write_dataset_cameras(root: Path) -> None:
 
 def merge_manifest(root: Path, records: list[dict], replaced_objects: set[str]) -> list[dict]:
     """Replace the records of ``replaced_objects`` in the dataset manifest; keep the others."""
-    path = Path(root) / store.MANIFEST
-    kept = [r for r in store.read_jsonl(path) if r.get("object_id") not in replaced_objects] if path.exists() else []
+    kept = [r for r in store.read_manifest(root) if r.get("object_id") not in replaced_objects] if store.has_manifest(root) else []
     merged = kept + records
-    store.write_jsonl(path, merged)
+    store.write_manifest(root, merged)
     return merged
 
 
@@ -406,8 +394,6 @@ def articulate_one(folder: Path, out: Path, seed: int, num_configs: int, num_sta
     """Articulate one object folder into ``out``: ``(object id, records, info, None)``, or
     ``(object id, None, None, reason)`` for a malformed object. Never raises for a bad object
     (a Ray task per object runs exactly this)."""
-    from partdrag4d.assets.partnet_mobility import MAX_FACES, AssetError, load_object, safe_id
-
     oid = safe_id(Path(folder).name)
     try:
         obj = load_object(Path(folder), max_faces=max_faces or MAX_FACES)
@@ -435,10 +421,6 @@ def articulate_folder(
     on a path every node shares); the files and the manifest are the same bytes as a
     local run's.
     """
-    from tqdm import tqdm
-
-    from partdrag4d.assets.partnet_mobility import category_of, find_objects, safe_id
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store.remove_stale_staging(out / "states")
@@ -460,8 +442,6 @@ def articulate_folder(
     t0 = time.perf_counter()
     args = [(folder, out, seed, num_configs, num_stages, num_points, meshes, max_joints, max_faces) for folder in folders]
     if executor == "ray":
-        from partdrag4d.executor import map_ordered
-
         outcomes = map_ordered(articulate_one, args, desc="articulate", unit="obj", progress=progress, address=ray_address)
         bar = tqdm(disable=True)  # the executor's bar counts; this one only writes lines
     else:

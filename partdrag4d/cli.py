@@ -2,57 +2,25 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import subprocess
 import sys
-import time
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
+from tqdm import tqdm
 
-from partdrag4d import categories
+from partdrag4d import categories, export as exports, pipeline, store, verify as verification
+from partdrag4d.articulate import articulate_folder
+from partdrag4d.assets.synth import generate
+from partdrag4d.cliutil import WAIT_HELP, writing
+from partdrag4d.dragfile import build_drag_file
+from partdrag4d.preview import write_previews
+from partdrag4d.render import parse_shard
 
 app = typer.Typer(help="PartDrag-4D: articulated-object datasets (synth -> articulate -> render -> drags).", no_args_is_help=True, add_completion=False)
-
-WAIT_HELP = "If another run writes the folder, wait for it (default: one line naming it, exit code 2)."
-
-
-@contextmanager
-def _writing(folder: Path, command: str, wait: bool, shard: tuple[int, int] | None = None,
-             dataset: bool = True) -> Iterator[dict]:
-    """Hold ``folder``'s write lock (partdrag4d.lock) for a command; a busy folder is one
-    line and exit code 2. With a whole dataset folder held, staging leftovers of killed
-    runs are deleted first (``dataset=False``: the folder is only where an output file
-    goes; nothing else in it is touched). The run is logged in ``provenance/runs.jsonl``
-    (not data); the yielded dict takes extra facts (e.g. seconds per step)."""
-    from partdrag4d import store
-    from partdrag4d.lock import FolderBusy, folder_lock
-
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(folder_lock(folder, command, wait=wait, shard=shard))
-        except FolderBusy as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except OSError as exc:
-            typer.echo(f"error: cannot lock {folder} for writing: {exc.strerror or exc}", err=True)
-            raise typer.Exit(1) from None
-        if dataset and (shard is None or shard[1] == 1):
-            store.remove_stale_tree(folder)
-        run = {"command": command, "argv": sys.argv[1:], "started_utc": store.utc_now()}
-        t0 = time.perf_counter()
-        status = "failed"
-        try:
-            yield run
-            status = "ok"
-        except typer.Exit as exc:
-            status = "ok" if not exc.exit_code else f"exit {exc.exit_code}"
-            raise
-        finally:
-            run.update(status=status, finished_utc=store.utc_now(), seconds=round(time.perf_counter() - t0, 3))
-            store.append_provenance(folder, run)
-
 
 EXECUTOR_HELP = "local (this machine, default) | ray (a Ray cluster; the dataset folder must be on a path every node shares)."
 RAY_ADDRESS_HELP = "With --executor ray: auto (the cluster `ray start` joined), HOST:PORT (its head), or unset (a Ray on this machine only)."
@@ -102,10 +70,6 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed writes identical files."),
 ):
     """Write procedural objects in the PartNet-Mobility folder format (the embedded default)."""
-    from tqdm import tqdm
-
-    from partdrag4d.assets.synth import generate
-
     try:
         cats = _categories_option(category)
     except KeyError as exc:
@@ -135,13 +99,11 @@ def articulate(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ):
     """Sweep every movable joint through its stages; write meshes, points and manifest.jsonl."""
-    from partdrag4d.articulate import articulate_folder
-
     if category is not None and category not in categories.category_names():
         raise typer.BadParameter(f"unknown category {category!r}; expected one of {', '.join(categories.category_names())}")
     _check_executor(executor, ray_address)
     id_set = _read_ids(ids) if ids else None
-    with _writing(out, "articulate", wait):
+    with writing(out, "articulate", wait):
         summary = _run_step(articulate_folder, source, out, category, limit, seed, configs, stages, points, id_set, meshes,
                             max_joints=max_joints or None, max_faces=max_faces, executor=executor, ray_address=ray_address)
     typer.echo(
@@ -168,16 +130,13 @@ def render(
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ):
     """Render every articulated state: 12 RGBA views, depth, part ids, cameras (resumable)."""
-    from partdrag4d.pipeline import render_dataset
-    from partdrag4d.render import parse_shard
-
     if category is not None and category not in categories.category_names():
         raise typer.BadParameter(f"unknown category {category!r}; expected one of {', '.join(categories.category_names())}")
     _check_executor(executor, ray_address)
     _check_device(device)
     shard_ = parse_shard(shard)
-    with _writing(dataset, "render", wait, shard_):
-        summary = _run_step(render_dataset, dataset, category, quality, workers, shard_, seed, resolution,
+    with writing(dataset, "render", wait, shard_):
+        summary = _run_step(pipeline.render_dataset, dataset, category, quality, workers, shard_, seed, resolution,
                             executor=executor, ray_address=ray_address, threads=threads, device=device)
     typer.echo(json.dumps(summary))
     if summary.get("failed"):
@@ -198,15 +157,12 @@ def drags(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ):
     """Sample visible surface drags for every pair of states (depth-tested) into HDF5."""
-    from partdrag4d.dragfile import build_drag_file
-    from partdrag4d.render import parse_shard
-
     _check_executor(executor, ray_address)
     index, count = parse_shard(shard)
     if out is None and count > 1:
-        out = dataset / f"drags-{index}-of-{count}.h5"
+        out = dataset / store.drag_shard_name(index, count)
     lock_dir = out.parent if out is not None else dataset  # the folder the drag file goes to
-    with _writing(lock_dir, "drags", wait, (index, count), dataset=lock_dir.resolve() == dataset.resolve()):
+    with writing(lock_dir, "drags", wait, (index, count), dataset=lock_dir.resolve() == dataset.resolve()):
         summary = _run_step(build_drag_file, dataset, out, category, seed, max_drags, all_pairs, (index, count),
                             executor=executor, ray_address=ray_address)
     per_pair = 1000 * summary.seconds_sampling / max(1, summary.pairs)
@@ -222,9 +178,7 @@ def verify(
     show: int = typer.Option(20, "--show", help="Defects to print."),
 ):
     """Check every state and pair; print a table; exit non-zero on any defect."""
-    from partdrag4d.verify import verify as run_verify
-
-    report = run_verify(dataset, drag_file)
+    report = verification.verify(dataset, drag_file)
     typer.echo(report.table())
     for line in report.defects[:show]:
         typer.echo(f"defect: {line}", err=True)
@@ -244,8 +198,6 @@ def preview(
 ):
     """Contact sheet of a state's 12 views, a strip + GIF of its sequence's stages, and the drags
     drawn on this (source) state's views as arrows to the target stage."""
-    from partdrag4d.preview import write_previews
-
     try:
         paths = write_previews(dataset, out, state, view, target_stage=target_stage)
     except (KeyError, ValueError) as exc:
@@ -266,11 +218,9 @@ def export(
     mask_path: bool = typer.Option(False, "--mask-path/--no-mask-path", help="Also name the foreground masks as nerfstudio's mask_path."),
 ):
     """Per state: cameras as transforms.json (Blender/OpenGL c2w), images, 16-bit depth PNGs (1/1000 units), masks."""
-    from partdrag4d.export import ExportError, export as run
-
     try:
-        summary = run(dataset, out, fmt, state or None, all_states, images, mask_path)
-    except ExportError as exc:
+        summary = exports.export(dataset, out, fmt, state or None, all_states, images, mask_path)
+    except exports.ExportError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     for folder in summary.folders:
@@ -299,16 +249,14 @@ def make_dataset(
     device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ):
     """The main job: synth -> articulate -> render -> drags (then run `partdrag4d verify`)."""
-    from partdrag4d.pipeline import make_dataset as run
-
     try:
         cats = _categories_option(category)
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0])) from None
     _check_executor(executor, ray_address)
     _check_device(device)
-    with _writing(out, "make-dataset", wait) as record:
-        summary = _run_step(run, out, source, per_category, seed, quality, workers, cats, configs, max_joints or None,
+    with writing(out, "make-dataset", wait) as record:
+        summary = _run_step(pipeline.make_dataset, out, source, per_category, seed, quality, workers, cats, configs, max_joints or None,
                             resolution, max_faces=max_faces, executor=executor, ray_address=ray_address, threads=threads,
                             device=device)
         record["seconds_per_step"] = summary.seconds
@@ -331,65 +279,18 @@ def view(
     viewer.serve_forever()
 
 
-gsdb_app = typer.Typer(help="The Gaussian database (splatter images of every state, from a teacher or from the renders).", no_args_is_help=True)
+gsdb_app = typer.Typer(help="The Gaussian database: an alias of `partrm gsdb` (the model side builds it).", no_args_is_help=True)
 app.add_typer(gsdb_app, name="gsdb")
 
 
-@gsdb_app.command("build")
-def gsdb_build(
-    dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Rendered dataset folder."),
-    source: str = typer.Option("teacher", "--source", help="teacher: run LGM weights (--teacher) on the input views | "
-                               "render: build the splatter images geometrically from the renders' RGBA + depth."),
-    teacher: Optional[Path] = typer.Option(None, "--teacher", help="LGM weights for --source teacher (partrm pretrain-lgm output or official safetensors)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Default: DATASET/gsdb.h5."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="--source teacher: states per forward pass."),
-    splat_size: int = typer.Option(128, "--splat-size", min=1, help="--source render: S of the [4, 14, S, S] images (LGM big 128, tiny 32); divides the render size."),
-    refine_steps: int = typer.Option(0, "--refine-steps", min=0, help="--source render: photometric refinement steps per state on all 12 views (0: geometry only)."),
-    refine_size: int = typer.Option(256, "--refine-size", min=8, help="--source render: refinement render size."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-    ply: Optional[Path] = typer.Option(None, "--ply", help="Also write one 3DGS PLY per state into this folder."),
-    sh_degree: int = typer.Option(3, "--sh-degree", help="PLY SH degree: 3 (zero f_rest_*, what the reference 3DGS loader expects) | 0."),
-    up: str = typer.Option("z", "--up", help="PLY frame: z (object frame, Z up) | y (-Y up, SuperSplat/PlayCanvas)."),
-    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
-):
-    """Store every state's splatter images (float16, resumable): a teacher's predictions or a geometric build from the renders."""
-    import torch
-
-    from partrm.gaussians.ply import SH_DEGREES, UP_AXES
-
-    if sh_degree not in SH_DEGREES:
-        raise typer.BadParameter(f"--sh-degree must be one of {', '.join(map(str, SH_DEGREES))}, got {sh_degree}")
-    if up not in UP_AXES:
-        raise typer.BadParameter(f"--up must be one of {', '.join(UP_AXES)}, got {up!r}")
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    if source not in ("teacher", "render"):
-        raise typer.BadParameter(f"--source must be teacher or render, not {source!r}")
-    if source == "teacher" and (teacher is None or not teacher.is_file()):
-        raise typer.BadParameter(f"teacher weights not found: {teacher} (pass --teacher PATH, or --source render)")
-    if source == "render" and teacher is not None:
-        raise typer.BadParameter("--teacher is for --source teacher; --source render uses no weights")
-    lock_dir = out.parent if out is not None else dataset  # the folder the database goes to
-    with _writing(lock_dir, "gsdb build", wait, dataset=lock_dir.resolve() == dataset.resolve()):
-        ply_options = {"sh_degree": sh_degree, "up": up}
-        if source == "teacher":
-            from partrm.gsdb import build_gsdb
-
-            summary = build_gsdb(dataset, teacher, out, batch_size, device=dev, ply_dir=ply, ply_options=ply_options)
-        else:
-            from partrm.gsdb_render import RenderGsdbConfig, build_render_gsdb
-
-            try:
-                cfg = RenderGsdbConfig(splat_size=splat_size, refine_steps=refine_steps, refine_size=refine_size)
-                summary = build_render_gsdb(dataset, out, cfg, device=dev, ply_dir=ply, ply_options=ply_options)
-            except (ValueError, FileNotFoundError) as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(2)
-    typer.echo(f"{summary.states} states ({summary.computed} computed) in {summary.seconds:.1f} s")
+@gsdb_app.command("build", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def gsdb_build(ctx: typer.Context):
+    """Alias of `partrm gsdb build` (same arguments; run `partrm gsdb build --help`). Runs it as
+    a separate process, so the dataset toolkit never imports the model package."""
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "partrm.cli", "gsdb", "build", *ctx.args]))
 
 
 def _read_ids(path: Path) -> set[str]:
-    import csv
-
     with open(path, newline="") as f:
         return {row["partnet_mobility_id"] for row in csv.DictReader(f)}
 

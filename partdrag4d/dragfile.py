@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -14,12 +15,14 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from tqdm import tqdm
 
 from partdrag4d import __version__, store
 from partdrag4d.drags import DEPTH_TOLERANCE, MAX_DRAGS, ViewRender, adjacent_pairs, all_pairs, pair_seed, sample_pair
+from partdrag4d.executor import map_ordered
 
 SCHEMA_VERSION = 1
-DRAG_FILE = "drags.h5"
+DRAG_FILE = store.DRAG_FILE
 
 
 @dataclass
@@ -37,8 +40,8 @@ class Sequence:
 def sequences(root: Path, category: str | None = None) -> list[Sequence]:
     """Complete sequences of a dataset (all stages present in the manifest), sorted by id."""
     by_seq: dict[str, list[dict]] = {}
-    for r in store.read_jsonl(Path(root) / store.MANIFEST):
-        if r.get("status") != "ok" or (category and r["category"] != category):
+    for r in store.manifest_states(root):
+        if category and r["category"] != category:
             continue
         by_seq.setdefault(r["sequence_id"], []).append(r)
     out = []
@@ -67,8 +70,6 @@ def build_drag_file(root: Path, out: Path | None = None, category: str | None = 
     ``root`` must be on a path every node shares) and this process writes the file, in the
     same order and with the same bytes as a local run.
     """
-    from tqdm import tqdm
-
     root = Path(root)
     out = Path(out) if out else root / DRAG_FILE
     seqs = sequences(root, category)
@@ -84,8 +85,6 @@ def build_drag_file(root: Path, out: Path | None = None, category: str | None = 
             ready.append(seq)
     args = [(root, seq, seed, max_drags, every_pair) for seq in ready]
     if executor == "ray":
-        from partdrag4d.executor import map_ordered
-
         sampled = map_ordered(sample_sequence, args, desc="drags", unit="seq", progress=progress, address=ray_address)
     else:
         sampled = (sample_sequence(*a) for a in tqdm(args, desc="drags", unit="seq", disable=not progress, dynamic_ncols=True))
@@ -100,13 +99,10 @@ def build_drag_file(root: Path, out: Path | None = None, category: str | None = 
 
 
 def _rendered(root: Path, record: dict) -> bool:
-    folder = root / record["paths"]["state"] / "render"
-    return (folder / "views.npz").is_file() and (folder / "cameras.json").is_file()
+    return store.has_render(store.render_dir(root, record["state_id"]))
 
 
 def _write_header(f: h5py.File, root: Path, out: Path, seed: int, max_drags: int, every_pair: bool) -> None:
-    import platform
-
     f.attrs["schema"] = "partdrag4d-drags"
     f.attrs["schema_version"] = SCHEMA_VERSION
     f.attrs["partdrag4d_version"] = __version__
@@ -142,7 +138,7 @@ def sample_sequence(root: Path, seq: Sequence, seed: int, max_drags: int, every_
     moving_ids = np.asarray(seq.records[0]["moving_part_ids"], dtype=np.int64)
     renders, cams = [], None
     for r in seq.records:
-        depth, part_id, cams = store.read_render(root / r["paths"]["state"] / "render")
+        depth, part_id, cams = store.read_render(store.render_dir(root, r["state_id"]))
         renders.append(ViewRender(depth, part_id))
     pairs = all_pairs(stages) if every_pair else adjacent_pairs(stages)
     results = []

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -36,6 +37,10 @@ from collections import Counter, deque
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from tqdm import tqdm
+
+from partdrag4d.render import StateResult, _Worker, available_cores, is_render_complete, prepare_jobs, require_gl
 
 EXECUTORS = ("local", "ray")
 MAX_ATTEMPTS = 2
@@ -57,7 +62,7 @@ def check_executor(name: str) -> str:
 def node_label() -> str:
     """This node as the per-node counts name it: host name and IP address."""
     try:
-        import ray
+        import ray  # lazy here and below: ray starts nothing on import, but it is 0.5 s and only --executor ray needs it
 
         ip = ray.util.get_node_ip_address()
     except Exception:  # noqa: BLE001 - outside Ray
@@ -74,14 +79,12 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
     head listens there. A session opened here is closed on exit.
     """
     try:
-        import ray
+        import ray  # lazy: see node_label
     except ImportError:  # pragma: no cover - ray is a dependency
         raise RuntimeError("--executor ray needs the ray package (pip install ray; make setup installs it)") from None
     if ray.is_initialized():
         yield ray
         return
-    from partdrag4d.render import available_cores
-
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": True}
     if address:
         kwargs["address"] = address
@@ -140,8 +143,6 @@ def map_ordered(fn: Callable, arg_tuples: Sequence[tuple], desc: str, unit: str,
     memory. A task whose worker process dies is retried by Ray (twice); an exception
     raised by ``fn`` is raised here.
     """
-    from tqdm import tqdm
-
     items = list(arg_tuples)
     if not items:
         return
@@ -199,8 +200,6 @@ class RenderActor:
 
     def render(self, header: dict, state: dict) -> dict:
         """Render one state of the object ``header`` describes; a dict with status, error, node."""
-        from partdrag4d.render import _Worker
-
         out = {"node": self.node, "note": None, "died": False, "fatal": False, "seconds": 0.0, "error": None}
         if not os.path.isfile(header["mesh"]):
             return {**out, "status": "failed", "error": (
@@ -241,8 +240,6 @@ class RenderActor:
             self.worker.close()
             self.worker = None
         if self.own_log:
-            import shutil
-
             shutil.rmtree(self.log_root, ignore_errors=True)
 
 
@@ -276,10 +273,6 @@ def render_jobs_ray(jobs: Iterable[dict], workers: int | None = None, shard: tup
     where the cluster has GPUs; where it has none, one line says so and the actors
     render on the CPU. Each result names the node that rendered it.
     """
-    from tqdm import tqdm
-
-    from partdrag4d.render import StateResult, is_render_complete, prepare_jobs, require_gl
-
     jobs = prepare_jobs(jobs, device, shard)
     results: dict[tuple[int, int], StateResult] = {}
     queues: dict[int, deque] = {}

@@ -27,6 +27,7 @@ leaving the background out of the loss lets a NeRF fill it with floaters.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from partdrag4d import cameras, store
 from partdrag4d.render import is_render_complete
@@ -60,8 +62,6 @@ class ExportSummary:
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -129,17 +129,16 @@ def nerf_synthetic_transforms(cams: list[cameras.Camera], views: list[int], mask
 
 
 def _ok_records(root: Path) -> dict[str, dict]:
-    manifest = root / store.MANIFEST
-    if not manifest.is_file():
+    if not store.has_manifest(root):
         raise ExportError(f"{root}: no {store.MANIFEST} (not a dataset folder)")
-    return {r["state_id"]: r for r in store.read_jsonl(manifest) if r.get("status") == "ok"}
+    return {r["state_id"]: r for r in store.manifest_states(root)}
 
 
 def export_state(root: Path, record: dict, out: Path, fmt: str, images: str = "copy", mask_path: bool = False,
                  input_views: tuple[int, ...] = INPUT_VIEWS) -> Path:
     """Write one state's folder ``out/<state_id>`` (assembled under a temporary name, renamed)."""
     sid = record["state_id"]
-    render = root / record["paths"]["state"] / "render"
+    render = store.render_dir(root, record["state_id"])
     if not is_render_complete(render, cameras.NUM_VIEWS):
         raise ExportError(f"{sid}: render missing or incomplete (run `partdrag4d render {root}`)")
     depth, part_id, cams = store.read_render(render)
@@ -175,8 +174,6 @@ def export_state(root: Path, record: dict, out: Path, fmt: str, images: str = "c
 def export(root: Path, out: Path, fmt: str = "nerfstudio", states: list[str] | None = None, all_states: bool = False,
            images: str = "copy", mask_path: bool = False, progress: bool = True) -> ExportSummary:
     """Export the chosen states (``states``) or every rendered state (``all_states``)."""
-    from tqdm import tqdm
-
     root, out = Path(root), Path(out)
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
@@ -189,7 +186,7 @@ def export(root: Path, out: Path, fmt: str = "nerfstudio", states: list[str] | N
     if all_states:
         chosen = []
         for sid, r in sorted(records.items()):
-            rendered = is_render_complete(root / r["paths"]["state"] / "render", cameras.NUM_VIEWS)
+            rendered = is_render_complete(store.render_dir(root, r["state_id"]), cameras.NUM_VIEWS)
             (chosen.append(r) if rendered else not_rendered.append(sid))
         if not chosen:
             raise ExportError(f"{root}: no rendered states (run `partdrag4d render {root}`)")

@@ -9,15 +9,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from partdrag4d import cameras, categories, store
+from partdrag4d.articulate import articulate_folder
+from partdrag4d.assets.synth import generate
+from partdrag4d.dragfile import build_drag_file
+from partdrag4d.executor import check_executor, node_counts, ray_session, render_jobs_ray
+from partdrag4d.render import render_jobs, require_gl, summarize
 
 
 def render_jobs_for_dataset(root: Path, category: str | None = None, quality: str = "standard", seed: int = 0,
-                            resolution: int = cameras.IMAGE_SIZE, states: set[str] | None = None) -> list[dict]:
+                            resolution: int = cameras.IMAGE_SIZE, states: set[str] | None = None) -> list[store.RenderJob]:
     """One render job per object: its rest mesh, links and every ok state of the manifest."""
     root = Path(root).resolve()
     by_object: dict[str, list[dict]] = {}
-    for r in store.read_jsonl(root / store.MANIFEST):
-        if r.get("status") != "ok" or (category and r["category"] != category):
+    for r in store.manifest_states(root):
+        if category and r["category"] != category:
             continue
         if states is not None and r["state_id"] not in states:
             continue
@@ -25,20 +30,20 @@ def render_jobs_for_dataset(root: Path, category: str | None = None, quality: st
     ring = [c.to_dict() for c in cameras.ring_cameras(resolution)]
     jobs = []
     for oid in sorted(by_object):
-        obj = store.read_json(store.object_dir(root, oid) / "object.json")
+        obj = store.read_object(root, oid)
         job_states = []
         for r in sorted(by_object[oid], key=lambda r: r["state_id"]):
-            state = store.read_json(root / r["paths"]["state"] / "state.json")
-            job_states.append({"state_id": r["state_id"], "out_dir": str(root / r["paths"]["state"] / "render"), "link_poses": state["link_poses"]})
+            state = store.read_state(root, r["state_id"])
+            job_states.append({"state_id": r["state_id"], "out_dir": str(store.render_dir(root, r["state_id"])), "link_poses": state["link_poses"]})
         jobs.append({
             "object_id": oid,
-            "mesh": str(store.object_dir(root, oid) / "rest.obj"),
+            "mesh": str(store.object_dir(root, oid) / store.REST_MESH),
             "links": [{"name": link["name"], "part_id": link["part_id"]} for link in obj["links"]],
             "cameras": ring,
             "quality": quality,
             "seed": seed,
             "root": str(root),
-            "provenance_dir": str(store.provenance_dir(root) / "render"),
+            "provenance_dir": str(store.render_provenance_dir(root)),
             "states": job_states,
         })
     return jobs
@@ -51,17 +56,12 @@ def render_dataset(root: Path, category: str | None = None, quality: str = "stan
     """Render every ok state of the manifest. ``executor='ray'`` renders on a Ray cluster
     (``partdrag4d.executor``): ``workers`` is then the number of render actors (default: as
     many as fit) and the summary gains ``nodes``, the states rendered per node."""
-    from partdrag4d.executor import check_executor, node_counts
-    from partdrag4d.render import render_jobs, require_gl, summarize
-
     check_executor(executor)
     if category is not None:
         categories.get(category)
     require_gl(quality)
     jobs = render_jobs_for_dataset(root, category, quality, seed, resolution)
     if executor == "ray":
-        from partdrag4d.executor import render_jobs_ray
-
         results = render_jobs_ray(jobs, workers=workers, shard=shard, progress=progress, threads=threads, device=device,
                                   address=ray_address, log_dir=log_dir)
     else:
@@ -97,8 +97,6 @@ def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, s
     objects of each category (``max_joints`` sequences per object keep the default small).
     ``executor='ray'`` runs articulate, render and drags on one Ray session
     (``partdrag4d.executor``); ``out`` must then be on a path every node shares."""
-    from partdrag4d.executor import check_executor, ray_session
-
     check_executor(executor)
     args = (out, source, per_category, seed, quality, workers, categories_, configs, max_joints, resolution, progress,
             max_faces, executor, ray_address, threads, device)
@@ -110,10 +108,6 @@ def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, s
 
 def _make_dataset(out, source, per_category, seed, quality, workers, categories_, configs, max_joints, resolution, progress,
                   max_faces, executor, ray_address, threads, device) -> DatasetSummary:
-    from partdrag4d.articulate import articulate_folder
-    from partdrag4d.assets.synth import generate
-    from partdrag4d.dragfile import build_drag_file
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cats = categories_ or categories.category_names()

@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 from PIL import Image, ImageDraw
+from scipy.ndimage import binary_erosion
 
 from partdrag4d import store
+from partdrag4d.dragfile import DRAG_FILE
 
 CHECKER = (236, 236, 236)
 
@@ -47,7 +50,7 @@ def stage_strip(root: Path, sequence_records: list[dict], view: int = 0, tile: i
     """One image per stage of a sequence, seen from ``view``."""
     frames = []
     for r in sorted(sequence_records, key=lambda r: r["stage"]):
-        with Image.open(Path(root) / r["paths"]["state"] / "render" / store.view_png_name(view)) as im:
+        with Image.open(store.render_dir(root, r["state_id"]) / store.view_png_name(view)) as im:
             frames.append(_label(_on_background(im.convert("RGBA").resize((tile, tile), Image.LANCZOS)), f"stage {r['stage']}"))
     return frames
 
@@ -73,8 +76,6 @@ def _arrow(draw: ImageDraw.ImageDraw, x0: float, y0: float, x1: float, y1: float
 
 def _outline(mask: np.ndarray) -> np.ndarray:
     """Pixels of ``mask`` with a 4-neighbour outside it."""
-    from scipy.ndimage import binary_erosion
-
     return mask & ~binary_erosion(mask)
 
 
@@ -84,8 +85,6 @@ def drag_overlay(root: Path, drag_file: Path, sequence_id: str, source: int, tar
     source image) to where the same material point is in the target state (arrowhead);
     the moving part is tinted blue in the source and outlined red where it is in the
     target. Up to ``max_arrows`` drags per view are drawn (evenly picked of the kept ones)."""
-    import h5py
-
     with h5py.File(drag_file, "r") as f:
         g = f["sequences"][sequence_id]
         pairs = [tuple(int(x) for x in p) for p in g["pairs"][:]]
@@ -100,7 +99,7 @@ def drag_overlay(root: Path, drag_file: Path, sequence_id: str, source: int, tar
     sheet = Image.new("RGB", (len(views) * tile, tile + top), (255, 255, 255))
     ImageDraw.Draw(sheet).text((4, 2), f"{sequence_id}: source stage {source} ({states[source]}) -> target stage {target}", fill=(0, 0, 0))
     for n, v in enumerate(views):
-        with Image.open(Path(root) / "states" / states[source] / "render" / store.view_png_name(v)) as im:
+        with Image.open(store.render_dir(root, states[source]) / store.view_png_name(v)) as im:
             full = im.convert("RGBA")
         size = full.size[0]
         img = np.asarray(_on_background(full)).astype(np.float32)
@@ -126,18 +125,16 @@ def write_previews(root: Path, out: Path, state_id: str | None = None, view: int
     """Contact sheet of a state (default: the first of the manifest) and its sequence's strip/GIF,
     plus, when a drag file exists, a drag overlay on that state's (the source's) views with
     arrows to ``target_stage`` (default: the far end of the sequence, the last stage or 0)."""
-    from partdrag4d.dragfile import DRAG_FILE
-
     root, out = Path(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    records = [r for r in store.read_jsonl(root / store.MANIFEST) if r.get("status") == "ok"]
+    records = store.manifest_states(root)
     if not records:
         raise ValueError(f"{root}: the manifest has no states")
     chosen = next((r for r in records if r["state_id"] == state_id), None) if state_id else records[0]
     if chosen is None:
         raise KeyError(f"state {state_id!r} is not in {root / store.MANIFEST}")
     written = []
-    sheet = contact_sheet(root / chosen["paths"]["state"] / "render", title=f"{chosen['state_id']} ({chosen['category']})")
+    sheet = contact_sheet(store.render_dir(root, chosen["state_id"]), title=f"{chosen['state_id']} ({chosen['category']})")
     written.append(out / f"{chosen['state_id']}_views.png")
     sheet.save(written[-1])
     seq = [r for r in records if r["sequence_id"] == chosen["sequence_id"]]
@@ -151,7 +148,7 @@ def write_previews(root: Path, out: Path, state_id: str | None = None, view: int
     strip.save(written[-1])
     written.append(out / f"{chosen['sequence_id']}_stages_view{view:02d}.gif")
     frames[0].save(written[-1], save_all=True, append_images=frames[1:] + frames[-2:0:-1], duration=250, loop=0)
-    drag_path = Path(drag_file) if drag_file else root / DRAG_FILE
+    drag_path = Path(drag_file) if drag_file else store.drag_file(root)
     if drag_path.is_file():
         source = int(chosen["stage"])
         last = max(r["stage"] for r in seq)

@@ -6,17 +6,8 @@ that imports bpy itself (forking after ``import bpy`` halves render speed and
 ``spawn`` inherits bpy's ``sys.path``; a fresh interpreter has neither problem). This
 module never imports bpy.
 
-A render job (one object; JSON-serialisable dict)::
-
-    {"object_id": str,
-     "mesh": "/abs/.../objects/<id>/rest.obj",    # canonical frame, one `o <link>` group per link
-     "links": [{"name": "link_0", "part_id": 1}, ...],
-     "cameras": [Camera.to_dict(), ...],           # 12 ring cameras at the output size
-     "quality": "draft" | "standard" | "high", "seed": int,
-     "root": "/abs/dataset",                       # optional: render.json names the mesh relative to it
-     "provenance_dir": "/abs/dataset/provenance/render",  # optional: per-state timing files go here
-     "states": [{"state_id": str, "out_dir": "/abs/.../states/<id>/render",
-                 "link_poses": {"link_0": 4x4 nested list, ...}}]}  # missing links: identity
+A render job is a ``partdrag4d.store.RenderJob`` (one object, its states; one JSON line to a
+worker, ``store.render_job_line``).
 
 Each worker imports an object's mesh once, then poses its links per state and moves
 one camera per view. Per state the worker writes, into a staging folder renamed onto
@@ -25,7 +16,7 @@ background), ``views.npz`` (``depth`` float32 [V,H,W] planar camera z, backgroun
 ``part_id`` uint16 [V,H,W], 0 background), ``cameras.json`` and ``render.json`` (only
 what the job reproduces: PNGs carry no date/time chunks, render.json no wall times;
 those go to ``provenance_dir``).
-States whose ``out_dir`` passes :func:`is_render_complete` are skipped, so a rerun
+States whose ``out_dir`` passes ``store.is_render_complete`` are skipped, so a rerun
 resumes; a killed run leaves only hidden ``.render.*.tmp`` folders, which the next run
 deletes.
 """
@@ -35,26 +26,25 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
+from tqdm import tqdm
 
-from blender_scripts.presets import PRESETS, get_preset
-from partdrag4d.cameras import NUM_VIEWS
-from partdrag4d.store import _json_default, view_png_name
+from blender_scripts.presets import DEFAULT_PRESET, PRESETS, get_preset
+from partdrag4d import store
+from partdrag4d.store import RENDER_FILES, RenderJob, is_render_complete
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKER_MODULE = "blender_scripts.render_worker"
-RENDER_FILES = ("views.npz", "cameras.json", "render.json")
 DEVICES = ("cpu", "gpu")
 
 
@@ -76,61 +66,6 @@ class StateResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# ------------------------------------------------------------------ completeness
-
-
-def _npy_header(z: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
-    with z.open(name) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-    return shape, dtype
-
-
-def is_render_complete(out_dir: Path | str, num_views: int = NUM_VIEWS, deep: bool = False) -> bool:
-    """Cheap check that ``out_dir`` holds a finished render of ``num_views`` views.
-
-    All files present; every PNG is RGBA of one size (header only); ``cameras.json``
-    lists ``num_views`` views; ``views.npz`` holds ``depth`` float32 and ``part_id``
-    uint16 of shape [num_views, H, W] (npy headers only; ``deep=True`` loads the arrays).
-    """
-    from PIL import Image
-
-    out_dir = Path(out_dir)
-    try:
-        if not out_dir.is_dir():
-            return False
-        size = None
-        for v in range(num_views):
-            with Image.open(out_dir / view_png_name(v)) as im:
-                if im.format != "PNG" or im.mode != "RGBA" or (size is not None and im.size != size):
-                    return False
-                size = im.size
-        if size is None:
-            return False
-        width, height = size
-        with open(out_dir / "cameras.json", encoding="utf-8") as f:
-            if len(json.load(f)["views"]) != num_views:
-                return False
-        with open(out_dir / "render.json", encoding="utf-8") as f:
-            json.load(f)
-        expected = {"depth": np.dtype(np.float32), "part_id": np.dtype(np.uint16)}
-        with zipfile.ZipFile(out_dir / "views.npz") as z:
-            for name, dtype in expected.items():
-                shape, dt = _npy_header(z, name + ".npy")
-                if tuple(shape) != (num_views, height, width) or dt != dtype:
-                    return False
-        if deep:
-            with np.load(out_dir / "views.npz") as data:
-                if data["depth"].shape != (num_views, height, width) or data["part_id"].shape != (num_views, height, width):
-                    return False
-        return True
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, zipfile.BadZipFile, EOFError):
-        return False
 
 
 # ------------------------------------------------------------------ GL probe
@@ -268,7 +203,7 @@ class _Worker:
                     continue
 
     def send(self, job: dict) -> None:
-        self.proc.stdin.write(json.dumps(job, default=_json_default) + "\n")
+        self.proc.stdin.write(store.render_job_line(job))
         self.proc.stdin.flush()
 
     def death_reason(self) -> str:
@@ -299,8 +234,6 @@ class _Worker:
             self.kill()
         finally:
             self._log.close()
-            import shutil
-
             shutil.rmtree(self.scratch, ignore_errors=True)
 
     def kill(self) -> None:
@@ -313,13 +246,8 @@ class _Worker:
 
 
 def _validate(job: dict) -> None:
-    for key in ("object_id", "mesh", "cameras", "states"):
-        if key not in job:
-            raise ValueError(f"render job {job.get('object_id', '?')!r} lacks {key!r}")
-    get_preset(job.get("quality", "standard"))
-    for state in job["states"]:
-        if "state_id" not in state or "out_dir" not in state:
-            raise ValueError(f"a state of render job {job['object_id']!r} lacks state_id or out_dir")
+    store.check_render_job(job)
+    get_preset(job.get("quality", DEFAULT_PRESET))
 
 
 def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] = (0, 1), progress: bool = True,
@@ -338,7 +266,7 @@ def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] =
     jobs = prepare_jobs(jobs, device, shard)
 
     results: dict[tuple[int, int], StateResult] = {}
-    todo: list[tuple[int, dict]] = []
+    todo: list[tuple[int, RenderJob, list[int]]] = []  # (job index, the job's pending states, their indices in the job)
     for j, job in enumerate(jobs):
         num_views = len(job["cameras"])
         pending = []
@@ -348,22 +276,19 @@ def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] =
             else:
                 pending.append(s)
         if pending:
-            todo.append((j, {**job, "states": [job["states"][s] for s in pending], "_state_index": pending}))
+            todo.append((j, {**job, "states": [job["states"][s] for s in pending]}, pending))
     if not todo:
         return [results[k] for k in sorted(results)]
 
-    for quality in sorted({job.get("quality", "standard") for _, job in todo}):
+    for quality in sorted({job.get("quality", DEFAULT_PRESET) for _, job, _ in todo}):
         require_gl(quality)
 
     workers = max(1, min(int(workers), len(todo)))
     threads = max(1, int(threads) if threads else available_cores() // workers)
-    total = sum(len(job["states"]) for _, job in todo)
-
-    from tqdm import tqdm
-
+    total = sum(len(job["states"]) for _, job, _ in todo)
     bar = tqdm(total=total, desc="render", unit="state", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     lock = threading.Lock()
-    job_queue: "queue.Queue[tuple[int, dict]]" = queue.Queue()
+    job_queue: "queue.Queue[tuple[int, RenderJob, list[int]]]" = queue.Queue()
     for item in sorted(todo, key=lambda item: -len(item[1]["states"])):  # longest objects first: better balance
         job_queue.put(item)
     skipped = len(results)
@@ -385,10 +310,10 @@ def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] =
                 bar.set_postfix_str(f"failed {failures[0]}" + (f", {skipped} already done" if skipped else ""), refresh=False)
             bar.update(1)
 
-    def fail_rest(j: int, job: dict, done: set[int], reason: str) -> None:
+    def fail_rest(j: int, job: RenderJob, index: list[int], done: set[int], reason: str) -> None:
         for k, state in enumerate(job["states"]):
             if k not in done:
-                record(j, job["_state_index"][k],
+                record(j, index[k],
                        StateResult(str(job["object_id"]), str(state["state_id"]), str(state["out_dir"]), "failed", 0.0, reason))
 
     def run(index: int) -> None:
@@ -397,7 +322,7 @@ def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] =
         try:
             while not stop.is_set():
                 try:
-                    j, job = job_queue.get_nowait()
+                    j, job, index = job_queue.get_nowait()
                 except queue.Empty:
                     return
                 if worker is None:
@@ -411,14 +336,14 @@ def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] =
                                 bar.write(f"render device: {note}", file=sys.stderr)
                     except Exception as exc:  # noqa: BLE001 - reported per state
                         start_failures += 1
-                        fail_rest(j, job, set(), str(exc))
+                        fail_rest(j, job, index, set(), str(exc))
                         if start_failures >= 2:
                             return
                         continue
                 done: set[int] = set()
                 by_id = {str(state["state_id"]): k for k, state in enumerate(job["states"])}
                 try:
-                    worker.send({k: v for k, v in job.items() if k != "_state_index"})
+                    worker.send(job)
                     while True:
                         event = worker.read()
                         if event is None:
@@ -428,16 +353,16 @@ def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] =
                             if k is None or k in done:
                                 continue
                             done.add(k)
-                            record(j, job["_state_index"][k], StateResult(
+                            record(j, index[k], StateResult(
                                 str(job["object_id"]), str(event["state_id"]), str(event.get("out_dir")),
                                 str(event.get("status")), float(event.get("seconds") or 0.0), event.get("error")))
                         elif event.get("event") == "job":
                             if event.get("status") == "failed":
-                                fail_rest(j, job, done, str(event.get("error")))
+                                fail_rest(j, job, index, done, str(event.get("error")))
                             break
                 except (EOFError, BrokenPipeError, OSError):
                     reason = worker.death_reason()
-                    fail_rest(j, job, done, reason)
+                    fail_rest(j, job, index, done, reason)
                     worker.close(timeout=5)
                     worker = None
         finally:
@@ -460,14 +385,12 @@ def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] =
     finally:
         bar.close()
         if own_log_dir:
-            import shutil
-
             shutil.rmtree(log_root, ignore_errors=True)
 
     # States never reached (e.g. a worker could not start twice) are failures too.
     while not job_queue.empty():
-        j, job = job_queue.get_nowait()
-        fail_rest(j, job, set(), "not rendered: no render worker could be started")
+        j, job, index = job_queue.get_nowait()
+        fail_rest(j, job, index, set(), "not rendered: no render worker could be started")
     return [results[k] for k in sorted(results)]
 
 

@@ -1,24 +1,32 @@
-"""File layout of a dataset and the atomic writes every stage uses.
+"""The dataset contract: the folder layout (every file name, spelled here and nowhere else),
+the records that travel between stages, one reader and one writer each, and the atomic
+writes every stage uses.
 
 Nothing half-written is ever left where a reader would take it for complete: files
 are written under a temporary name in the same folder and renamed; whole state
 folders are assembled under a temporary name and renamed into place, so a folder's
 existence means it is complete.
 
-Layout of a dataset folder::
+Layout of a dataset folder (the constants below; keys of every JSON file in ``SCHEMA.md``)::
 
-    manifest.jsonl                  one record per state (articulate), errors included
-    cameras.json                    the 12 ring cameras (K, OpenCV c2w) at full size
-    objects/<object_id>/object.json links, joints, normalisation, seeds, versions
-    objects/<object_id>/rest.obj    rest-pose mesh in the canonical frame, ``o <link>`` groups
-    objects/<object_id>/textures/   texture images shared by all of the object's meshes
-    objects/<object_id>/points.npz  surface samples at rest: points, normals, part_id
-    states/<state_id>/state.json    joint values, link poses, moving links
-    states/<state_id>/mesh.obj      the posed mesh (same groups and materials as rest.obj)
-    states/<state_id>/points.npy    the rest samples carried to this state [N, 3] float32
-    states/<state_id>/moving.npy    [N] bool: the sample lies on the driven part
-    states/<state_id>/render/       12 views (issue B)
-    provenance/                     not data: wall times, hosts, pids, absolute paths (below)
+    manifest.jsonl                  MANIFEST       one ManifestRow per state (articulate), errors included
+    cameras.json                    CAMERAS        the 12 ring cameras (K, OpenCV c2w) at full size
+    objects/<object_id>/object.json OBJECT_RECORD  ObjectRecord: links, joints, normalisation, seeds, versions
+    objects/<object_id>/rest.obj    REST_MESH      rest-pose mesh in the canonical frame, ``o <link>`` groups
+    objects/<object_id>/textures/   TEXTURES       texture images shared by all of the object's meshes
+    objects/<object_id>/points.npz  OBJECT_POINTS  surface samples at rest: points, normals, part_id
+    states/<state_id>/state.json    STATE_RECORD   StateRecord: the ManifestRow + link poses
+    states/<state_id>/mesh.obj      STATE_MESH     the posed mesh (same groups and materials as rest.obj)
+    states/<state_id>/points.npy    STATE_POINTS   the rest samples carried to this state [N, 3] float32
+    states/<state_id>/moving.npy    STATE_MOVING   [N] bool: the sample lies on the driven part
+    states/<state_id>/render/       RENDER         12 views: view_XX.png, views.npz, cameras.json, render.json
+    drags.h5                        DRAG_FILE      visible drags of every pair (``partdrag4d.dragfile``)
+    gsdb.h5                         GSDB_FILE      the Gaussian database (``partrm.gsdb``)
+    provenance/                     PROVENANCE     not data: wall times, hosts, pids, absolute paths (below)
+
+Records between stages (``TypedDict``: JSON-shaped, so the files keep their bytes):
+``ObjectRecord`` and ``StateRecord`` / ``ManifestRow`` (articulate -> render, drags, partrm),
+``RenderJob`` (render -> the Blender worker) and ``RenderRecord`` (the worker -> readers).
 
 Same inputs and seed give the same bytes in every data file: no dates or times in
 images (PNG text/time chunks are stripped), no wall times, host names or absolute
@@ -31,20 +39,50 @@ start and end in UTC, seconds per step) and ``provenance/render/<state_id>.json`
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import platform
 import re
 import shutil
+import socket
 import tempfile
+import zipfile
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NotRequired, TypedDict
 
 import numpy as np
+from PIL import Image
+
+from partdrag4d.cameras import NUM_VIEWS, Camera
+
+# ---------------------------------------------------------------- layout: the file names
 
 MANIFEST = "manifest.jsonl"
+CAMERAS = "cameras.json"
+OBJECTS = "objects"
+STATES = "states"
+OBJECT_RECORD = "object.json"
+REST_MESH = "rest.obj"
+TEXTURES = "textures"
+OBJECT_POINTS = "points.npz"
+STATE_RECORD = "state.json"
+STATE_MESH = "mesh.obj"
+STATE_MATERIALS = "mesh.mtl"
+STATE_POINTS = "points.npy"
+STATE_MOVING = "moving.npy"
+RENDER = "render"
+RENDER_VIEWS = "views.npz"
+RENDER_CAMERAS = "cameras.json"
+RENDER_RECORD = "render.json"
+RENDER_FILES = (RENDER_VIEWS, RENDER_CAMERAS, RENDER_RECORD)
+DRAG_FILE = "drags.h5"
+GSDB_FILE = "gsdb.h5"
 PROVENANCE = "provenance"
 """Folder of the files that are not data and may differ between identical runs."""
+RUNS = "runs.jsonl"
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -78,26 +116,33 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=json_default) + "\n")
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    import io
-
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def atomic_save_npz(path: Path, compressed: bool = True, **arrays: np.ndarray) -> None:
-    import io
-
     buffer = io.BytesIO()
     (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _json_default(obj: Any) -> Any:
+def atomic_save_npz_fast(path: Path, **arrays: np.ndarray) -> None:
+    """npz with zlib level 1: ~40% faster than ``np.savez_compressed``, ~2% larger."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for name, array in arrays.items():
+            with z.open(name + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for the arrays, numpy scalars and paths records hold."""
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     if isinstance(obj, (np.floating, np.integer, np.bool_)):
@@ -156,7 +201,7 @@ def remove_stale_staging(folder: Path) -> int:
 
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, default=_json_default, sort_keys=False) + "\n" for r in records))
+    atomic_write_text(path, "".join(json.dumps(r, default=json_default, sort_keys=False) + "\n" for r in records))
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
@@ -172,49 +217,322 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
-# ---------------------------------------------------------------- dataset paths
+# ---------------------------------------------------------------- paths
 
 
 def object_dir(root: Path, object_id: str) -> Path:
-    return Path(root) / "objects" / object_id
+    return Path(root) / OBJECTS / object_id
 
 
 def state_dir(root: Path, state_id: str) -> Path:
-    return Path(root) / "states" / state_id
+    return Path(root) / STATES / state_id
 
 
 def render_dir(root: Path, state_id: str) -> Path:
-    return state_dir(root, state_id) / "render"
+    return state_dir(root, state_id) / RENDER
 
 
 def view_png_name(view: int) -> str:
     return f"view_{view:02d}.png"
 
 
+def drag_shard_name(index: int, count: int) -> str:
+    """The drag file of shard ``index`` of ``count`` (``drags --shard I/N``)."""
+    return f"drags-{index}-of-{count}.h5"
+
+
+def drag_file(root: Path) -> Path:
+    return Path(root) / DRAG_FILE
+
+
+def gsdb_file(root: Path) -> Path:
+    return Path(root) / GSDB_FILE
+
+
+# ---------------------------------------------------------------- records
+
+
+class LinkRecord(TypedDict):
+    name: str
+    part_id: int  # k + 1 for the k-th link; 0 is the background in part-id images
+    semantic: str
+    has_geometry: bool
+    moved_by: list[str]  # movable joints whose subtree holds the link
+
+
+class ObjectRecord(TypedDict):
+    """``objects/<id>/object.json`` (articulate writes it; render jobs, drags, partrm read it)."""
+
+    object_id: str
+    category: str
+    model_cat: str
+    split: str  # train | test
+    source: str  # the object folder, relative to the dataset when inside it
+    links: list[LinkRecord]
+    root: str
+    joints: list[dict]  # Joint.to_dict(): name, type, parent, child, origin 4x4, axis, lower, upper, note
+    rest_qpos: dict[str, float]
+    normalisation: dict  # center [3], scale, matrix 4x4: canonical = scale * (world - center)
+    num_points: int
+    num_stages: int
+    num_configs: int
+    seed: int
+    notes: list[str]
+    versions: dict[str, str]
+
+
+class StatePaths(TypedDict):
+    object: str  # objects/<object_id>
+    state: str  # states/<state_id>
+    mesh: str
+    points: str
+    moving: str
+
+
+class ManifestRow(TypedDict):
+    """A state's line of ``manifest.jsonl`` (``status`` ok; failed objects, skipped joints and
+    notes are lines with ``status`` error / skipped / note, see ``SCHEMA.md``)."""
+
+    state_id: str  # <object>_<joint>_c<config>_s<stage>
+    sequence_id: str  # the state id without _s<stage>
+    object_id: str
+    category: str
+    split: str
+    joint: str
+    joint_type: str  # revolute | prismatic | continuous
+    config: int
+    stage: int  # 0 (lower limit) .. num_stages - 1 (upper limit)
+    num_stages: int
+    qpos: dict[str, float]  # every non-fixed joint (radians / asset units)
+    moving_links: list[str]
+    moving_part_ids: list[int]
+    seed: int
+    paths: StatePaths  # relative to the dataset
+    status: str  # ok
+
+
+class StateRecord(ManifestRow):
+    """``states/<id>/state.json``: the state's manifest row and where every link is."""
+
+    link_poses: dict[str, list[list[float]]]  # link -> 4x4, link frame -> canonical object frame
+
+
+class RenderState(TypedDict):
+    state_id: str
+    out_dir: str  # absolute: states/<state_id>/render
+    link_poses: NotRequired[dict[str, list[list[float]]]]  # missing links: identity
+
+
+class RenderJob(TypedDict):
+    """What ``partdrag4d.render`` sends a Blender worker (one JSON line): one object, its states."""
+
+    object_id: str
+    mesh: str  # absolute path of rest.obj: canonical frame, one ``o <link>`` group per link
+    links: list[dict]  # {"name": link, "part_id": int}
+    cameras: list[dict]  # Camera.to_dict() at the output size
+    quality: NotRequired[str]  # a preset of blender_scripts.presets (default DEFAULT_PRESET)
+    seed: NotRequired[int]
+    root: NotRequired[str]  # the dataset: render.json names the mesh relative to it
+    provenance_dir: NotRequired[str]  # per-state timing files go here
+    states: list[RenderState]
+
+
+def state_paths(object_id: str, state_id: str) -> StatePaths:
+    """The ``paths`` of a state's manifest row (relative to the dataset)."""
+    state = f"{STATES}/{state_id}"
+    return {"object": f"{OBJECTS}/{object_id}", "state": state, "mesh": f"{state}/{STATE_MESH}",
+            "points": f"{state}/{STATE_POINTS}", "moving": f"{state}/{STATE_MOVING}"}
+
+
+# ---------------------------------------------------------------- readers and writers
+
+
+def read_manifest(root: Path) -> list[dict]:
+    """Every line of the dataset's manifest (state rows and error / skipped / note lines)."""
+    return list(read_jsonl(Path(root) / MANIFEST))
+
+
+def manifest_states(root: Path) -> list[ManifestRow]:
+    """The manifest's state rows (``status`` ok), in file order."""
+    return [r for r in read_jsonl(Path(root) / MANIFEST) if r.get("status") == "ok"]
+
+
+def has_manifest(root: Path) -> bool:
+    return (Path(root) / MANIFEST).is_file()
+
+
+def write_manifest(root: Path, rows: Iterable[dict]) -> None:
+    write_jsonl(Path(root) / MANIFEST, rows)
+
+
+def read_object(root: Path, object_id: str) -> ObjectRecord:
+    return read_json(object_dir(root, object_id) / OBJECT_RECORD)
+
+
+def write_object(folder: Path, record: ObjectRecord) -> None:
+    """``object.json`` into an object's folder."""
+    atomic_write_json(Path(folder) / OBJECT_RECORD, record)
+
+
+def read_object_points(root: Path, object_id: str) -> dict[str, np.ndarray]:
+    """The rest-pose surface samples: points [N, 3], normals [N, 3], part_id [N]."""
+    with np.load(object_dir(root, object_id) / OBJECT_POINTS) as z:
+        return {k: z[k] for k in z.files}
+
+
+def write_object_points(folder: Path, points: np.ndarray, normals: np.ndarray, part_id: np.ndarray) -> None:
+    atomic_save_npz(Path(folder) / OBJECT_POINTS, points=points, normals=normals, part_id=part_id)
+
+
+def read_state(root: Path, state_id: str) -> StateRecord:
+    return read_json(state_dir(root, state_id) / STATE_RECORD)
+
+
+def write_state(folder: Path, record: StateRecord, points: np.ndarray, moving: np.ndarray) -> None:
+    """A state folder's record and arrays (the mesh is written by ``meshio.write_obj``)."""
+    folder = Path(folder)
+    atomic_save_npy(folder / STATE_POINTS, points)
+    atomic_save_npy(folder / STATE_MOVING, moving)
+    atomic_write_json(folder / STATE_RECORD, record)
+
+
+def read_state_points(root: Path, state_id: str) -> np.ndarray:
+    """The object's samples carried to this state, [N, 3] float32."""
+    return np.load(state_dir(root, state_id) / STATE_POINTS)
+
+
+def read_state_moving(root: Path, state_id: str) -> np.ndarray:
+    """[N] bool: sample i lies on the state's driven part."""
+    return np.load(state_dir(root, state_id) / STATE_MOVING)
+
+
+def state_files(meshes: bool = True) -> tuple[str, ...]:
+    """The files a complete state folder holds (besides its render)."""
+    return (STATE_RECORD, STATE_POINTS, STATE_MOVING) + ((STATE_MESH, STATE_MATERIALS) if meshes else ())
+
+
+def read_dataset_cameras(root: Path) -> list[Camera]:
+    """The dataset's 12 ring cameras (``cameras.json`` at the dataset root, full size)."""
+    return [Camera.from_dict(c) for c in read_json(Path(root) / CAMERAS)["cameras"]]
+
+
+def write_dataset_cameras(root: Path, record: dict) -> None:
+    atomic_write_json(Path(root) / CAMERAS, record)
+
+
+def render_job_line(job: RenderJob) -> str:
+    """A render job as the one JSON line a Blender worker reads."""
+    return json.dumps(job, default=json_default) + "\n"
+
+
+def read_render_job(line: str) -> RenderJob:
+    """The job a Blender worker got (one JSON line), checked for the keys it needs."""
+    job = json.loads(line)
+    if not isinstance(job, dict):
+        raise ValueError("a render job is a JSON object")
+    check_render_job(job)
+    return job
+
+
+def check_render_job(job: dict) -> None:
+    """One-line ValueError when a render job lacks what a worker needs."""
+    for key in ("object_id", "mesh", "cameras", "states"):
+        if key not in job:
+            raise ValueError(f"render job {job.get('object_id', '?')!r} lacks {key!r}")
+    for state in job["states"]:
+        if "state_id" not in state or "out_dir" not in state:
+            raise ValueError(f"a state of render job {job['object_id']!r} lacks state_id or out_dir")
+
+
+def write_render(folder: Path, depth: np.ndarray, part_id: np.ndarray, cameras: dict, record: dict) -> None:
+    """A render's data files (the worker writes the PNGs itself): ``views.npz`` (depth float32
+    [V, H, W] planar camera z, background inf; part_id uint16 [V, H, W], 0 background),
+    ``cameras.json`` (``views``: K, c2w_opencv, c2w_blender, size, azimuth, elevation) and
+    ``render.json`` (settings, versions and relative paths: only what the job reproduces)."""
+    folder = Path(folder)
+    atomic_save_npz_fast(folder / RENDER_VIEWS, depth=depth, part_id=part_id)
+    atomic_write_json(folder / RENDER_CAMERAS, cameras)
+    atomic_write_json(folder / RENDER_RECORD, record)
+
+
 def read_render(render_folder: Path) -> tuple[np.ndarray, np.ndarray, list]:
     """A rendered state's depth [V, H, W] float32, part ids [V, H, W] and cameras."""
-    from partdrag4d.cameras import Camera
-
-    with np.load(Path(render_folder) / "views.npz") as z:
+    with np.load(Path(render_folder) / RENDER_VIEWS) as z:
         depth, part_id = z["depth"], z["part_id"]
-    views = read_json(Path(render_folder) / "cameras.json")["views"]
-    cams = [Camera(np.asarray(v["K"]), np.asarray(v["c2w_opencv"]), int(v["width"]), int(v["height"])) for v in views]
+    cams = [Camera(np.asarray(v["K"]), np.asarray(v["c2w_opencv"]), int(v["width"]), int(v["height"]))
+            for v in read_render_cameras(render_folder)]
     return depth, part_id, cams
 
 
-def read_dataset_cameras(root: Path) -> list:
-    """The dataset's 12 ring cameras (``cameras.json`` at the dataset root, full size)."""
-    from partdrag4d.cameras import Camera
+def read_render_cameras(render_folder: Path) -> list[dict]:
+    """The ``views`` of a render's ``cameras.json``."""
+    return read_json(Path(render_folder) / RENDER_CAMERAS)["views"]
 
-    return [Camera.from_dict(c) for c in read_json(Path(root) / "cameras.json")["cameras"]]
+
+def read_render_record(render_folder: Path) -> dict:
+    return read_json(Path(render_folder) / RENDER_RECORD)
+
+
+def has_render(render_folder: Path) -> bool:
+    """The render's arrays and cameras exist (cheap; ``is_render_complete`` checks them)."""
+    folder = Path(render_folder)
+    return (folder / RENDER_VIEWS).is_file() and (folder / RENDER_CAMERAS).is_file()
 
 
 def read_rgba(render_folder: Path, view: int) -> np.ndarray:
     """One rendered view as [H, W, 4] uint8 (straight alpha)."""
-    from PIL import Image
-
     with Image.open(Path(render_folder) / view_png_name(view)) as im:
         return np.asarray(im.convert("RGBA"))
+
+
+def _npy_header(z: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    with z.open(name) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    return shape, dtype
+
+
+def is_render_complete(out_dir: Path | str, num_views: int = NUM_VIEWS, deep: bool = False) -> bool:
+    """Cheap check that ``out_dir`` holds a finished render of ``num_views`` views.
+
+    All files present; every PNG is RGBA of one size (header only); ``cameras.json``
+    lists ``num_views`` views; ``views.npz`` holds ``depth`` float32 and ``part_id``
+    uint16 of shape [num_views, H, W] (npy headers only; ``deep=True`` loads the arrays).
+    """
+    out_dir = Path(out_dir)
+    try:
+        if not out_dir.is_dir():
+            return False
+        size = None
+        for v in range(num_views):
+            with Image.open(out_dir / view_png_name(v)) as im:
+                if im.format != "PNG" or im.mode != "RGBA" or (size is not None and im.size != size):
+                    return False
+                size = im.size
+        if size is None:
+            return False
+        width, height = size
+        with open(out_dir / RENDER_CAMERAS, encoding="utf-8") as f:
+            if len(json.load(f)["views"]) != num_views:
+                return False
+        with open(out_dir / RENDER_RECORD, encoding="utf-8") as f:
+            json.load(f)
+        expected = {"depth": np.dtype(np.float32), "part_id": np.dtype(np.uint16)}
+        with zipfile.ZipFile(out_dir / RENDER_VIEWS) as z:
+            for name, dtype in expected.items():
+                shape, dt = _npy_header(z, name + ".npy")
+                if tuple(shape) != (num_views, height, width) or dt != dtype:
+                    return False
+        if deep:
+            with np.load(out_dir / RENDER_VIEWS) as data:
+                if data["depth"].shape != (num_views, height, width) or data["part_id"].shape != (num_views, height, width):
+                    return False
+        return True
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, zipfile.BadZipFile, EOFError):
+        return False
 
 
 # ---------------------------------------------------------------- reproducibility
@@ -268,24 +586,24 @@ def provenance_dir(root: Path) -> Path:
     return Path(root) / PROVENANCE
 
 
-def host_facts() -> dict:
-    import platform
-    import socket
+def render_provenance_dir(root: Path) -> Path:
+    """Per-state render timings (``<state_id>.json``): not data."""
+    return provenance_dir(root) / RENDER
 
+
+def host_facts() -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "platform": platform.platform(), "cpus": os.cpu_count()}
 
 
 def utc_now() -> str:
-    from datetime import datetime, timezone
-
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def append_provenance(root: Path, record: dict) -> None:
     """One line in ``provenance/runs.jsonl`` (not data: times, host, pid, arguments)."""
-    path = provenance_dir(root) / "runs.jsonl"
+    path = provenance_dir(root) / RUNS
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({**record, **host_facts()}, default=_json_default) + "\n"
+    line = json.dumps({**record, **host_facts()}, default=json_default) + "\n"
     with open(path, "a", encoding="utf-8") as f:  # appends of one short line; a torn last line is skipped by readers
         f.write(line)
 
@@ -298,8 +616,8 @@ def remove_stale_tree(root: Path) -> int:
     root = Path(root)
     removed = remove_stale_staging(root)
     removed += remove_stale_staging(root / "source")
-    removed += remove_stale_staging(root / PROVENANCE / "render")
-    for sub in ("objects", "states"):
+    removed += remove_stale_staging(render_provenance_dir(root))
+    for sub in (OBJECTS, STATES):
         base = root / sub
         if not base.is_dir():
             continue
@@ -307,6 +625,6 @@ def remove_stale_tree(root: Path) -> int:
         for entry in base.iterdir():
             if entry.is_dir() and not entry.name.startswith("."):
                 removed += remove_stale_staging(entry)
-                if sub == "objects":
-                    removed += remove_stale_staging(entry / "textures")
+                if sub == OBJECTS:
+                    removed += remove_stale_staging(entry / TEXTURES)
     return removed

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from PIL import Image
+from scipy.ndimage import maximum_filter, minimum_filter
 
 from partdrag4d import cameras, store
 from partdrag4d.drags import DEPTH_TOLERANCE
@@ -51,22 +53,18 @@ class Report:
 
 def part_boundary(part_id: np.ndarray) -> np.ndarray:
     """Pixels whose 3 x 3 neighbourhood shows more than one part id (or background)."""
-    from scipy.ndimage import maximum_filter, minimum_filter
-
     return maximum_filter(part_id, size=3) != minimum_filter(part_id, size=3)
 
 
 def check_state(root: Path, record: dict, obj_points: dict[str, np.ndarray]) -> list[str]:
     """Defects of one state (empty list when it is sound)."""
-    from PIL import Image
-
     sid = record["state_id"]
-    folder = root / record["paths"]["state"]
+    folder = store.state_dir(root, sid)
     problems = []
-    for name in ("state.json", "points.npy", "moving.npy"):
+    for name in store.state_files(meshes=False):
         if not (folder / name).is_file():
             problems.append(f"{sid}: missing {name}")
-    render = folder / "render"
+    render = store.render_dir(root, sid)
     if not is_render_complete(render, cameras.NUM_VIEWS, deep=True):
         return problems + [f"{sid}: render missing or incomplete"]
     depth, part_id, cams = store.read_render(render)
@@ -91,7 +89,7 @@ def check_state(root: Path, record: dict, obj_points: dict[str, np.ndarray]) -> 
             problems.append(f"{sid}: view {view} alpha and part-id masks agree on only {agree:.1%} of pixels")
         if seen[view, 0, :].any() or seen[view, -1, :].any() or seen[view, :, 0].any() or seen[view, :, -1].any():
             problems.append(f"{sid}: view {view} object touches the image border")
-    points = np.load(folder / "points.npy").astype(np.float64)
+    points = store.read_state_points(root, sid).astype(np.float64)
     pid = obj_points["part_id"]
     for view, cam in enumerate(cams):
         uv, z = cam.project(points)
@@ -115,10 +113,10 @@ def check_drags(root: Path, drag_path: Path, records: dict[str, dict], report: R
             cat = str(g.attrs["category"])
             states = json.loads(g.attrs["state_ids"])
             moving_ids = np.asarray(g.attrs["moving_part_ids"])
-            pts = [np.load(root / records[s]["paths"]["points"]).astype(np.float64) for s in states]
+            pts = [store.read_state_points(root, s).astype(np.float64) for s in states]
             parts, cams = [], None
             for s in states:
-                _, part_id, cams = store.read_render(root / records[s]["paths"]["state"] / "render")
+                _, part_id, cams = store.read_render(store.render_dir(root, s))
                 parts.append(part_id)
             pairs, count = g["pairs"][:], g["count"][:]
             start, end, start3, idx = g["start_2d"][:], g["end_2d"][:], g["start_3d"][:], g["point_index"][:]
@@ -147,27 +145,21 @@ def check_drags(root: Path, drag_path: Path, records: dict[str, dict], report: R
 
 
 def verify(root: Path, drag_file: Path | None = None, progress: bool = True) -> Report:
-    from tqdm import tqdm
-
-    from partdrag4d.dragfile import DRAG_FILE
-
     root = Path(root)
     report = Report()
-    manifest = root / store.MANIFEST
-    if not manifest.is_file():
+    if not store.has_manifest(root):
         report.defects.append(f"{root}: no {store.MANIFEST}")
         return report
-    records = {r["state_id"]: r for r in store.read_jsonl(manifest) if r.get("status") == "ok"}
+    records = {r["state_id"]: r for r in store.manifest_states(root)}
     object_points: dict[str, dict] = {}
     for sid, r in tqdm(sorted(records.items()), desc="verify states", unit="state", disable=not progress, dynamic_ncols=True):
         oid = r["object_id"]
         if oid not in object_points:
-            with np.load(store.object_dir(root, oid) / "points.npz") as z:
-                object_points[oid] = {"part_id": z["part_id"]}
+            object_points[oid] = {"part_id": store.read_object_points(root, oid)["part_id"]}
         problems = check_state(root, r, object_points[oid])
         report.states[r["category"]][1 if problems else 0] += 1
         report.defects.extend(problems)
-    drag_path = Path(drag_file) if drag_file else root / DRAG_FILE
+    drag_path = Path(drag_file) if drag_file else store.drag_file(root)
     if drag_path.is_file():
         check_drags(root, drag_path, records, report)
     else:

@@ -44,6 +44,8 @@ from typing import Any, Optional, Union
 import numpy as np
 from scipy.spatial import cKDTree
 
+from partdrag4d.rigid import apply as _apply, axis_angle, rigid_inverse, rotation_angle_deg, rotation_matrix
+
 REL_THRESHOLD = 0.005
 """Displacement / inlier threshold as a fraction of the bounding-box diagonal."""
 REVOLUTE_MIN_DEG = 3.0
@@ -183,10 +185,6 @@ class ArticulationTruth:
 # --------------------------------------------------------------------------- geometry helpers
 
 
-def _apply(T: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return x @ T[:3, :3].T + T[:3, 3]
-
-
 def _similarity_parts(M: np.ndarray) -> tuple[float, np.ndarray]:
     A = M[:3, :3]
     det = float(np.linalg.det(A))
@@ -197,36 +195,6 @@ def _similarity_parts(M: np.ndarray) -> tuple[float, np.ndarray]:
     if not np.allclose(Q @ Q.T, np.eye(3), atol=1e-6):
         raise ValueError("frame transform is not a similarity (uniform scale x rotation + translation)")
     return s, Q
-
-
-def rotation_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rodrigues' formula for a unit ``axis`` (the convention of ``partdrag4d.assets.articulated``)."""
-    x, y, z = np.asarray(axis, dtype=np.float64)
-    K = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-    return np.eye(3) + math.sin(angle) * K + (1.0 - math.cos(angle)) * (K @ K)
-
-
-def rigid_inverse(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out
-
-
-def rotation_angle_deg(R: np.ndarray) -> float:
-    return math.degrees(math.acos(float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))))
-
-
-def axis_angle(R: np.ndarray) -> tuple[np.ndarray, float]:
-    """(unit axis, angle in [0, pi]) of a rotation; the axis is the null vector of
-    R - I (stable for every angle), signed so that the rotation is positive about it."""
-    angle = math.acos(float(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)))
-    _, _, vt = np.linalg.svd(R - np.eye(3))
-    axis = vt[-1] / np.linalg.norm(vt[-1])
-    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])  # 2 sin(angle) axis
-    if float(w @ axis) < 0:
-        axis = -axis
-    return axis, angle
 
 
 def joint_motion(joint_type: str, axis: np.ndarray, pivot: np.ndarray, q: float) -> np.ndarray:
@@ -819,10 +787,10 @@ def truth_from_transform(T: np.ndarray, joint_type: str, points_a: np.ndarray, m
 def _state(root: Path, state_id: str) -> dict:
     from partdrag4d import store
 
-    path = store.state_dir(root, state_id) / "state.json"
+    path = store.state_dir(root, state_id) / store.STATE_RECORD
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such state")
-    return store.read_json(path)
+    return store.read_state(root, state_id)
 
 
 def _check_pair(sa: dict, sb: dict) -> None:
@@ -842,8 +810,8 @@ def dataset_truth(root: PathLike, state_a: str, state_b: str) -> ArticulationTru
     _check_pair(sa, sb)
     link = sa["moving_links"][0]
     T = np.asarray(sb["link_poses"][link]) @ np.linalg.inv(np.asarray(sa["link_poses"][link]))
-    points = np.load(store.state_dir(root, state_a) / "points.npy")
-    moving = np.load(store.state_dir(root, state_a) / "moving.npy")
+    points = store.read_state_points(root, state_a)
+    moving = store.read_state_moving(root, state_a)
     return truth_from_transform(T, sa["joint_type"], points, moving)
 
 
@@ -854,8 +822,8 @@ def from_dataset_states(root: PathLike, state_a: str, state_b: str, corresponden
 
     root = Path(root)
     _check_pair(_state(root, state_a), _state(root, state_b))
-    a = np.load(store.state_dir(root, state_a) / "points.npy")
-    b = np.load(store.state_dir(root, state_b) / "points.npy")
+    a = store.read_state_points(root, state_a)
+    b = store.read_state_points(root, state_b)
     return estimate_articulation(a, b, correspondence, **kwargs)
 
 
@@ -863,7 +831,7 @@ def dataset_world_frame(root: PathLike, object_id: str) -> np.ndarray:
     """Canonical -> the asset's own (URDF world) frame: the inverse normalisation."""
     from partdrag4d import store
 
-    n = store.read_json(store.object_dir(Path(root), object_id) / "object.json")["normalisation"]
+    n = store.read_object(root, object_id)["normalisation"]
     return np.linalg.inv(np.asarray(n["matrix"], dtype=np.float64))
 
 
@@ -875,10 +843,9 @@ def dataset_meshes(root: PathLike, state_a: str, estimate: ArticulationEstimate)
 
     root = Path(root)
     sa = _state(root, state_a)
-    mesh_path = store.state_dir(root, state_a) / "mesh.obj"
-    obj = store.read_json(store.object_dir(root, sa["object_id"]) / "object.json")
-    with np.load(store.object_dir(root, sa["object_id"]) / "points.npz") as z:
-        part_id = z["part_id"]
+    mesh_path = store.state_dir(root, state_a) / store.STATE_MESH
+    obj = store.read_object(root, sa["object_id"])
+    part_id = store.read_object_points(root, sa["object_id"])["part_id"]
     if not mesh_path.is_file() or len(part_id) != len(estimate.moving_mask):
         return None, None
     groups = read_obj_groups(mesh_path)
@@ -1206,7 +1173,7 @@ def extract(out: PathLike, source: Optional[PathLike] = None, target: Optional[P
             raise ValueError("with a dataset give both states")
         corr = True if correspondence is None else correspondence
         est = from_dataset_states(data, state_a, state_b, corr, **kw)
-        points = np.load(store.state_dir(Path(data), state_a) / "points.npy")
+        points = store.read_state_points(data, state_a)
         truth = dataset_truth(data, state_a, state_b)
         metrics = compare(est, truth)
         static_mesh, moving_mesh = dataset_meshes(data, state_a, est)

@@ -7,7 +7,18 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
+
+from partdrag4d import store
+from partdrag4d.cliutil import WAIT_HELP, writing
+from partrm import evaluate as evaluation, infer as inf, train as training
+from partrm.articulation import COLLISION_MODES, extract
+from partrm.gaussians.ply import SH_DEGREES, UP_AXES
+from partrm.gsdb import GaussianDatabase
+from partrm.gsdb_build import build_gsdb
+from partrm.gsdb_render import RenderGsdbConfig, build_render_gsdb
+from partrm.models.partrm import PartRM
 
 app = typer.Typer(help="PartRM: drag-conditioned Gaussian reconstruction of part-level dynamics.", no_args_is_help=True, add_completion=False)
 
@@ -16,9 +27,12 @@ def _sizes(text: Optional[str]) -> Optional[tuple[int, ...]]:
     return tuple(int(s) for s in text.split(",")) if text else None
 
 
-def _check_ply_options(sh_degree: int, up: str) -> None:
-    from partrm.gaussians.ply import SH_DEGREES, UP_AXES
+def _device(device: str) -> str:
+    """``auto``: CUDA when there is one, else the CPU; any other value as given."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
+
+def _check_ply_options(sh_degree: int, up: str) -> None:
     if sh_degree not in SH_DEGREES:
         raise typer.BadParameter(f"--sh-degree must be one of {', '.join(map(str, SH_DEGREES))}, got {sh_degree}")
     if up not in UP_AXES:
@@ -34,10 +48,8 @@ FRAME_HELP = ("Camera frame of the --init LGM weights: auto (a file without this
 
 
 def _train_options(config, **flags):
-    from partrm.train import load_config
-
     try:
-        return load_config(config, **flags)
+        return training.load_config(config, **flags)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
@@ -62,13 +74,11 @@ def pretrain_lgm(
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the run's last checkpoint."),
 ):
     """Train the teacher LGM on static states: optionally L2 to a Gaussian database first, then its own objective (MSE + alpha [+ LPIPS])."""
-    from partrm.train import train
-
     cfg = _train_options(config, data=str(data), out=str(out), stage="teacher", model=model, init=str(init) if init else None, lgm_frame=_frame(lgm_frame),
                          steps=steps, teacher_l2_steps=l2_steps, gsdb=str(gsdb) if gsdb else None,
                          batch_size=batch_size, lr=lr, render_size=render_size, seed=seed,
                          vgg_weights=str(vgg_weights) if vgg_weights else None, lpips_weights=str(lpips_weights) if lpips_weights else None)
-    result = train(cfg, resume=resume)
+    result = training.train(cfg, resume=resume)
     typer.echo(f"teacher: {result.steps} steps in {result.seconds:.0f} s, last loss {result.losses[-1] if result.losses else float('nan'):.4f} -> {result.model_path}")
 
 
@@ -97,14 +107,12 @@ def train(
     resume: bool = typer.Option(True, "--resume/--restart"),
 ):
     """Two-stage PartRM training (stage 1: L2 to the Gaussian database; stage 2: MSE + LPIPS + alpha)."""
-    from partrm.train import train as run
-
     cfg = _train_options(config, data=str(data), out=str(out), stage=stage, init=str(init) if init else None, lgm_frame=_frame(lgm_frame),
                          gsdb=str(gsdb) if gsdb else None, model=model, drag_sizes=_sizes(drag_sizes), stage1_steps=stage1_steps,
                          stage2_steps=stage2_steps, steps=steps, batch_size=batch_size, lr=lr, num_drags=num_drags, drag_noise_px=drag_noise,
                          render_size=render_size, seed=seed, vgg_weights=str(vgg_weights) if vgg_weights else None,
                          lpips_weights=str(lpips_weights) if lpips_weights else None)
-    result = run(cfg, resume=resume)
+    result = training.train(cfg, resume=resume)
     typer.echo(f"stage {cfg.stage}: {result.steps} steps in {result.seconds:.0f} s, last loss {result.losses[-1] if result.losses else float('nan'):.4f} -> {result.model_path}")
 
 
@@ -125,26 +133,20 @@ def evaluate(
 ):
     """Benchmark on held-out objects: full-image and motion-region PSNR/SSIM/LPIPS of the 8 non-input views at 256x256,
     3D motion errors, per group (seen categories / unseen category) and category, with static, oracle and zero-drag rows."""
-    import torch
-
-    from partrm.evaluate import EvalConfig, evaluate as run, write_outputs
-    from partrm.gsdb import GaussianDatabase
-    from partrm.models.partrm import PartRM
-
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    dev = _device(device)
     model = PartRM.load(checkpoint).to(dev).eval() if checkpoint else None
-    db_path = gsdb or data / "gsdb.h5"
+    db_path = gsdb or store.gsdb_file(data)
     db = GaussianDatabase(db_path) if db_path.is_file() else None
     if db is None:
         typer.echo(f"baselines off: no Gaussian database at {db_path} (pass --gsdb PATH)", err=True)
     if model is None and db is None:
         raise typer.BadParameter("nothing to evaluate: give --checkpoint and/or a Gaussian database")
     for n in [int(x) for x in num_drags.split(",")]:
-        cfg = EvalConfig(data=str(data), out=str(out if "," not in num_drags else out / f"drags{n}"), split=None if split == "all" else split,
+        cfg = evaluation.EvalConfig(data=str(data), out=str(out if "," not in num_drags else out / f"drags{n}"), split=None if split == "all" else split,
                          num_drags=n, eval_size=eval_size, seed=seed, max_sequences=max_sequences,
                          vgg_weights=str(vgg_weights) if vgg_weights else None, lpips_weights=str(lpips_weights) if lpips_weights else None)
-        result = run(cfg, model, db)
-        write_outputs(result, Path(cfg.out), cfg)
+        result = evaluation.evaluate(cfg, model, db)
+        evaluation.write_outputs(result, Path(cfg.out), cfg)
         typer.echo(f"num_drags={n}")
         typer.echo(result.markdown)
 
@@ -168,9 +170,6 @@ def infer(
     up: str = typer.Option("z", "--up", help="PLY frame: z (object frame, Z up) | y (-Y up, SuperSplat/PlayCanvas)."),
 ):
     """Predict the moved state from one view + drags: PLY, turntable strip/GIF, drags image."""
-    from partrm import infer as inf
-    from partrm.models.partrm import PartRM
-
     _check_ply_options(sh_degree, up)
     try:
         drags_px = inf.parse_drags(drag, drags_json)
@@ -208,8 +207,6 @@ def articulation(
 ):
     """Segment the moving part of two states, estimate its joint and write a URDF for simulators
     (MuJoCo keeps its meshes: the file carries MuJoCo's discardvisual="false" hint)."""
-    from partrm.articulation import COLLISION_MODES, extract
-
     if collision not in COLLISION_MODES:
         raise typer.BadParameter(f"--collision must be one of {', '.join(COLLISION_MODES)}, got {collision!r}")
     try:
@@ -257,5 +254,54 @@ def view(
     viewer.serve_forever()
 
 
+gsdb_app = typer.Typer(help="The Gaussian database (splatter images of every state, from a teacher or from the renders).", no_args_is_help=True)
+app.add_typer(gsdb_app, name="gsdb")
+
+
+@gsdb_app.command("build")
+def gsdb_build(
+    dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Rendered dataset folder."),
+    source: str = typer.Option("teacher", "--source", help="teacher: run LGM weights (--teacher) on the input views | "
+                               "render: build the splatter images geometrically from the renders' RGBA + depth."),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="LGM weights for --source teacher (partrm pretrain-lgm output or official safetensors)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Default: DATASET/gsdb.h5."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="--source teacher: states per forward pass."),
+    splat_size: int = typer.Option(128, "--splat-size", min=1, help="--source render: S of the [4, 14, S, S] images (LGM big 128, tiny 32); divides the render size."),
+    refine_steps: int = typer.Option(0, "--refine-steps", min=0, help="--source render: photometric refinement steps per state on all 12 views (0: geometry only)."),
+    refine_size: int = typer.Option(256, "--refine-size", min=8, help="--source render: refinement render size."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    ply: Optional[Path] = typer.Option(None, "--ply", help="Also write one 3DGS PLY per state into this folder."),
+    sh_degree: int = typer.Option(3, "--sh-degree", help="PLY SH degree: 3 (zero f_rest_*, what the reference 3DGS loader expects) | 0."),
+    up: str = typer.Option("z", "--up", help="PLY frame: z (object frame, Z up) | y (-Y up, SuperSplat/PlayCanvas)."),
+    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
+):
+    """Store every state's splatter images (float16, resumable): a teacher's predictions or a geometric build from the renders."""
+    _check_ply_options(sh_degree, up)
+    dev = _device(device)
+    if source not in ("teacher", "render"):
+        raise typer.BadParameter(f"--source must be teacher or render, not {source!r}")
+    if source == "teacher" and (teacher is None or not teacher.is_file()):
+        raise typer.BadParameter(f"teacher weights not found: {teacher} (pass --teacher PATH, or --source render)")
+    if source == "render" and teacher is not None:
+        raise typer.BadParameter("--teacher is for --source teacher; --source render uses no weights")
+    lock_dir = out.parent if out is not None else dataset  # the folder the database goes to
+    with writing(lock_dir, "gsdb build", wait, dataset=lock_dir.resolve() == dataset.resolve()):
+        ply_options = {"sh_degree": sh_degree, "up": up}
+        if source == "teacher":
+            summary = build_gsdb(dataset, teacher, out, batch_size, device=dev, ply_dir=ply, ply_options=ply_options)
+        else:
+            try:
+                cfg = RenderGsdbConfig(splat_size=splat_size, refine_steps=refine_steps, refine_size=refine_size)
+                summary = build_render_gsdb(dataset, out, cfg, device=dev, ply_dir=ply, ply_options=ply_options)
+            except (ValueError, FileNotFoundError) as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2)
+    typer.echo(f"{summary.states} states ({summary.computed} computed) in {summary.seconds:.1f} s")
+
+
 def main() -> None:  # pragma: no cover
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover  (`python -m partrm.cli`: the `partdrag4d gsdb build` alias)
+    app(prog_name="partrm")

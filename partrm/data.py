@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 import h5py
 import numpy as np
@@ -39,6 +40,7 @@ from PIL import Image
 from partdrag4d import store
 from partdrag4d.cameras import IMAGE_SIZE, NUM_VIEWS, Camera
 from partdrag4d.dragfile import DRAG_FILE
+from partrm.gsdb import GaussianDatabase
 
 DEFAULT_INPUT_VIEWS = (0, 3, 6, 9)
 
@@ -101,6 +103,34 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
         return mask.reshape(size, h // size, size, w // size).any(axis=(1, 3))
     img = Image.fromarray(mask.astype(np.uint8) * 255).resize((size, size), Image.NEAREST)
     return np.asarray(img) > 127
+
+
+class PairItem(TypedDict):
+    """One training pair (``PairDataset[i]``): the source state's input views and drags, the
+    target state's 12 views. Images are channel-first in [0, 1]; cameras are pixel intrinsics
+    at the image's size and OpenCV camera-to-world in the object frame; drags are normalised
+    (x0, y0, x1, y1) in [0, 1] (``collate`` stacks the tensors and lists the rest)."""
+
+    input_rgb: torch.Tensor  # [4, 3, Si, Si] composited on the background
+    input_alpha: torch.Tensor  # [4, 1, Si, Si]
+    input_K: torch.Tensor  # [4, 3, 3]
+    input_c2w: torch.Tensor  # [4, 4, 4]
+    drags: torch.Tensor  # [4, num_drags, 4]
+    drag_valid: torch.Tensor  # [4, num_drags] bool (fewer visible drags than asked: padding)
+    mask: torch.Tensor  # [4, Si, Si] bool: the moving part in the source's input views
+    target_rgb: torch.Tensor  # [12, 3, St, St] straight (not composited)
+    target_alpha: torch.Tensor  # [12, 1, St, St]
+    target_K: torch.Tensor  # [12, 3, 3]
+    target_c2w: torch.Tensor  # [12, 4, 4]
+    supervised_views: torch.Tensor  # the views rendered for the photometric loss
+    index: int
+    sequence_id: str
+    source_state: str
+    target_state: str
+    category: str
+    object_id: str
+    gs_source: NotRequired[torch.Tensor]  # [V, 14, S, S] from the Gaussian database (with gsdb)
+    gs_target: NotRequired[torch.Tensor]
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -185,20 +215,20 @@ class PairDataset(torch.utils.data.Dataset):
             valid[a, :k] = True
         return drags, valid
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> PairItem:
         cfg = self.config
         ref = self.pairs[index]
         rng = np.random.default_rng([self.seed, index] if self.stream is None else [self.seed, index, self.stream])
         g = self._file()["sequences"][ref.sequence_id]
-        src_dir = self.root / "states" / ref.source_state / "render"
-        dst_dir = self.root / "states" / ref.target_state / "render"
+        src_dir = store.render_dir(self.root, ref.source_state)
+        dst_dir = store.render_dir(self.root, ref.target_state)
         inputs = [load_view(src_dir / store.view_png_name(v), cfg.input_size, cfg.background) for v in cfg.input_views]
         full_masks = [g["masks"][ref.source_stage, v] for v in cfg.input_views]
         drags, valid = self._drags(g, ref, full_masks, rng)
         targets = [load_view(dst_dir / store.view_png_name(v), cfg.target_size, None) for v in range(NUM_VIEWS)]
         in_K, in_c2w = camera_tensors(self.cameras, cfg.input_views, cfg.input_size)
         t_K, t_c2w = camera_tensors(self.cameras, range(NUM_VIEWS), cfg.target_size)
-        item = {
+        item: PairItem = {
             "input_rgb": torch.from_numpy(np.stack([x[0] for x in inputs])),
             "input_alpha": torch.from_numpy(np.stack([x[1] for x in inputs])),
             "input_K": in_K,
@@ -219,8 +249,6 @@ class PairDataset(torch.utils.data.Dataset):
             "object_id": ref.object_id,
         }
         if self.gsdb_path is not None:
-            from partrm.gsdb import GaussianDatabase
-
             if self._gs is None:
                 self._gs = GaussianDatabase(self.gsdb_path)
             item["gs_source"] = torch.from_numpy(self._gs.splatter(ref.source_state))
@@ -259,7 +287,7 @@ class StateDataset(torch.utils.data.Dataset):
         self.input_views = tuple(input_views)
         self.input_size = input_size
         self.target_size = target_size
-        records = [r for r in store.read_jsonl(self.root / store.MANIFEST) if r.get("status") == "ok"]
+        records = store.manifest_states(self.root)
         if split:
             records = [r for r in records if r["split"] == split]
         if categories:
@@ -267,7 +295,7 @@ class StateDataset(torch.utils.data.Dataset):
         if states is not None:
             wanted = set(states)
             records = [r for r in records if r["state_id"] in wanted]
-        self.records = [r for r in records if (self.root / r["paths"]["state"] / "render" / "cameras.json").is_file()]
+        self.records = [r for r in records if (store.render_dir(self.root, r["state_id"]) / store.RENDER_CAMERAS).is_file()]
         self.cameras = store.read_dataset_cameras(self.root)
 
     def __len__(self) -> int:
@@ -275,7 +303,7 @@ class StateDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         r = self.records[index]
-        folder = self.root / r["paths"]["state"] / "render"
+        folder = store.render_dir(self.root, r["state_id"])
         inputs = [load_view(folder / store.view_png_name(v), self.input_size, 1.0) for v in self.input_views]
         item = {
             "state_id": r["state_id"],
@@ -291,8 +319,6 @@ class StateDataset(torch.utils.data.Dataset):
             item["target_K"], item["target_c2w"] = camera_tensors(self.cameras, range(NUM_VIEWS), self.target_size)
             item["supervised_views"] = torch.tensor([v for v in range(NUM_VIEWS) if v not in self.input_views])
         if self.gsdb_path is not None:
-            from partrm.gsdb import GaussianDatabase
-
             if self._gs is None:  # opened lazily: one handle per DataLoader worker
                 self._gs = GaussianDatabase(self.gsdb_path)
             item["gs_target"] = torch.from_numpy(self._gs.splatter(r["state_id"]))

@@ -65,10 +65,17 @@ from typing import Optional
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
+from tqdm import tqdm
 
 from partdrag4d import categories, store
+from partrm import articulation
 from partrm.data import PairConfig, PairDataset, collate, resize_mask
+from partrm.gaussians import layout
+from partrm.gaussians.views import render_views
+from partrm.lpips import load_lpips
 from partrm.metrics import aggregate, bootstrap_ci, dilate_mask, lpips_distance, psnr, recovery_ratio, region_lpips, region_psnr, region_ssim, ssim
+from partrm.models.lgm import transform_gaussians
 
 METRICS = ("psnr", "ssim", "lpips")
 METHODS = ("partrm", "zero-drag", "static", "oracle")
@@ -125,17 +132,13 @@ def choose_pairs(dataset: PairDataset, seed: int, max_sequences: Optional[int] =
 
 def oracle_gaussians(source: torch.Tensor, root: Path, source_state: str, target_state: str) -> torch.Tensor:
     """Apply the true rigid motion of the moving links (source -> target) to the source Gaussians."""
-    from scipy.spatial import cKDTree
-
-    from partrm.models.lgm import transform_gaussians
-
-    src = store.read_json(root / "states" / source_state / "state.json")
-    dst = store.read_json(root / "states" / target_state / "state.json")
-    obj = np.load(root / "objects" / src["object_id"] / "points.npz")
-    points = np.load(root / "states" / source_state / "points.npy")
+    src = store.read_state(root, source_state)
+    dst = store.read_state(root, target_state)
+    obj = store.read_object_points(root, src["object_id"])
+    points = store.read_state_points(root, source_state)
     g = source.clone()
     dist, idx = cKDTree(points).query(g[:, :3].detach().cpu().numpy(), k=1)
-    link_of_part = {link["part_id"]: link["name"] for link in store.read_json(root / "objects" / src["object_id"] / "object.json")["links"]}
+    link_of_part = {link["part_id"]: link["name"] for link in store.read_object(root, src["object_id"])["links"]}
     for part in src["moving_part_ids"]:
         sel = (obj["part_id"][idx] == part) & (dist <= 0.05)
         if not sel.any():
@@ -165,8 +168,7 @@ def motion_region(dataset: PairDataset, ref, views, size: int, dilation_px: int)
 
 
 def _target_samples(root: Path, state_id: str) -> tuple[np.ndarray, np.ndarray]:
-    folder = store.state_dir(root, state_id)
-    return np.load(folder / "points.npy").astype(np.float64), np.load(folder / "moving.npy").astype(bool)
+    return store.read_state_points(root, state_id).astype(np.float64), store.read_state_moving(root, state_id).astype(bool)
 
 
 def motion_errors_3d(gaussians: torch.Tensor, source: Optional[torch.Tensor], root: Path, source_state: str, target_state: str,
@@ -174,11 +176,6 @@ def motion_errors_3d(gaussians: torch.Tensor, source: Optional[torch.Tensor], ro
     """Chamfer of the predicted moving part against the target's moving-part samples and the
     joint recovered from ``source`` -> ``gaussians`` against the truth (see module docstring).
     ``gaussians`` / ``source``: activated [N, 14] in the object frame; ``source`` None skips the joint."""
-    from scipy.spatial import cKDTree
-
-    from partrm import articulation
-    from partrm.gaussians import layout
-
     g = gaussians.detach().double().cpu().numpy()
     pts, moving = _target_samples(root, target_state)
     xyz = g[g[:, layout.OPACITY][:, 0] > MIN_OPACITY, layout.XYZ]
@@ -225,12 +222,6 @@ class EvalResult:
 
 def evaluate(cfg: EvalConfig, model=None, teacher_db=None, progress: bool = True) -> EvalResult:
     """Evaluate ``model`` (a PartRM, or None to run only the baselines) and the baselines."""
-    from tqdm import tqdm
-
-    from partrm import articulation
-    from partrm.lpips import load_lpips
-    from partrm.train import render_views
-
     root = Path(cfg.data)
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
     input_size = model.lgm.config.input_size if model is not None else 256
@@ -245,7 +236,7 @@ def evaluate(cfg: EvalConfig, model=None, teacher_db=None, progress: bool = True
     if teacher_db is None:
         methods = [m for m in methods if m in ("partrm", "zero-drag")]
     dilation_px = max(1, round(cfg.dilation * cfg.eval_size / 256))
-    splits = {r["object_id"]: r["split"] for r in store.read_jsonl(root / store.MANIFEST) if r.get("status") == "ok"}
+    splits = {r["object_id"]: r["split"] for r in store.manifest_states(root)}
     result = EvalResult(lpips_note=note)
     for k in tqdm(indices, desc="eval", unit="pair", disable=not progress, dynamic_ncols=True):
         ref = dataset.pairs[k]

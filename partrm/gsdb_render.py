@@ -39,11 +39,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import distance_transform_edt
 
 from partdrag4d import store
 from partdrag4d.cameras import NUM_VIEWS
-from partrm.data import DEFAULT_INPUT_VIEWS
-from partrm.gaussians import layout
+from partrm.data import DEFAULT_INPUT_VIEWS, load_view
+from partrm.gaussians import RasterConfig, gaussians_from_lgm, layout, write_ply
+from partrm.gaussians.views import render_views
+from partrm.gsdb import GSDB_FILE
+from partrm.gsdb_build import build_parts
+from partrm.metrics import psnr
+from partrm.models.lgm import matrix_to_quat
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,6 @@ def _fill_points(points: np.ndarray, depth: np.ndarray, alpha: np.ndarray) -> tu
     """Pixels that have coverage (alpha > 0) but no depth sample (anti-aliased silhouette pixels
     whose depth sample missed the object) take the surface point and depth of the nearest pixel
     that has one, so they stay on the surface instead of extending it along their own rays."""
-    from scipy.ndimage import distance_transform_edt
-
     finite = np.isfinite(depth)
     holes = (alpha > 0) & ~finite
     if not holes.any() or not finite.any():
@@ -147,8 +151,6 @@ def _normals(points: np.ndarray, depth: np.ndarray, center: np.ndarray) -> np.nd
 def _frame_quaternions(normal: np.ndarray, ray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rotation (w, x, y, z) [N, 4] whose local z is ``normal`` and local x is perpendicular to
     the viewing ray (so local y is the tilt direction), and |cos| of the viewing angle [N]."""
-    from partrm.models.lgm import matrix_to_quat
-
     n = normal / np.linalg.norm(normal, axis=-1, keepdims=True)
     t1 = np.cross(n, ray)
     small = np.linalg.norm(t1, axis=-1) < 1e-8  # surface seen head-on: any in-plane axis
@@ -221,8 +223,6 @@ def splatter_from_view(rgba: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: 
 
     # The rasterizer adds eps2d px^2 to every projected covariance; the Gaussian's own std is
     # chosen so that the drawn std in its view is footprint_scale splat pixels.
-    from partrm.gaussians import RasterConfig
-
     own_px = np.sqrt(max((cfg.footprint_scale * f) ** 2 - RasterConfig().eps2d, cfg.min_footprint**2))
     planar = np.einsum("ijc,c->ij", xyz - center, forward)
     footprint = own_px * planar / focal
@@ -239,8 +239,8 @@ def splatter_from_view(rgba: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: 
 def read_state_views(root: Path, state_id: str, views) -> tuple[list[np.ndarray], np.ndarray, list]:
     """RGBA [H, W, 4] uint8 of ``views``, depth [V_all, H, W] and the state's cameras."""
     folder = store.render_dir(root, state_id)
-    if not (folder / "views.npz").is_file():
-        raise FileNotFoundError(f"state {state_id}: {folder / 'views.npz'} not found (render the dataset first)")
+    if not (folder / store.RENDER_VIEWS).is_file():
+        raise FileNotFoundError(f"state {state_id}: {folder / store.RENDER_VIEWS} not found (render the dataset first)")
     depth, _, cams = store.read_render(folder)
     return [store.read_rgba(folder, v) for v in views], depth, cams
 
@@ -263,8 +263,6 @@ def _logit(x: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
 def state_targets(root: Path, state_id: str, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """All 12 views of a state at ``size``: rgb composited on white [12, 3, s, s], alpha [12, 1, s, s],
     K [12, 3, 3] and OpenCV c2w [12, 4, 4] (float32)."""
-    from partrm.data import load_view
-
     folder = store.render_dir(root, state_id)
     _, _, cams = store.read_render(folder)
     views = [load_view(folder / store.view_png_name(v), size, 1.0) for v in range(NUM_VIEWS)]
@@ -279,8 +277,6 @@ def refine_splatter(splatter: np.ndarray, targets, cfg: RenderGsdbConfig, seed: 
     """Photometric fit of the foreground Gaussians of ``splatter`` [V, 14, S, S] to the state's
     views (``state_targets``), ``cfg.refine_steps`` Adam steps on ``cfg.refine_views_per_step``
     seeded random views each; the layout and the transparent background are kept."""
-    from partrm.train import render_views
-
     if cfg.refine_steps == 0:
         return splatter
     rgb_t, alpha_t, K, c2w = (t.to(device) for t in targets)
@@ -338,12 +334,10 @@ def build_render_gsdb(root: Path, out: Path | None = None, cfg: RenderGsdbConfig
                       part_size: int = 16, device: str = "cpu", ply_dir: Path | None = None, progress: bool = True,
                       split: str | None = None, ply_options: dict | None = None):
     """Build ``gsdb.h5`` from the renders of every state (resumable parts, like ``build_gsdb``)."""
-    from partrm.gsdb import GSDB_FILE, build_parts
-
     root = Path(root)
     out = Path(out) if out else root / GSDB_FILE
-    records = [r for r in store.read_jsonl(root / store.MANIFEST) if r.get("status") == "ok" and (split is None or r.get("split") == split)]
-    ids = [r["state_id"] for r in records if (store.render_dir(root, r["state_id"]) / "views.npz").is_file()]
+    records = [r for r in store.manifest_states(root) if split is None or r.get("split") == split]
+    ids = [r["state_id"] for r in records if (store.render_dir(root, r["state_id"]) / store.RENDER_VIEWS).is_file()]
 
     def compute(chunk: list[str]):
         for sid in chunk:
@@ -361,8 +355,6 @@ def build_render_gsdb(root: Path, out: Path | None = None, cfg: RenderGsdbConfig
 
 
 def _write_ply(path: Path, splatter: np.ndarray, options: dict | None = None) -> None:
-    from partrm.gaussians import gaussians_from_lgm, write_ply
-
     v, c, s, _ = splatter.shape
     flat = torch.from_numpy(splatter.transpose(0, 2, 3, 1).reshape(v * s * s, c))
     gs = gaussians_from_lgm(flat[flat[:, layout.OPACITY.start] > 0])
@@ -374,9 +366,6 @@ def _write_ply(path: Path, splatter: np.ndarray, options: dict | None = None) ->
 
 def reconstruction_psnr(splatter: np.ndarray, root: Path, state_id: str, views, size: int = 256) -> np.ndarray:
     """Full-image PSNR (white background) of the splatter's renders of ``views`` at ``size``."""
-    from partrm.metrics import psnr
-    from partrm.train import render_views
-
     rgb_t, _, K, c2w = state_targets(root, state_id, size)
     views = torch.as_tensor(list(views))
     v, c, s, _ = splatter.shape

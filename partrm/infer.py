@@ -25,6 +25,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from partdrag4d import cameras, store
+from partrm.data import camera_tensors, load_view
+from partrm.gaussians import gaussians_from_lgm, write_ply
+from partrm.gaussians.views import render_views, scale_K
 from partrm.propagation import propagate, region_provider
 
 
@@ -64,14 +67,12 @@ class MultiView:
 
 
 def dataset_views(root: Path, state_id: str, size: int, input_views=(0, 3, 6, 9)) -> MultiView:
-    from partrm.data import camera_tensors, load_view
-
-    folder = Path(root) / "states" / state_id / "render"
-    if not (folder / "cameras.json").is_file():
+    folder = store.render_dir(root, state_id)
+    if not (folder / store.RENDER_CAMERAS).is_file():
         raise InputError(f"state {state_id!r} has no render in {root}")
     views = [load_view(folder / store.view_png_name(v), size, 1.0) for v in input_views]
     K, c2w = camera_tensors(store.read_dataset_cameras(root), input_views, size)
-    record = store.read_json(Path(root) / "states" / state_id / "state.json")
+    record = store.read_state(root, state_id)
     _, part_id, _ = store.read_render(folder)
     mask = np.isin(part_id[input_views[0]], record["moving_part_ids"])
     return MultiView(torch.from_numpy(np.stack([v[0] for v in views])), K, c2w, store.read_rgba(folder, input_views[0]), mask)
@@ -93,7 +94,7 @@ def zero123pp_views(image: Path, weights: Optional[Path], size: int) -> MultiVie
         raise FileNotFoundError("a single image needs multi-view inputs: pass --zero123-weights DIR (a local Zero123++ diffusers "
                                 "folder, needs the 'diffusers' extra) or use --state with --data")
     try:
-        from diffusers import DiffusionPipeline
+        from diffusers import DiffusionPipeline  # lazy: optional (.[diffusers]), only for --image
     except ImportError as exc:
         raise ImportError("Zero123++ needs the diffusers extra: pip install -e '.[diffusers]'") from exc
     pipe = DiffusionPipeline.from_pretrained(str(weights), custom_pipeline=str(weights), torch_dtype=torch.float32, local_files_only=True)
@@ -105,8 +106,6 @@ def zero123pp_views(image: Path, weights: Optional[Path], size: int) -> MultiVie
     azimuths = [30, 90, 150, 210, 270, 330]
     elevations = [20, -10, 20, -10, 20, -10]
     picks = [azimuths.index(a) for a in (90, 210, 270)]
-    from partrm.data import load_view  # noqa: F401 - same resizing conventions
-
     imgs = [np.asarray(rgb.resize((size, size)), np.float32) / 255.0] + [np.asarray(on_white(tiles[p]).resize((size, size)), np.float32) / 255.0 for p in picks]
     K = cameras.intrinsics(size, size, 30.0)
     c2ws = [cameras.look_at(_orbit(0.0, 0.0))] + [cameras.look_at(_orbit(azimuths[p], elevations[p])) for p in picks]
@@ -144,9 +143,6 @@ def predict(model, views: MultiView, drags_px: np.ndarray, num_drags: int = 10, 
 
 def write_outputs(out: Path, gaussians: torch.Tensor, views: MultiView, drags_px: np.ndarray, size: int = 256, frames: int = 12,
                   sh_degree: int = 3, up: str = "z") -> list[Path]:
-    from partrm.gaussians import gaussians_from_lgm, write_ply
-    from partrm.train import render_views
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     g = gaussians_from_lgm(gaussians)
@@ -170,8 +166,7 @@ def write_outputs(out: Path, gaussians: torch.Tensor, views: MultiView, drags_px
     for x0, y0, x1, y1 in drags_px:
         draw.line([(x0, y0), (x1, y1)], fill=(255, 60, 0), width=2)
         draw.ellipse([x0 - 3, y0 - 3, x0 + 3, y0 + 3], fill=(0, 200, 0))
-    Kin = views.K[:1][None].clone()
-    Kin[..., :2, :] *= size / views.rgb.shape[-1]
+    Kin = scale_K(views.K[:1][None], views.rgb.shape[-1], size)
     with torch.inference_mode():
         pred, _ = render_views(gaussians[None], Kin, views.c2w[:1][None], size)
     pred_img = Image.fromarray((pred[0, 0].permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8))

@@ -14,9 +14,11 @@ import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim as _ms_ssim
+from scipy.stats import bootstrap
 from torch import Tensor
 
 from partrm.lpips import LPIPS
@@ -151,9 +153,6 @@ def region_lpips(model: LPIPS | None, pred: Tensor, target: Tensor, mask: Tensor
 def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[float | None, float | None]:
     """Percentile bootstrap interval of the mean (``scipy.stats.bootstrap``, seeded). Fewer
     than 2 finite values: (None, None); all values equal: that value twice."""
-    import numpy as np
-    from scipy.stats import bootstrap
-
     x = np.asarray([v for v in values if v is not None], dtype=np.float64)
     x = x[np.isfinite(x)]
     if len(x) < 2:

@@ -114,7 +114,7 @@ class SamRegion:
         if not checkpoint.is_file():
             raise FileNotFoundError(f"SAM checkpoint not found: {checkpoint} (pass --sam-checkpoint PATH)")
         try:
-            from segment_anything import SamPredictor, sam_model_registry
+            from segment_anything import SamPredictor, sam_model_registry  # lazy: optional (.[sam]), only for --region sam
         except ImportError as exc:
             raise ImportError("the sam region needs the segment-anything package: pip install -e '.[sam]'") from exc
         sam = sam_model_registry[model_type](checkpoint=str(checkpoint)).to(device)

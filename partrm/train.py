@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from partdrag4d import store
+from partrm.gaussians.views import composite, render_views, scale_K
 
 
 @dataclass(frozen=True)
@@ -239,28 +240,6 @@ class EpochSeeded(torch.utils.data.Dataset):
 # ------------------------------------------------------------------ objectives
 
 
-def composite(rgb: torch.Tensor, alpha: torch.Tensor, background: float = 1.0) -> torch.Tensor:
-    return rgb * alpha + background * (1.0 - alpha)
-
-
-def render_views(gaussians: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor, size: int, background: float = 1.0):
-    """Gaussians [B, N, 14] -> rgb [B, C, 3, H, W], alpha [B, C, 1, H, W] for cameras [B, C, ...]."""
-    from partrm.gaussians import gaussians_from_lgm, render_gaussians
-
-    g = gaussians_from_lgm(gaussians.float())
-    viewmats = torch.linalg.inv(c2w.float())
-    out = render_gaussians(g.means, g.quats, g.scales, g.opacities, g.colors, viewmats, K.float(), size, size, background=background)
-    return out.rgb.permute(0, 1, 4, 2, 3), out.alpha.permute(0, 1, 4, 2, 3)
-
-
-def _scaled_K(K: torch.Tensor, from_size: int, to_size: int) -> torch.Tensor:
-    if from_size == to_size:
-        return K
-    K = K.clone()
-    K[..., :2, :] *= to_size / from_size
-    return K
-
-
 def _select_views(batch: dict, supervise: str) -> torch.Tensor:
     """Views rendered for the photometric loss: the 8 not used as input, all 12, or a list."""
     if supervise == "novel":
@@ -280,7 +259,7 @@ class Objective:
     def photometric(self, gaussians: torch.Tensor, batch: dict, size: int) -> dict[str, torch.Tensor]:
         views = _select_views(batch, self.cfg.supervise)
         target_size = batch["target_rgb"].shape[-1]
-        K = _scaled_K(batch["target_K"][:, views], target_size, size)
+        K = scale_K(batch["target_K"][:, views], target_size, size)
         rgb, alpha = render_views(gaussians, K, batch["target_c2w"][:, views], size)
         gt_rgb, gt_alpha = batch["target_rgb"][:, views], batch["target_alpha"][:, views]
         if target_size != size:
@@ -394,10 +373,10 @@ def build_dataset(cfg: TrainConfig, model, stage: str):
     split = "train"  # always: held-out objects are never trained on (TrainConfig refuses others)
     gsdb = None
     if stage in ("1", "teacher-l2"):
-        gsdb = Path(cfg.gsdb) if cfg.gsdb else Path(cfg.data) / "gsdb.h5"
+        gsdb = Path(cfg.gsdb) if cfg.gsdb else store.gsdb_file(cfg.data)
         if not gsdb.is_file():
             what = "stage 1" if stage == "1" else "the teacher's L2 phase (teacher_l2_steps)"
-            raise FileNotFoundError(f"{what} needs a Gaussian database: {gsdb} not found (build it with `partdrag4d gsdb build`, or pass --gsdb PATH)")
+            raise FileNotFoundError(f"{what} needs a Gaussian database: {gsdb} not found (build it with `partrm gsdb build`, or pass --gsdb PATH)")
     if stage in ("teacher", "teacher-l2"):
         return StateDataset(Path(cfg.data), split=split, categories=cats, input_size=lgm_cfg.input_size,
                             target_size=0 if stage == "teacher-l2" else render,
@@ -413,10 +392,9 @@ def build_dataset(cfg: TrainConfig, model, stage: str):
 
 def held_out_objects(root: Path) -> set[str]:
     """Objects the dataset manifest puts in ``test`` (with any of their records)."""
-    path = Path(root) / store.MANIFEST
-    if not path.is_file():
+    if not store.has_manifest(root):
         return set()
-    return {r["object_id"] for r in store.read_jsonl(path) if r.get("status") == "ok" and r.get("split") != "train"}
+    return {r["object_id"] for r in store.manifest_states(root) if r.get("split") != "train"}
 
 
 def _refuse_held_out(held_out: set[str], used: set[str], source: str) -> None:

@@ -12,10 +12,10 @@ import torch
 from typer.testing import CliRunner
 
 from partrm.cli import app
-from partrm.evaluate import (EVAL_STREAM, EvalConfig, choose_pairs, evaluate, motion_errors_3d, oracle_gaussians, summarise_groups,
-                             write_outputs)
+from partrm.evaluate import EVAL_STREAM, EvalConfig, choose_pairs, evaluate, motion_errors_3d, oracle_gaussians, summarise_groups, write_outputs
 from partrm.gaussians import read_ply
-from partrm.gsdb import GaussianDatabase, build_gsdb
+from partrm.gsdb import GaussianDatabase
+from partrm.gsdb_build import build_gsdb
 from partrm.models.lgm import LGM, LGMConfig
 from partrm.models.partrm import PartRM
 

@@ -91,8 +91,8 @@ def test_refinement_improves_novel_views_and_keeps_layout(rendered_dataset, spla
 
 
 def test_cli_builds_the_database_and_resumes(rendered_dataset, tmp_path, monkeypatch):
-    from partdrag4d.cli import app
     import partrm.gsdb_render as module
+    from partrm.cli import app
 
     out = tmp_path / "gsdb.h5"
     runner = CliRunner()
@@ -121,3 +121,21 @@ def test_cli_builds_the_database_and_resumes(rendered_dataset, tmp_path, monkeyp
     bad = runner.invoke(app, ["gsdb", "build", str(rendered_dataset), "--source", "render", "--splat-size", "48", "--out", str(tmp_path / "x.h5")])
     assert bad.exit_code == 2 and "not a square multiple of the splat size 48" in bad.output
     assert runner.invoke(app, ["gsdb", "build", str(rendered_dataset)]).exit_code != 0  # teacher source needs --teacher
+
+
+def test_partdrag4d_gsdb_build_is_an_alias_of_partrm_gsdb_build(rendered_dataset, tmp_path):
+    """The old command runs ``partrm gsdb build`` in a separate process (the dataset toolkit
+    imports no model code): same arguments, same exit code, same file."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "alias.h5"
+    args = ["gsdb", "build", str(rendered_dataset), "--source", "render", "--splat-size", "128", "--out", str(out)]
+    done = subprocess.run([sys.executable, "-m", "partdrag4d.cli", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    db = GaussianDatabase(out)
+    assert db.states() == _states(rendered_dataset) and db.attrs["source"] == "render"
+    db.close()
+    bad = subprocess.run([sys.executable, "-m", "partdrag4d.cli", *args[:-1], str(tmp_path / "x.h5"), "--splat-size", "48"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a square multiple of the splat size 48" in bad.stderr

@@ -22,7 +22,7 @@ from partrm.models.lgm import (
     lgm_frame_transform,
     matrix_to_quat,
     plucker_rays,
-    quat_to_matrix,
+    quat_to_rotmat,
     transform_c2w,
     transform_gaussians,
 )
@@ -48,7 +48,7 @@ def random_rotation(gen: torch.Generator) -> torch.Tensor:
 
 
 def covariance(g: torch.Tensor) -> torch.Tensor:
-    R = quat_to_matrix(g[..., layout.ROTATION].double())
+    R = quat_to_rotmat(g[..., layout.ROTATION].double())
     S = torch.diag_embed(g[..., layout.SCALE].double() ** 2)
     return R @ S @ R.transpose(-1, -2)
 
@@ -260,7 +260,7 @@ def test_quaternion_matrix_round_trip_including_half_turns():
     gen = torch.Generator().manual_seed(4)
     Rs = torch.stack([random_rotation(gen) for _ in range(32)] + [torch.diag(torch.tensor(d, dtype=torch.float64))
                      for d in ([1.0, -1, -1], [-1.0, 1, -1], [-1.0, -1, 1], [1.0, 1, 1])])
-    assert torch.allclose(quat_to_matrix(matrix_to_quat(Rs)), Rs, atol=1e-12)
+    assert torch.allclose(quat_to_rotmat(matrix_to_quat(Rs)), Rs, atol=1e-12)
 
 
 def test_lgm_frame_reconstruction_is_equivariant_to_scene_rotation():

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from partdrag4d.cli import app
+from partrm.cli import app as partrm_app
 from partdrag4d.lock import LOCK_NAME, FolderBusy, folder_lock, lock_holder
 
 HOLDER = """
@@ -75,7 +76,7 @@ def test_every_writing_command_refuses_a_held_folder(tmp_path, command):
     proc = _hold(data, 60)
     try:
         args = [a.format(d=data, src=src, teacher=teacher) for a in command]
-        result = CliRunner().invoke(app, args)
+        result = CliRunner().invoke(partrm_app if command[0] == "gsdb" else app, args)  # gsdb build is partrm's
         assert result.exit_code == 2, result.output
         lines = [ln for ln in result.output.splitlines() if ln.strip()]
         assert len(lines) == 1, result.output

@@ -85,7 +85,7 @@ def test_rerun_writes_the_same_bytes(reference, tmp_path):
 def test_gaussian_database_is_byte_identical(reference, tmp_path, one_torch_thread):
     import torch
 
-    from partrm.gsdb import build_gsdb
+    from partrm.gsdb_build import build_gsdb
     from partrm.models.lgm import LGM, LGMConfig
 
     ref, _ = reference

@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from partrm.data import PairConfig, PairDataset, StateDataset, collate
-from partrm.gsdb import GaussianDatabase, build_gsdb
+from partrm.gsdb import GaussianDatabase
+from partrm.gsdb_build import build_gsdb
 from partrm.metrics import psnr
 from partrm.models.lgm import LGM, LGMConfig
 from partrm.models.partrm import PartRM
-from partrm.train import TrainingDiverged, load_config, read_log, render_views, train
+from partrm.gaussians.views import render_views
+from partrm.train import TrainingDiverged, load_config, read_log, train
 
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
 HELD_OUT = [2, 5, 8, 11]  # never rendered for a loss in these tests
@@ -101,7 +103,7 @@ def test_gsdb_layout_and_resume(rendered_dataset, teacher, tmp_path):
 
 
 def test_gsdb_interrupted_build_resumes(rendered_dataset, teacher, tmp_path, monkeypatch):
-    import partrm.gsdb as gsdb_module
+    import partrm.gsdb_build as gsdb_module
 
     real = gsdb_module._splatter_object_frame
     calls = {"n": 0}

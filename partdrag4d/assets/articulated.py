@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from partdrag4d.meshio import MeshPart, TextureStore
+from partdrag4d.rigid import rotation_matrix
 
 CONTINUOUS_RANGE = (0.0, 5.0 * math.pi / 3.0)
 """Range given to continuous joints: five sixths of a turn, so the 6 stages are 60 deg
@@ -75,20 +76,6 @@ class Joint:
             "upper": self.upper,
             "note": self.note,
         }
-
-
-def rotation_matrix(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rodrigues' formula for a unit ``axis``."""
-    x, y, z = axis
-    c, s = math.cos(angle), math.sin(angle)
-    C = 1.0 - c
-    return np.array(
-        [
-            [c + x * x * C, x * y * C - z * s, x * z * C + y * s],
-            [y * x * C + z * s, c + y * y * C, y * z * C - x * s],
-            [z * x * C - y * s, z * y * C + x * s, c + z * z * C],
-        ]
-    )
 
 
 @dataclass

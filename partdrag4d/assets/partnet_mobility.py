@@ -27,12 +27,14 @@ import math
 import os
 import re
 import unicodedata
+import warnings
 from pathlib import Path
 
 import numpy as np
 import trimesh
 import yourdfpy
 from lxml import etree
+from PIL import Image, UnidentifiedImageError
 
 from partdrag4d import categories
 from partdrag4d.assets.articulated import CONTINUOUS_RANGE, ArticulatedObject, AssetError, Joint
@@ -144,10 +146,6 @@ def _parse_mtl_textures(object_id: str, obj_path: Path, resolver: ObjectFolderRe
 def check_texture(object_id: str, path: Path, root: Path) -> None:
     """``AssetError`` unless ``path`` is an image PIL can read within its pixel limit
     (``PIL.Image.MAX_IMAGE_PIXELS``); only the header is decoded plus PIL's ``verify``."""
-    from PIL import Image, UnidentifiedImageError
-
-    import warnings
-
     name = os.path.relpath(path, root)
     limit = Image.MAX_IMAGE_PIXELS
     try:

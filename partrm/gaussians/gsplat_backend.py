@@ -14,7 +14,7 @@ import math
 
 from torch import Tensor
 
-from .rasterize import RasterConfig, RenderResult
+from .types import RasterConfig, RenderResult
 
 GSPLAT_ALPHA_MIN = 1.0 / 255.0
 GSPLAT_ALPHA_MAX = 0.999
@@ -52,7 +52,7 @@ def render_gsplat(
     """Render batched CUDA inputs with ``gsplat.rasterization`` (float32 inside, like its kernels)."""
     _check_config(config)
     try:
-        import gsplat
+        import gsplat  # lazy: gsplat is CUDA-only and JIT-compiles its kernels on first use
     except ImportError as exc:  # pragma: no cover - gsplat is a declared dependency
         raise RuntimeError("backend 'gsplat' needs the gsplat package (pip install gsplat==1.5.3)") from exc
 

@@ -32,7 +32,10 @@ import numpy as np
 import plyfile
 import torch
 
-from .rasterize import Gaussians
+from partdrag4d import store
+from partdrag4d.rigid import quat_multiply
+
+from .types import Gaussians
 
 SH_C0 = 0.28209479177387814
 """Degree-0 real spherical harmonic, 1 / (2 sqrt(pi))."""
@@ -83,18 +86,6 @@ def _as_numpy(x, name: str, shape_tail: tuple[int, ...]) -> np.ndarray:
     return a
 
 
-def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Hamilton product of (w, x, y, z) quaternions, broadcasting."""
-    aw, ax, ay, az = np.moveaxis(a, -1, 0)
-    bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], axis=-1)  # fmt: skip
-
-
 def _check_options(sh_degree: int, up: str) -> None:
     if sh_degree not in SH_DEGREES:
         raise ValueError(f"sh_degree must be one of {SH_DEGREES}, got {sh_degree!r}")
@@ -111,8 +102,6 @@ def write_ply(path: str | os.PathLike, means, quats, scales, opacities, colors, 
     ``sh_degree`` / ``up``: see the module docstring. The file is written under a
     temporary name and renamed; the same input gives the same bytes.
     """
-    from partdrag4d import store
-
     _check_options(sh_degree, up)
     means = _as_numpy(means, "means", (3,))
     n = means.shape[0]
@@ -133,7 +122,7 @@ def write_ply(path: str | os.PathLike, means, quats, scales, opacities, colors, 
     quats = quats / norms
     if up == "y":
         means = means @ Y_UP_ROTATION.T
-        quats = _quat_mul(_Y_UP_QUAT, quats)
+        quats = quat_multiply(_Y_UP_QUAT, quats)
 
     o = np.clip(opacities, _OPACITY_EPS, 1.0 - _OPACITY_EPS)
     names = property_names(sh_degree)
@@ -203,6 +192,6 @@ def read_ply(path: str | os.PathLike, dtype: torch.dtype = torch.float32, up: st
     quats = quats / norms
     if up == "y":
         means = means @ Y_UP_ROTATION  # inverse rotation (R is orthonormal)
-        quats = _quat_mul(_Y_UP_QUAT * np.array([1.0, -1.0, -1.0, -1.0]), quats)
+        quats = quat_multiply(_Y_UP_QUAT * np.array([1.0, -1.0, -1.0, -1.0]), quats)
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dtype)  # noqa: E731
     return Gaussians(as_t(means), as_t(quats), as_t(scales), as_t(opacities), as_t(colors))

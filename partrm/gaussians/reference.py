@@ -9,18 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .rasterize import RasterConfig, RenderResult
+from partdrag4d.rigid import quat_to_rotmat
 
-
-def _rotation(q: Tensor) -> Tensor:
-    """[N, 4] (w, x, y, z) -> [N, 3, 3], after normalising."""
-    w, x, y, z = (q / q.norm(dim=-1, keepdim=True)).unbind(-1)
-    rows = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ]
-    return torch.stack([torch.stack(r, -1) for r in rows], -2)
+from .types import RasterConfig, RenderResult
 
 
 def render_reference(
@@ -90,7 +81,7 @@ def _per_camera(background, c, like):
 
 
 def _render_one(means, quats, scales, opacities, colors, viewmat, K, width, height, background, config):
-    R = _rotation(quats)
+    R = quat_to_rotmat(quats)
     S = torch.diag_embed(scales)
     cov3d = R @ S @ S @ R.transpose(-1, -2)  # [N, 3, 3]
 

@@ -24,7 +24,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .rasterize import RasterConfig, RenderResult
+from partdrag4d.rigid import quat_to_rotmat
+
+from .types import RasterConfig, RenderResult
 
 
 class Projection(NamedTuple):
@@ -36,26 +38,6 @@ class Projection(NamedTuple):
     opacities: Tensor  # [B, C, N] (times the antialiasing compensation when enabled)
     extents: Tensor  # [B, C, N, 2] half sizes (px) of a box holding every pixel it can touch; no grad
     valid: Tensor  # [B, C, N] bool: in front of the camera, drawable and overlapping the image
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices [..., 3, 3] from quaternions [..., 4] (w, x, y, z), normalised first."""
-    q = quats / quats.norm(dim=-1, keepdim=True)
-    w, x, y, z = q.unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(q.shape[:-1] + (3, 3))
 
 
 def project(

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from partdrag4d.rigid import quat_multiply, quat_to_rotmat
 from partrm.gaussians import layout
 from partrm.models.unet import DownHook, UNet
 
@@ -169,16 +170,6 @@ def plucker_rays(K: ArrayLike, c2w: ArrayLike, height: int, width: int, dtype: t
 # --------------------------------------------------------------------------- frames and similarity transforms
 
 
-def quat_to_matrix(q: Tensor) -> Tensor:
-    """Unit quaternions (w, x, y, z) [..., 4] -> rotation matrices [..., 3, 3]."""
-    w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
-    return torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1).unflatten(-1, (3, 3))
-
-
 def matrix_to_quat(R: Tensor) -> Tensor:
     """Rotation matrices [..., 3, 3] -> unit quaternions (w, x, y, z), w >= 0.
 
@@ -203,18 +194,6 @@ def matrix_to_quat(R: Tensor) -> Tensor:
     q = torch.gather(candidates, -2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
     q = F.normalize(q, dim=-1)
     return torch.where(q[..., :1] < 0, -q, q)
-
-
-def quat_multiply(a: Tensor, b: Tensor) -> Tensor:
-    """Hamilton product a * b of (w, x, y, z) quaternions (rotation b first, then a)."""
-    aw, ax, ay, az = a.unbind(-1)
-    bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], dim=-1)
 
 
 def _split_similarity(M: Tensor, allow_reflection: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:

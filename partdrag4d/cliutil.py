@@ -1,0 +1,50 @@
+"""What both command lines (``partdrag4d``, ``partrm``) share: the write lock + provenance
+record around a writing command."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import typer
+
+from partdrag4d import store
+from partdrag4d.lock import FolderBusy, folder_lock
+
+WAIT_HELP = "If another run writes the folder, wait for it (default: one line naming it, exit code 2)."
+
+
+@contextmanager
+def writing(folder: Path, command: str, wait: bool, shard: tuple[int, int] | None = None,
+             dataset: bool = True) -> Iterator[dict]:
+    """Hold ``folder``'s write lock (partdrag4d.lock) for a command; a busy folder is one
+    line and exit code 2. With a whole dataset folder held, staging leftovers of killed
+    runs are deleted first (``dataset=False``: the folder is only where an output file
+    goes; nothing else in it is touched). The run is logged in ``provenance/runs.jsonl``
+    (not data); the yielded dict takes extra facts (e.g. seconds per step)."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(folder, command, wait=wait, shard=shard))
+        except FolderBusy as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            typer.echo(f"error: cannot lock {folder} for writing: {exc.strerror or exc}", err=True)
+            raise typer.Exit(1) from None
+        if dataset and (shard is None or shard[1] == 1):
+            store.remove_stale_tree(folder)
+        run = {"command": command, "argv": sys.argv[1:], "started_utc": store.utc_now()}
+        t0 = time.perf_counter()
+        status = "failed"
+        try:
+            yield run
+            status = "ok"
+        except typer.Exit as exc:
+            status = "ok" if not exc.exit_code else f"exit {exc.exit_code}"
+            raise
+        finally:
+            run.update(status=status, finished_utc=store.utc_now(), seconds=round(time.perf_counter() - t0, 3))
+            store.append_provenance(folder, run)
