@@ -37,7 +37,7 @@ import scipy
 from partdrag4d import store
 from partdrag4d.articulate import articulate_folder
 from partdrag4d.assets.synth import GENERATORS, generate
-from partrm import articulation as art
+from partrm import joints as art
 
 MODES = ("corr", "corr+noise", "unordered", "mesh")
 

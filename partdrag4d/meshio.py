@@ -1,4 +1,6 @@
-"""Writing textured meshes as Wavefront OBJ that Blender imports directly.
+"""Wavefront OBJ, the toolkit's one reader and writer: textured meshes that Blender imports
+directly (``write_obj``), geometry-only meshes every URDF loader reads (``write_plain_obj``),
+and the per-group reader (``read_obj_groups``).
 
 Why our own writer: one ``o <link name>`` group per link (Blender's importer makes
 one object per group, which the renderer poses and tags with a part id), materials
@@ -15,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import trimesh
 from PIL import Image
 
 from partdrag4d.store import atomic_write_bytes
@@ -52,7 +53,9 @@ class MeshPart:
             normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
         return MeshPart(vertices, self.faces, self.material, self.uv, normals)
 
-    def to_trimesh(self) -> trimesh.Trimesh:
+    def to_trimesh(self) -> "trimesh.Trimesh":
+        import trimesh  # lazy: the model side (and the GPU machine) reads and writes OBJ without trimesh
+
         return trimesh.Trimesh(self.vertices, self.faces, process=False)
 
 
@@ -180,3 +183,37 @@ def write_obj(path: Path, groups: list[tuple[str, list[MeshPart]]], texture_dir:
     mtl_name = path.with_suffix(".mtl").name
     atomic_write_bytes(path.with_suffix(".mtl"), mtl_text(list(materials.values()), prefix).encode())
     atomic_write_bytes(path, obj_text(groups, mtl_name).encode())
+
+
+def write_plain_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Geometry-only OBJ (no materials): what every URDF loader reads."""
+    lines = ["# PartRM articulation extraction\n"]
+    lines += [f"v {x:.6f} {y:.6f} {z:.6f}\n" for x, y, z in np.asarray(vertices, np.float64)]
+    lines += [f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in np.asarray(faces, np.int64)]
+    atomic_write_bytes(Path(path), "".join(lines).encode("utf-8"))
+
+
+def read_obj_groups(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Vertices and triangles of each ``o``/``g`` group of an OBJ file (the dataset's
+    posed meshes have one ``o <link>`` group per link; trimesh would split by material)."""
+    verts: list[list[float]] = []
+    groups: dict[str, list[list[int]]] = {}
+    current = "default"
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("v "):
+                verts.append([float(v) for v in line.split()[1:4]])
+            elif line.startswith(("o ", "g ")):
+                current = line.split(maxsplit=1)[1].strip() if len(line.split()) > 1 else "default"
+            elif line.startswith("f "):
+                idx = [int(tok.split("/")[0]) for tok in line.split()[1:]]
+                idx = [i - 1 if i > 0 else len(verts) + i for i in idx]
+                faces = groups.setdefault(current, [])
+                faces.extend([idx[0], idx[k], idx[k + 1]] for k in range(1, len(idx) - 1))
+    V = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
+    out = {}
+    for name, fl in groups.items():
+        F = np.asarray(fl, dtype=np.int64).reshape(-1, 3)
+        used, inverse = np.unique(F, return_inverse=True)
+        out[name] = (V[used], inverse.reshape(-1, 3))
+    return out

@@ -13,7 +13,6 @@ from PIL import Image, ImageDraw
 from scipy.ndimage import binary_erosion
 
 from partdrag4d import store
-from partdrag4d.dragfile import DRAG_FILE
 
 CHECKER = (236, 236, 236)
 

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from blender_scripts.presets import DEFAULT_PRESET, PRESETS, get_preset
 from partdrag4d import store
-from partdrag4d.store import RENDER_FILES, RenderJob, is_render_complete
+from partdrag4d.store import RenderJob, is_render_complete
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKER_MODULE = "blender_scripts.render_worker"
@@ -401,5 +401,5 @@ def summarize(results: Sequence[StateResult]) -> dict:
                                    for r in results if r.status == "failed"]}
 
 
-__all__ = ["PRESETS", "StateResult", "available_cores", "is_render_complete", "parse_shard", "probe_gl", "render_jobs",
+__all__ = ["PRESETS", "RenderJob", "StateResult", "available_cores", "is_render_complete", "parse_shard", "probe_gl", "render_jobs",
            "prepare_jobs", "require_gl", "select_shard", "summarize"]

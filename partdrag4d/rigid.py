@@ -2,6 +2,9 @@
 (joint motion), the articulation estimator, LGM's frame transforms, the PLY writer and the
 Gaussian rasterizer.
 
+Joints: ``joint_motion`` is the 4x4 motion of a revolute joint (a turn about a line) or a
+prismatic one (a shift along an axis).
+
 Conventions: rotation matrices act on column vectors (``x' = R x``); 4x4 transforms are
 ``[[R, t], [0, 1]]``; quaternions are ``(w, x, y, z)`` in the last axis, Hamilton product.
 
@@ -21,11 +24,13 @@ import numpy as np
 __all__ = [
     "apply",
     "axis_angle",
+    "joint_motion",
     "quat_multiply",
     "quat_to_rotmat",
     "rigid_inverse",
     "rotation_angle_deg",
     "rotation_matrix",
+    "similarity_parts",
 ]
 
 
@@ -71,6 +76,34 @@ def axis_angle(R: np.ndarray) -> tuple[np.ndarray, float]:
     if float(w @ axis) < 0:
         axis = -axis
     return axis, angle
+
+
+def joint_motion(joint_type: str, axis: np.ndarray, pivot: np.ndarray, q: float) -> np.ndarray:
+    """4x4 motion of a joint: rotation by ``q`` about the line (pivot, axis), or a
+    translation by ``q`` along ``axis``."""
+    T = np.eye(4)
+    if joint_type == "revolute":
+        R = rotation_matrix(axis, q)
+        T[:3, :3] = R
+        T[:3, 3] = pivot - R @ pivot
+    elif joint_type == "prismatic":
+        T[:3, 3] = np.asarray(axis) * q
+    else:
+        raise ValueError(f"unknown joint type {joint_type!r}")
+    return T
+
+
+def similarity_parts(M: np.ndarray) -> tuple[float, np.ndarray]:
+    """(scale s, rotation Q) of a 4x4 similarity ``M`` = [[s Q, t], [0, 1]]; ValueError otherwise."""
+    A = M[:3, :3]
+    det = float(np.linalg.det(A))
+    if det <= 0:
+        raise ValueError("frame transform must be a proper similarity (positive determinant)")
+    s = det ** (1.0 / 3.0)
+    Q = A / s
+    if not np.allclose(Q @ Q.T, np.eye(3), atol=1e-6):
+        raise ValueError("frame transform is not a similarity (uniform scale x rotation + translation)")
+    return s, Q
 
 
 def _torch_of(x: Any):

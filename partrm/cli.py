@@ -13,11 +13,11 @@ import typer
 from partdrag4d import store
 from partdrag4d.cliutil import WAIT_HELP, writing
 from partrm import evaluate as evaluation, infer as inf, train as training
-from partrm.articulation import COLLISION_MODES, extract
 from partrm.gaussians.ply import SH_DEGREES, UP_AXES
 from partrm.gsdb import GaussianDatabase
 from partrm.gsdb_build import build_gsdb
 from partrm.gsdb_render import RenderGsdbConfig, build_render_gsdb
+from partrm.joints import COLLISION_MODES, extract
 from partrm.models.partrm import PartRM
 
 app = typer.Typer(help="PartRM: drag-conditioned Gaussian reconstruction of part-level dynamics.", no_args_is_help=True, add_completion=False)

@@ -26,10 +26,10 @@ Measures per sample:
   surface sample lies on the moving part are the predicted moving part; Chamfer distance
   (mean nearest-neighbour distance in object units, objects span about [-1, 1]) from
   them to the target's moving-part samples and back, and their mean. Then the joint:
-  ``partrm.articulation.from_gaussians`` (no correspondence: a prediction's splatter
+  ``partrm.joints.from_gaussians`` (no correspondence: a prediction's splatter
   pixels are no material points) on the teacher's source Gaussians vs the prediction,
   (and, when it finds no motion, prediction vs source, reversed), compared with the
-  truth of ``state.json`` (``articulation.dataset_truth``): axis angle
+  truth of ``state.json`` (``joints.dataset_truth``): axis angle
   error (degrees, sign-free), motion amount error relative to the true amount (1.0 when
   no motion is found: the prediction moved nothing), and whether a joint was found.
 
@@ -69,7 +69,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from partdrag4d import categories, store
-from partrm import articulation
+from partrm import joints
 from partrm.data import PairConfig, PairDataset, collate, resize_mask
 from partrm.gaussians import layout
 from partrm.gaussians.views import render_views
@@ -191,20 +191,20 @@ def motion_errors_3d(gaussians: torch.Tensor, source: Optional[torch.Tensor], ro
             out.update(chamfer_pred=float(d_pred.mean()), chamfer_gt=float(d_gt.mean()), chamfer=float((d_pred.mean() + d_gt.mean()) / 2))
     if source is None:
         return out
-    truth = truth if truth is not None else articulation.dataset_truth(root, source_state, target_state)
+    truth = truth if truth is not None else joints.dataset_truth(root, source_state, target_state)
     try:
-        est = articulation.from_gaussians(source, gaussians, correspondence=False, seed=seed)
-    except articulation.NoMotionError:
+        est = joints.from_gaussians(source, gaussians, correspondence=False, seed=seed)
+    except joints.NoMotionError:
         # Unordered inputs find motion through the points of A that B lost; a part that closes
         # onto another (a laptop lid shut on its base) loses none, so also look from B's side:
         # the reversed motion has the same axis line and amount, the axis pointing the other way.
         try:
-            rev = articulation.from_gaussians(gaussians, source, correspondence=False, seed=seed)
+            rev = joints.from_gaussians(gaussians, source, correspondence=False, seed=seed)
             est = replace(rev, axis=-rev.axis)
-        except articulation.NoMotionError:
+        except joints.NoMotionError:
             out.update(joint_found=0.0, type_correct=0.0, amount_err_rel=1.0)
             return out
-    cmp = articulation.compare(est, truth)
+    cmp = joints.compare(est, truth)
     out.update(joint_found=1.0, type_correct=float(cmp["type_correct"]), axis_err_deg=float(cmp["axis_angle_deg"]))
     if cmp["amount_error"] is not None and truth.amount > 0:
         out["amount_err_rel"] = float(cmp["amount_error"] / truth.amount)
@@ -246,7 +246,7 @@ def evaluate(cfg: EvalConfig, model=None, teacher_db=None, progress: bool = True
         K, c2w = item["target_K"][:, views].to(device), item["target_c2w"][:, views].to(device)
         region = motion_region(dataset, ref, views.tolist(), cfg.eval_size, dilation_px)
         source_g = torch.from_numpy(_flat(teacher_db.splatter(ref.source_state))) if teacher_db is not None else None
-        truth = articulation.dataset_truth(root, ref.source_state, ref.target_state) if cfg.motion_3d and source_g is not None else None
+        truth = joints.dataset_truth(root, ref.source_state, ref.target_state) if cfg.motion_3d and source_g is not None else None
         split = splits.get(ref.object_id, "train")
         seen = categories.get(ref.category).seen
         for method in methods:

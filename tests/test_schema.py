@@ -97,7 +97,7 @@ def test_drag_file_matches_the_schema(rendered_dataset):
 
 def test_exports_and_articulation_match_the_schema(rendered_dataset, tmp_path):
     from partdrag4d.cli import app as data_app
-    from partrm.articulation import extract
+    from partrm.joints import extract
 
     doc = documented()
     for fmt, name, heading in (("nerfstudio", "transforms.json", "`partdrag4d export` `transforms.json` (nerfstudio)"),

@@ -21,7 +21,7 @@ from partdrag4d import store
 from partdrag4d.articulate import articulate_folder
 from partdrag4d.assets.partnet_mobility import load_object
 from partdrag4d.assets.synth import generate
-from partrm import articulation as art
+from partrm import joints as art
 
 mujoco = pytest.importorskip("mujoco")
 
