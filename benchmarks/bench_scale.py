@@ -5,7 +5,7 @@ articulated once; then its states are rendered again and again, alternating exec
 so that both see the same background load:
 
     local   partdrag4d.render.render_jobs: ``--workers`` Blender processes x ``--threads``
-    ray     partdrag4d.executor.render_jobs_ray on a Ray started here with this machine's
+    ray     partdrag4d.render_ray.render_jobs_ray on a Ray started here with this machine's
             cores: ``--workers`` render actors x ``--threads`` (one Blender worker each)
 
 Each run starts its Blender workers (and, for Ray, its actors) afresh, so both include

@@ -12,8 +12,9 @@ from partdrag4d import cameras, categories, store
 from partdrag4d.articulate import articulate_folder
 from partdrag4d.assets.synth import generate
 from partdrag4d.dragfile import build_drag_file
-from partdrag4d.executor import check_executor, node_counts, ray_session, render_jobs_ray
+from partdrag4d.executor import check_executor, node_counts, ray_session
 from partdrag4d.render import render_jobs, require_gl, summarize
+from partdrag4d.render_ray import render_jobs_ray
 
 
 def render_jobs_for_dataset(root: Path, category: str | None = None, quality: str = "standard", seed: int = 0,

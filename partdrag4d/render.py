@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from blender_scripts.presets import DEFAULT_PRESET, PRESETS, get_preset
 from partdrag4d import store
+from partdrag4d.executor import available_cores
 from partdrag4d.store import RenderJob, is_render_complete
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -130,13 +131,6 @@ def _worker_env() -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -165,8 +165,8 @@ def test_killed_blender_worker_is_retried_and_outputs_are_the_same(work, tmp_pat
 
 
 def test_state_failing_twice_is_recorded_and_the_rest_complete(work, tmp_path, capsys):
-    from partdrag4d.executor import render_jobs_ray
     from partdrag4d.pipeline import render_jobs_for_dataset
+    from partdrag4d.render_ray import render_jobs_ray
 
     data = _unrendered_copy(work)
     jobs = render_jobs_for_dataset(data, "laptop", quality="draft", resolution=SIZE)
