@@ -94,12 +94,12 @@ def scan(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, M
                     targets = [a.name for a in child.names]
                 elif isinstance(child, ast.ImportFrom):
                     base = _resolve(child, name, is_pkg)
-                    targets = [base]
-                    # "from pkg import module" imports the submodule
-                    targets += [f"{base}.{a.name}" for a in child.names if f"{base}.{a.name}" in mods]
+                    # "from pkg import module" imports the submodule (the package's own names count as the package)
+                    subs = [f"{base}.{a.name}" for a in child.names if f"{base}.{a.name}" in mods]
+                    targets = ([base] if len(subs) < len(child.names) else []) + subs
                 if targets:
                     if in_def:
-                        info.inner_imports.append((child.lineno, targets[0]))
+                        info.inner_imports.append((child.lineno, targets[0] if isinstance(child, ast.Import) else base))
                     for t in targets:
                         target = _project_module(t, mods)
                         if target and target != name:

@@ -68,7 +68,6 @@ import OpenEXR
 
 from blender_scripts.presets import DEFAULT_PRESET, get_preset
 from partdrag4d import store
-from partdrag4d.cameras import Camera
 
 AMBIENT = 0.55
 """World (environment) strength: the fraction of albedo an unlit-by-suns surface shows."""
@@ -407,7 +406,7 @@ def prepare_job(renderer: Renderer, job: dict) -> JobContext:
     """Validate a job, apply its preset and intrinsics, import its mesh (once per job)."""
     preset = get_preset(job.get("quality", DEFAULT_PRESET))
     seed = int(job.get("seed", 0))
-    cameras = [Camera.from_dict(c) for c in job["cameras"]]
+    cameras = [store.Camera.from_dict(c) for c in job["cameras"]]
     if not cameras:
         raise JobError("job has no cameras")
     width, height = cameras[0].width, cameras[0].height

@@ -7,20 +7,31 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 from tqdm import tqdm
 
+from blender_scripts.presets import DEFAULT_PRESET, PRESETS
 from partdrag4d import categories, export as exports, pipeline, store, verify as verification
 from partdrag4d.articulate import articulate_folder
 from partdrag4d.assets.synth import generate
-from partdrag4d.cliutil import WAIT_HELP, writing
+from partdrag4d.cliutil import WAIT_HELP, Typer, writing
 from partdrag4d.dragfile import build_drag_file
+from partdrag4d.errors import BadInput
+from partdrag4d.executor import EXECUTORS
 from partdrag4d.preview import write_previews
-from partdrag4d.render import parse_shard
+from partdrag4d.render import DEVICES, parse_shard
 
-app = typer.Typer(help="PartDrag-4D: articulated-object datasets (synth -> articulate -> render -> drags).", no_args_is_help=True, add_completion=False)
+# The choices of the options, from their sources of truth (typer checks them: exit code 2).
+Category = Literal[tuple(categories.category_names())]
+Quality = Literal[tuple(PRESETS)]
+Executor = Literal[EXECUTORS]
+Device = Literal[DEVICES]
+ExportFormat = Literal[exports.FORMATS]
+ImageMode = Literal[exports.IMAGE_MODES]
+
+app = Typer(help="PartDrag-4D: articulated-object datasets (synth -> articulate -> render -> drags).", no_args_is_help=True, add_completion=False)
 
 EXECUTOR_HELP = "local (this machine, default) | ray (a Ray cluster; the dataset folder must be on a path every node shares)."
 RAY_ADDRESS_HELP = "With --executor ray: auto (the cluster `ray start` joined), HOST:PORT (its head), or unset (a Ray on this machine only)."
@@ -29,36 +40,28 @@ DEVICE_HELP = "cpu | gpu: Cycles on an OptiX/CUDA GPU; without one it renders on
 
 
 def _check_executor(executor: str, ray_address: Optional[str]) -> None:
-    if executor not in ("local", "ray"):
-        raise typer.BadParameter(f"--executor takes local or ray; got {executor!r}")
     if ray_address and executor != "ray":
-        raise typer.BadParameter("--ray-address needs --executor ray")
-
-
-def _check_device(device: str) -> None:
-    if device not in ("cpu", "gpu"):
-        raise typer.BadParameter(f"--device takes cpu or gpu; got {device!r}")
+        raise BadInput("--ray-address needs --executor ray")
 
 
 def _run_step(fn, *args, **kwargs):
-    """Call a dataset step; Ctrl-C and an unreachable cluster end with one line instead of a traceback."""
+    """Call a dataset step; Ctrl-C ends with one line instead of a traceback (exit 130)."""
     try:
         return fn(*args, **kwargs)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished files are kept; run the same command again to resume", err=True)
         raise typer.Exit(130) from None
-    except RuntimeError as exc:
-        if "Ray cluster" not in str(exc) and "render actor" not in str(exc):
-            raise
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 def _categories_option(values: list[str]) -> list[str]:
+    """A repeatable --category (typer has no choice lists): the names, or every category for 'all'."""
     if not values or values == ["all"]:
         return categories.category_names()
     for v in values:
-        categories.get(v)
+        try:
+            categories.get(v)
+        except KeyError as exc:
+            raise BadInput(str(exc.args[0])) from None
     return values
 
 
@@ -70,10 +73,7 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed writes identical files."),
 ):
     """Write procedural objects in the PartNet-Mobility folder format (the embedded default)."""
-    try:
-        cats = _categories_option(category)
-    except KeyError as exc:
-        raise typer.BadParameter(str(exc.args[0])) from None
+    cats = _categories_option(category)
     jobs = [(c, i) for c in cats for i in range(count)]
     for c, i in tqdm(jobs, desc="synth", unit="obj", dynamic_ncols=True):
         generate(c, i, seed, out)
@@ -84,7 +84,7 @@ def synth(
 def articulate(
     source: Path = typer.Argument(..., exists=True, file_okay=False, help="An object folder or a folder of them (real or synthetic)."),
     out: Path = typer.Option(Path("data"), "--out", help="Dataset folder."),
-    category: Optional[str] = typer.Option(None, "--category", "-c", help="Only objects of this category."),
+    category: Optional[Category] = typer.Option(None, "--category", "-c", help="Only objects of this category."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many objects (sorted by id)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the other joints' random positions and the point samples."),
     configs: int = typer.Option(1, "--configs", min=1, help="Random configurations of the other joints per swept joint."),
@@ -95,12 +95,10 @@ def articulate(
     max_joints: int = typer.Option(0, "--max-joints", min=0, help="Sweep only the first N movable joints of each object (0 = all)."),
     max_faces: int = typer.Option(2_000_000, "--max-faces", min=1, help="Refuse objects with more faces than this (all meshes together)."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
-    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One Ray task per object."),
+    executor: Executor = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One Ray task per object."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ):
-    """Sweep every movable joint through its stages; write meshes, points and manifest.jsonl."""
-    if category is not None and category not in categories.category_names():
-        raise typer.BadParameter(f"unknown category {category!r}; expected one of {', '.join(categories.category_names())}")
+    """Sweep every movable joint through its stages; write meshes, points and the manifest."""
     _check_executor(executor, ray_address)
     id_set = _read_ids(ids) if ids else None
     with writing(out, "articulate", wait):
@@ -117,24 +115,21 @@ def articulate(
 @app.command()
 def render(
     dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Dataset folder (after articulate)."),
-    category: Optional[str] = typer.Option(None, "--category", "-c", help="Only states of this category."),
-    quality: str = typer.Option("standard", "--quality", "-q", help="draft | standard | high (see README for costs)."),
+    category: Optional[Category] = typer.Option(None, "--category", "-c", help="Only states of this category."),
+    quality: Quality = typer.Option(DEFAULT_PRESET, "--quality", "-q", help="Render preset (see README for costs)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Blender worker processes (cores are split between them; default 1); with --executor ray: render actors (default: as many as the cluster fits)."),
     shard: str = typer.Option("0/1", "--shard", help="I/N: render the I-th of N object shards (cluster job arrays)."),
     resolution: int = typer.Option(512, "--resolution", min=16, help="Image size in pixels."),
     seed: int = typer.Option(0, "--seed", help="Sampling seed of the renderer."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
-    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One actor call per state."),
+    executor: Executor = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One actor call per state."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    device: Device = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ):
     """Render every articulated state: 12 RGBA views, depth, part ids, cameras (resumable)."""
-    if category is not None and category not in categories.category_names():
-        raise typer.BadParameter(f"unknown category {category!r}; expected one of {', '.join(categories.category_names())}")
     _check_executor(executor, ray_address)
-    _check_device(device)
-    shard_ = parse_shard(shard)
+    shard_ = _shard(shard)
     with writing(dataset, "render", wait, shard_):
         summary = _run_step(pipeline.render_dataset, dataset, category, quality, workers, shard_, seed, resolution,
                             executor=executor, ray_address=ray_address, threads=threads, device=device)
@@ -147,18 +142,18 @@ def render(
 def drags(
     dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Rendered dataset folder."),
     out: Optional[Path] = typer.Option(None, "--out", help="HDF5 file (default: DATASET/drags.h5)."),
-    category: Optional[str] = typer.Option(None, "--category", "-c", help="Only sequences of this category."),
+    category: Optional[Category] = typer.Option(None, "--category", "-c", help="Only sequences of this category."),
     max_drags: int = typer.Option(64, "--max-drags", min=1, help="Visible drags kept per pair and view."),
     all_pairs: bool = typer.Option(True, "--all-pairs/--adjacent-pairs", help="All 30 ordered pairs per sequence, or neighbours + stage 0 pairs."),
     seed: int = typer.Option(0, "--seed", help="Seed of the farthest-point sampling."),
     shard: str = typer.Option("0/1", "--shard", help="I/N: sequences I, I+N, ... (writes drags-I-of-N.h5 by default)."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
-    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One Ray task per sequence; this process writes the file."),
+    executor: Executor = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One Ray task per sequence; this process writes the file."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ):
     """Sample visible surface drags for every pair of states (depth-tested) into HDF5."""
     _check_executor(executor, ray_address)
-    index, count = parse_shard(shard)
+    index, count = _shard(shard)
     if out is None and count > 1:
         out = dataset / store.drag_shard_name(index, count)
     lock_dir = out.parent if out is not None else dataset  # the folder the drag file goes to
@@ -200,9 +195,8 @@ def preview(
     drawn on this (source) state's views as arrows to the target stage."""
     try:
         paths = write_previews(dataset, out, state, view, target_stage=target_stage)
-    except (KeyError, ValueError) as exc:
-        typer.echo(f"error: {exc.args[0] if exc.args else exc}", err=True)
-        raise typer.Exit(2)
+    except (KeyError, ValueError) as exc:  # an unknown state or stage
+        raise BadInput(exc.args[0] if exc.args else str(exc)) from None
     for path in paths:
         typer.echo(str(path))
 
@@ -211,18 +205,14 @@ def preview(
 def export(
     dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Rendered dataset folder."),
     out: Path = typer.Option(..., "--out", help="Folder to write one scene folder per state into."),
-    fmt: str = typer.Option("nerfstudio", "--format", "-f", help="nerfstudio (transforms.json) | nerf-synthetic (transforms_train/test.json)."),
+    fmt: ExportFormat = typer.Option("nerfstudio", "--format", "-f", help="nerfstudio (transforms.json) | nerf-synthetic (transforms_train/test.json)."),
     state: Optional[list[str]] = typer.Option(None, "--state", help="State id (repeatable)."),
     all_states: bool = typer.Option(False, "--all", help="Every rendered state of the dataset."),
-    images: str = typer.Option("copy", "--images", help="copy | link (symlinks to the dataset's PNGs)."),
+    images: ImageMode = typer.Option("copy", "--images", help="copy | link (symlinks to the dataset's PNGs)."),
     mask_path: bool = typer.Option(False, "--mask-path/--no-mask-path", help="Also name the foreground masks as nerfstudio's mask_path."),
 ):
     """Per state: cameras as transforms.json (Blender/OpenGL c2w), images, 16-bit depth PNGs (1/1000 units), masks."""
-    try:
-        summary = exports.export(dataset, out, fmt, state or None, all_states, images, mask_path)
-    except exports.ExportError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    summary = exports.export(dataset, out, fmt, state or None, all_states, images, mask_path)
     for folder in summary.folders:
         typer.echo(str(folder))
     if summary.not_rendered:
@@ -236,25 +226,21 @@ def make_dataset(
     per_category: int = typer.Option(1, "--per-category", min=1, help="Procedural objects per category (embedded default)."),
     max_joints: int = typer.Option(1, "--max-joints", min=0, help="Joints swept per object (0 = all)."),
     configs: int = typer.Option(1, "--configs", min=1, help="Random configurations of the other joints."),
-    quality: str = typer.Option("draft", "--quality", "-q", help="Render quality preset."),
+    quality: Quality = typer.Option(DEFAULT_PRESET, "--quality", "-q", help="Render preset (`make dataset` passes draft)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Blender worker processes (default 1); with --executor ray: render actors (default: as many as fit)."),
     resolution: int = typer.Option(512, "--resolution", min=16, help="Image size."),
     category: list[str] = typer.Option(["all"], "--category", "-c", help="Categories (repeatable) or 'all'."),
     seed: int = typer.Option(0, "--seed", help="Seed of every step."),
     max_faces: int = typer.Option(2_000_000, "--max-faces", min=1, help="Refuse objects with more faces than this."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
-    executor: str = typer.Option("local", "--executor", help=EXECUTOR_HELP),
+    executor: Executor = typer.Option("local", "--executor", help=EXECUTOR_HELP),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help=THREADS_HELP),
-    device: str = typer.Option("cpu", "--device", help=DEVICE_HELP),
+    device: Device = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ):
     """The main job: synth -> articulate -> render -> drags (then run `partdrag4d verify`)."""
-    try:
-        cats = _categories_option(category)
-    except KeyError as exc:
-        raise typer.BadParameter(str(exc.args[0])) from None
+    cats = _categories_option(category)
     _check_executor(executor, ray_address)
-    _check_device(device)
     with writing(out, "make-dataset", wait) as record:
         summary = _run_step(pipeline.make_dataset, out, source, per_category, seed, quality, workers, cats, configs, max_joints or None,
                             resolution, max_faces=max_faces, executor=executor, ray_address=ray_address, threads=threads,
@@ -279,7 +265,7 @@ def view(
     viewer.serve_forever()
 
 
-gsdb_app = typer.Typer(help="The Gaussian database: an alias of `partrm gsdb` (the model side builds it).", no_args_is_help=True)
+gsdb_app = Typer(help="The Gaussian database: an alias of `partrm gsdb` (the model side builds it).", no_args_is_help=True)
 app.add_typer(gsdb_app, name="gsdb")
 
 
@@ -288,6 +274,13 @@ def gsdb_build(ctx: typer.Context):
     """Alias of `partrm gsdb build` (same arguments; run `partrm gsdb build --help`). Runs it as
     a separate process, so the dataset toolkit never imports the model package."""
     raise typer.Exit(subprocess.call([sys.executable, "-m", "partrm.cli", "gsdb", "build", *ctx.args]))
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _read_ids(path: Path) -> set[str]:

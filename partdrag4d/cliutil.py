@@ -1,36 +1,65 @@
-"""What both command lines (``partdrag4d``, ``partrm``) share: the write lock + provenance
-record around a writing command."""
+"""What both command lines (``partdrag4d``, ``partrm``) share: the one error convention
+(``Typer``: a ``ToolkitError`` is one line on stderr and exit code 2) and the write lock +
+provenance record around a writing command (``writing``)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import typer
 
 from partdrag4d import store
-from partdrag4d.lock import FolderBusy, folder_lock
+from partdrag4d.errors import ToolkitError
+from partdrag4d.lock import folder_lock
 
 WAIT_HELP = "If another run writes the folder, wait for it (default: one line naming it, exit code 2)."
+BAD_INPUT_EXIT = 2
+
+
+def one_line_errors(fn: Callable) -> Callable:
+    """``fn`` with bad input (a ``ToolkitError``, or a missing input file) turned into one line,
+    ``error: <reason>`` on stderr, and exit code 2; other exceptions keep their traceback."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ToolkitError, FileNotFoundError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(BAD_INPUT_EXIT) from None
+
+    return run
+
+
+class Typer(typer.Typer):
+    """``typer.Typer`` whose every command runs through ``one_line_errors``."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn: Callable) -> Callable:
+            register(one_line_errors(fn))
+            return fn
+
+        return decorator
 
 
 @contextmanager
 def writing(folder: Path, command: str, wait: bool, shard: tuple[int, int] | None = None,
              dataset: bool = True) -> Iterator[dict]:
-    """Hold ``folder``'s write lock (partdrag4d.lock) for a command; a busy folder is one
-    line and exit code 2. With a whole dataset folder held, staging leftovers of killed
-    runs are deleted first (``dataset=False``: the folder is only where an output file
+    """Hold ``folder``'s write lock (partdrag4d.lock) for a command; a busy folder raises
+    ``FolderBusy`` (one line and exit code 2 through ``Typer``). With a whole dataset
+    folder held, staging leftovers of killed runs are deleted first (``dataset=False``: the folder is only where an output file
     goes; nothing else in it is touched). The run is logged in ``provenance/runs.jsonl``
     (not data); the yielded dict takes extra facts (e.g. seconds per step)."""
     with ExitStack() as stack:
         try:
-            stack.enter_context(folder_lock(folder, command, wait=wait, shard=shard))
-        except FolderBusy as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            stack.enter_context(folder_lock(folder, command, wait=wait, shard=shard))  # FolderBusy: a ToolkitError
         except OSError as exc:
             typer.echo(f"error: cannot lock {folder} for writing: {exc.strerror or exc}", err=True)
             raise typer.Exit(1) from None
@@ -44,6 +73,9 @@ def writing(folder: Path, command: str, wait: bool, shard: tuple[int, int] | Non
             status = "ok"
         except typer.Exit as exc:
             status = "ok" if not exc.exit_code else f"exit {exc.exit_code}"
+            raise
+        except (ToolkitError, FileNotFoundError):
+            status = f"exit {BAD_INPUT_EXIT}"
             raise
         finally:
             run.update(status=status, finished_utc=store.utc_now(), seconds=round(time.perf_counter() - t0, 3))

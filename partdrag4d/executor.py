@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
+from partdrag4d.errors import ClusterError
+
 EXECUTORS = ("local", "ray")
 
 
@@ -63,7 +65,7 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
     try:
         import ray  # lazy: see node_label
     except ImportError:  # pragma: no cover - ray is a dependency
-        raise RuntimeError("--executor ray needs the ray package (pip install ray; make setup installs it)") from None
+        raise ClusterError("--executor ray needs the ray package (pip install ray; make setup installs it)") from None
     if ray.is_initialized():
         yield ray
         return
@@ -79,7 +81,7 @@ def ray_session(address: str | None = None) -> Iterator[Any]:
         where = f"at {address}" if address else "on this machine"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = " (start one with `ray start --head`, or drop --ray-address for a single-machine run)" if address else ""
-        raise RuntimeError(f"cannot start or reach a Ray cluster {where}: {first}{hint}") from None
+        raise ClusterError(f"cannot start or reach a Ray cluster {where}: {first}{hint}") from None
     try:
         yield ray
     finally:

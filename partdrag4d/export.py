@@ -40,7 +40,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from partdrag4d import cameras, store
-from partdrag4d.render import is_render_complete
+from partdrag4d.errors import ToolkitError
 
 FORMATS = ("nerfstudio", "nerf-synthetic")
 IMAGE_MODES = ("copy", "link")
@@ -50,7 +50,7 @@ INPUT_VIEWS = (0, 3, 6, 9)
 """The model's input views (``partrm.data.DEFAULT_INPUT_VIEWS``): NeRF-synthetic's train split."""
 
 
-class ExportError(ValueError):
+class ExportError(ToolkitError, ValueError):
     """Bad input to ``export``: one line naming the state (or dataset) and the reason."""
 
 
@@ -139,7 +139,7 @@ def export_state(root: Path, record: dict, out: Path, fmt: str, images: str = "c
     """Write one state's folder ``out/<state_id>`` (assembled under a temporary name, renamed)."""
     sid = record["state_id"]
     render = store.render_dir(root, record["state_id"])
-    if not is_render_complete(render, cameras.NUM_VIEWS):
+    if not store.is_render_complete(render, cameras.NUM_VIEWS):
         raise ExportError(f"{sid}: render missing or incomplete (run `partdrag4d render {root}`)")
     depth, part_id, cams = store.read_render(render)
     if depth.shape[0] != len(cams) or any((c.width, c.height) != (depth.shape[2], depth.shape[1]) for c in cams):
@@ -186,7 +186,7 @@ def export(root: Path, out: Path, fmt: str = "nerfstudio", states: list[str] | N
     if all_states:
         chosen = []
         for sid, r in sorted(records.items()):
-            rendered = is_render_complete(store.render_dir(root, r["state_id"]), cameras.NUM_VIEWS)
+            rendered = store.is_render_complete(store.render_dir(root, r["state_id"]), cameras.NUM_VIEWS)
             (chosen.append(r) if rendered else not_rendered.append(sid))
         if not chosen:
             raise ExportError(f"{root}: no rendered states (run `partdrag4d render {root}`)")

@@ -33,10 +33,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
+from partdrag4d.errors import ToolkitError
+
 LOCK_NAME = ".partdrag4d.lock"
 
 
-class FolderBusy(RuntimeError):
+class FolderBusy(ToolkitError, RuntimeError):
     """Another live process writes the folder. ``str(exc)`` is one line naming it."""
 
     def __init__(self, folder: Path, holder: str):

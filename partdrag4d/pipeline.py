@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blender_scripts.presets import DEFAULT_PRESET
 from partdrag4d import cameras, categories, store
 from partdrag4d.articulate import articulate_folder
 from partdrag4d.assets.synth import generate
@@ -17,7 +18,7 @@ from partdrag4d.render import render_jobs, require_gl, summarize
 from partdrag4d.render_ray import render_jobs_ray
 
 
-def render_jobs_for_dataset(root: Path, category: str | None = None, quality: str = "standard", seed: int = 0,
+def render_jobs_for_dataset(root: Path, category: str | None = None, quality: str = DEFAULT_PRESET, seed: int = 0,
                             resolution: int = cameras.IMAGE_SIZE, states: set[str] | None = None) -> list[store.RenderJob]:
     """One render job per object: its rest mesh, links and every ok state of the manifest."""
     root = Path(root).resolve()
@@ -50,7 +51,7 @@ def render_jobs_for_dataset(root: Path, category: str | None = None, quality: st
     return jobs
 
 
-def render_dataset(root: Path, category: str | None = None, quality: str = "standard", workers: int | None = None,
+def render_dataset(root: Path, category: str | None = None, quality: str = DEFAULT_PRESET, workers: int | None = None,
                    shard: tuple[int, int] = (0, 1), seed: int = 0, resolution: int = cameras.IMAGE_SIZE, progress: bool = True,
                    executor: str = "local", ray_address: str | None = None, threads: int | None = None,
                    device: str = "cpu", log_dir: Path | None = None) -> dict:
@@ -89,7 +90,7 @@ class DatasetSummary:
     seconds: dict = field(default_factory=dict)
 
 
-def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, seed: int = 0, quality: str = "draft",
+def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, seed: int = 0, quality: str = DEFAULT_PRESET,
                  workers: int | None = 1, categories_: list[str] | None = None, configs: int = 1, max_joints: int | None = 1,
                  resolution: int = cameras.IMAGE_SIZE, progress: bool = True, max_faces: int | None = None,
                  executor: str = "local", ray_address: str | None = None, threads: int | None = None,

@@ -29,6 +29,7 @@ from typing import Any, Iterable
 from tqdm import tqdm
 
 from blender_scripts.presets import DEFAULT_PRESET
+from partdrag4d.errors import ClusterError
 from partdrag4d.executor import node_label, print_nodes, ray_session
 from partdrag4d.render import StateResult, _Worker, is_render_complete, prepare_jobs, require_gl
 
@@ -157,7 +158,7 @@ def render_jobs_ray(jobs: Iterable[dict], workers: int | None = None, shard: tup
         slots = _actor_slots(ray, threads, gpu)
         if slots < 1:
             need = f"{threads} CPUs" + (" and a GPU" if gpu else "")
-            raise RuntimeError(f"no node of the Ray cluster has {need} free for a render actor (--threads {threads})")
+            raise ClusterError(f"no node of the Ray cluster has {need} free for a render actor (--threads {threads})")
         count = max(1, min(int(workers) if workers else slots, slots, total))
         if workers and int(workers) > slots:
             print(f"render: {workers} actors requested, the cluster fits {slots} with --threads {threads}; using {slots}",

@@ -21,10 +21,10 @@ import h5py
 import numpy as np
 from PIL import Image
 from scipy.ndimage import maximum_filter, minimum_filter
+from tqdm import tqdm
 
 from partdrag4d import cameras, store
 from partdrag4d.drags import DEPTH_TOLERANCE
-from partdrag4d.render import is_render_complete
 
 PART_AGREEMENT = 0.99
 
@@ -65,7 +65,7 @@ def check_state(root: Path, record: dict, obj_points: dict[str, np.ndarray]) -> 
         if not (folder / name).is_file():
             problems.append(f"{sid}: missing {name}")
     render = store.render_dir(root, sid)
-    if not is_render_complete(render, cameras.NUM_VIEWS, deep=True):
+    if not store.is_render_complete(render, cameras.NUM_VIEWS, deep=True):
         return problems + [f"{sid}: render missing or incomplete"]
     depth, part_id, cams = store.read_render(render)
     v, h, w = depth.shape

@@ -5,22 +5,37 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import typer
 
 from partdrag4d import store
-from partdrag4d.cliutil import WAIT_HELP, writing
+from partdrag4d.cliutil import WAIT_HELP, Typer, writing
+from partdrag4d.errors import BadInput
 from partrm import evaluate as evaluation, infer as inf, train as training
 from partrm.gaussians.ply import SH_DEGREES, UP_AXES
 from partrm.gsdb import GaussianDatabase
 from partrm.gsdb_build import build_gsdb
 from partrm.gsdb_render import RenderGsdbConfig, build_render_gsdb
 from partrm.joints import COLLISION_MODES, extract
+from partrm.models.lgm import FRAMES, LGM_PRESETS
 from partrm.models.partrm import PartRM
+from partrm.propagation import REGIONS, RULES
 
-app = typer.Typer(help="PartRM: drag-conditioned Gaussian reconstruction of part-level dynamics.", no_args_is_help=True, add_completion=False)
+# The choices of the options, from their sources of truth (typer checks them: exit code 2).
+Model = Literal[LGM_PRESETS]
+Frame = Literal[("auto",) + FRAMES]
+Stage = Literal[tuple(s for s in training.STAGES if s != "teacher")]  # the teacher is `pretrain-lgm`
+Split = Literal["test", "train", "all"]
+Device = Literal["auto", "cpu", "cuda"]
+Region = Literal[REGIONS]
+Rule = Literal[RULES]
+UpAxis = Literal[UP_AXES]
+Collision = Literal[COLLISION_MODES]
+GsdbSource = Literal["teacher", "render"]
+
+app = Typer(help="PartRM: drag-conditioned Gaussian reconstruction of part-level dynamics.", no_args_is_help=True, add_completion=False)
 
 
 def _sizes(text: Optional[str]) -> Optional[tuple[int, ...]]:
@@ -32,11 +47,9 @@ def _device(device: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
-def _check_ply_options(sh_degree: int, up: str) -> None:
+def _check_sh_degree(sh_degree: int) -> None:
     if sh_degree not in SH_DEGREES:
-        raise typer.BadParameter(f"--sh-degree must be one of {', '.join(map(str, SH_DEGREES))}, got {sh_degree}")
-    if up not in UP_AXES:
-        raise typer.BadParameter(f"--up must be one of {', '.join(UP_AXES)}, got {up!r}")
+        raise BadInput(f"--sh-degree must be one of {', '.join(map(str, SH_DEGREES))}, got {sh_degree}")
 
 
 def _frame(text: str) -> Optional[str]:
@@ -50,17 +63,17 @@ FRAME_HELP = ("Camera frame of the --init LGM weights: auto (a file without this
 def _train_options(config, **flags):
     try:
         return training.load_config(config, **flags)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    except ValueError as exc:  # a bad value in the config file or the flags
+        raise BadInput(str(exc)) from None
 
 
 @app.command("pretrain-lgm")
 def pretrain_lgm(
     data: Path = typer.Option(Path("data"), "--data", help="Rendered dataset."),
     out: Path = typer.Option(Path("runs/teacher"), "--out", help="Run folder (checkpoints, log.csv, model.safetensors)."),
-    model: Optional[str] = typer.Option(None, "--model", help="LGM preset: tiny | small | big (default tiny; a --config file may set it)."),
+    model: Optional[Model] = typer.Option(None, "--model", help="LGM preset (default tiny; a --config file may set it)."),
     init: Optional[Path] = typer.Option(None, "--init", "--lgm-weights", help="Start from these LGM weights (e.g. official model_fp16_fixrot.safetensors)."),
-    lgm_frame: str = typer.Option("auto", "--lgm-frame", help=FRAME_HELP),
+    lgm_frame: Frame = typer.Option("auto", "--lgm-frame", help=FRAME_HELP),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Photometric steps (default 300; a --config file may set it)."),
     gsdb: Optional[Path] = typer.Option(None, "--gsdb", help="Gaussian database of the same states to regress first (default DATA/gsdb.h5 when --l2-steps > 0)."),
     l2_steps: Optional[int] = typer.Option(None, "--l2-steps", min=0, help="Steps of L2 to the database's splatter images (e.g. `gsdb build --source render`) before the photometric steps (default 0; a --config file may set it)."),
@@ -86,11 +99,11 @@ def pretrain_lgm(
 def train(
     data: Path = typer.Option(Path("data"), "--data", help="Rendered dataset with drags.h5."),
     out: Path = typer.Option(Path("runs/partrm"), "--out", help="Run folder."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="1 (motion, needs --gsdb) | 2 (appearance) | 1+2 (default 1+2; a --config file may set it)."),
+    stage: Optional[Stage] = typer.Option(None, "--stage", help="1 (motion, needs --gsdb) | 2 (appearance) | 1+2 (default 1+2; a --config file may set it)."),
     init: Optional[Path] = typer.Option(None, "--init", "--lgm-weights", help="Teacher/official LGM weights or a PartRM checkpoint."),
-    lgm_frame: str = typer.Option("auto", "--lgm-frame", help=FRAME_HELP),
+    lgm_frame: Frame = typer.Option("auto", "--lgm-frame", help=FRAME_HELP),
     gsdb: Optional[Path] = typer.Option(None, "--gsdb", help="Gaussian database (default DATA/gsdb.h5)."),
-    model: Optional[str] = typer.Option(None, "--model", help="LGM preset when starting without --init (default tiny; a --config file may set it)."),
+    model: Optional[Model] = typer.Option(None, "--model", help="LGM preset when starting without --init (default tiny; a --config file may set it)."),
     drag_sizes: Optional[str] = typer.Option(None, "--drag-sizes", help="Comma list of feature sizes with drag maps (default: all down blocks)."),
     stage1_steps: Optional[int] = typer.Option(None, "--stage1-steps", min=0, help="Default 200 (a --config file may set it)."),
     stage2_steps: Optional[int] = typer.Option(None, "--stage2-steps", min=0, help="Default 100 (a --config file may set it)."),
@@ -122,14 +135,14 @@ def evaluate(
     data: Path = typer.Option(Path("data"), "--data"),
     gsdb: Optional[Path] = typer.Option(None, "--gsdb", help="Teacher database for the static/oracle baselines (default DATA/gsdb.h5)."),
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Folder for results.md, samples.csv, results.json."),
-    split: str = typer.Option("test", "--split", help="test | train | all"),
+    split: Split = typer.Option("test", "--split", help="Held-out objects (test), the training objects, or all."),
     num_drags: str = typer.Option("10", "--num-drags", help="Drags per view; a comma list runs the Table-2 ablation."),
     eval_size: int = typer.Option(256, "--eval-size"),
     max_sequences: Optional[int] = typer.Option(None, "--max-sequences"),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights"),
     lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights"),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("auto", "--device"),
+    device: Device = typer.Option("auto", "--device", help="auto: CUDA when there is one, else the CPU."),
 ):
     """Benchmark on held-out objects: full-image and motion-region PSNR/SSIM/LPIPS of the 8 non-input views at 256x256,
     3D motion errors, per group (seen categories / unseen category) and category, with static, oracle and zero-drag rows."""
@@ -140,7 +153,7 @@ def evaluate(
     if db is None:
         typer.echo(f"baselines off: no Gaussian database at {db_path} (pass --gsdb PATH)", err=True)
     if model is None and db is None:
-        raise typer.BadParameter("nothing to evaluate: give --checkpoint and/or a Gaussian database")
+        raise BadInput("nothing to evaluate: give --checkpoint and/or a Gaussian database")
     for n in [int(x) for x in num_drags.split(",")]:
         cfg = evaluation.EvalConfig(data=str(data), out=str(out if "," not in num_drags else out / f"drags{n}"), split=None if split == "all" else split,
                          num_drags=n, eval_size=eval_size, seed=seed, max_sequences=max_sequences,
@@ -160,17 +173,17 @@ def infer(
     data: Path = typer.Option(Path("data"), "--data"),
     image: Optional[Path] = typer.Option(None, "--image", exists=True, help="A single RGBA/RGB image (needs --zero123-weights)."),
     zero123_weights: Optional[Path] = typer.Option(None, "--zero123-weights", help="Local Zero123++ diffusers folder."),
-    region: str = typer.Option("mask", "--region", help="Propagation region: mask (dataset) | sam | color."),
+    region: Region = typer.Option("mask", "--region", help="Propagation region: mask (dataset) | sam | color."),
     sam_checkpoint: Optional[Path] = typer.Option(None, "--sam-checkpoint"),
-    rule: str = typer.Option("translation", "--rule", help="translation (paper Eq. 2) | rotation (appendix Eq. 8)."),
+    rule: Rule = typer.Option("translation", "--rule", help="translation (paper Eq. 2) | rotation (appendix Eq. 8)."),
     num_drags: int = typer.Option(10, "--num-drags", min=1),
     out: Path = typer.Option(Path("runs/infer"), "--out"),
     seed: int = typer.Option(0, "--seed"),
     sh_degree: int = typer.Option(3, "--sh-degree", help="PLY SH degree: 3 (zero f_rest_*, what the reference 3DGS loader expects) | 0."),
-    up: str = typer.Option("z", "--up", help="PLY frame: z (object frame, Z up) | y (-Y up, SuperSplat/PlayCanvas)."),
+    up: UpAxis = typer.Option("z", "--up", help="PLY frame: z (object frame, Z up) | y (-Y up, SuperSplat/PlayCanvas)."),
 ):
     """Predict the moved state from one view + drags: PLY, turntable strip/GIF, drags image."""
-    _check_ply_options(sh_degree, up)
+    _check_sh_degree(sh_degree)
     try:
         drags_px = inf.parse_drags(drag, drags_json)
         model = PartRM.load(checkpoint).eval()
@@ -182,9 +195,8 @@ def infer(
         else:
             raise inf.InputError("give --state (with --data) or --image")
         gaussians, used = inf.predict(model, views, drags_px, num_drags, region, sam_checkpoint, rule, seed)
-    except (inf.InputError, FileNotFoundError, ImportError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    except ImportError as exc:  # an optional package (.[sam], .[diffusers]) that is not installed
+        raise BadInput(str(exc)) from None
     for path in inf.write_outputs(out, gaussians, views, used, sh_degree=sh_degree, up=up):
         typer.echo(str(path))
 
@@ -203,18 +215,15 @@ def articulation(
     samples: int = typer.Option(16384, "--samples", help="Points sampled from meshes."),
     threshold: float = typer.Option(0.005, "--threshold", help="Motion threshold relative to the object size."),
     seed: int = typer.Option(0, "--seed"),
-    collision: str = typer.Option("none", "--collision", help="Collision geometry: none | mesh (the visual mesh) | hull (convex hull) | vhacd (convex decomposition)."),
+    collision: Collision = typer.Option("none", "--collision", help="Collision geometry: none | mesh (the visual mesh) | hull (convex hull) | vhacd (convex decomposition)."),
 ):
     """Segment the moving part of two states, estimate its joint and write a URDF for simulators
     (MuJoCo keeps its meshes: the file carries MuJoCo's discardvisual="false" hint)."""
-    if collision not in COLLISION_MODES:
-        raise typer.BadParameter(f"--collision must be one of {', '.join(COLLISION_MODES)}, got {collision!r}")
     try:
         result = extract(out, source, target, data, state_a, state_b, correspondence, world, min_opacity, samples, threshold, seed,
                          collision=collision)
-    except (ValueError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    except ValueError as exc:  # inputs the estimator cannot use (no motion, mismatched states...)
+        raise BadInput(str(exc)) from None
     est = result.estimate
     unit = "rad" if est.joint_type == "revolute" else "units"
     typer.echo(f"{est.joint_type} joint, axis {[round(float(a), 4) for a in est.axis]}, pivot {[round(float(p), 4) for p in est.pivot]}, "
@@ -254,14 +263,14 @@ def view(
     viewer.serve_forever()
 
 
-gsdb_app = typer.Typer(help="The Gaussian database (splatter images of every state, from a teacher or from the renders).", no_args_is_help=True)
+gsdb_app = Typer(help="The Gaussian database (splatter images of every state, from a teacher or from the renders).", no_args_is_help=True)
 app.add_typer(gsdb_app, name="gsdb")
 
 
 @gsdb_app.command("build")
 def gsdb_build(
     dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Rendered dataset folder."),
-    source: str = typer.Option("teacher", "--source", help="teacher: run LGM weights (--teacher) on the input views | "
+    source: GsdbSource = typer.Option("teacher", "--source", help="teacher: run LGM weights (--teacher) on the input views | "
                                "render: build the splatter images geometrically from the renders' RGBA + depth."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="LGM weights for --source teacher (partrm pretrain-lgm output or official safetensors)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Default: DATASET/gsdb.h5."),
@@ -269,21 +278,19 @@ def gsdb_build(
     splat_size: int = typer.Option(128, "--splat-size", min=1, help="--source render: S of the [4, 14, S, S] images (LGM big 128, tiny 32); divides the render size."),
     refine_steps: int = typer.Option(0, "--refine-steps", min=0, help="--source render: photometric refinement steps per state on all 12 views (0: geometry only)."),
     refine_size: int = typer.Option(256, "--refine-size", min=8, help="--source render: refinement render size."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    device: Device = typer.Option("auto", "--device", help="auto: CUDA when there is one, else the CPU."),
     ply: Optional[Path] = typer.Option(None, "--ply", help="Also write one 3DGS PLY per state into this folder."),
     sh_degree: int = typer.Option(3, "--sh-degree", help="PLY SH degree: 3 (zero f_rest_*, what the reference 3DGS loader expects) | 0."),
-    up: str = typer.Option("z", "--up", help="PLY frame: z (object frame, Z up) | y (-Y up, SuperSplat/PlayCanvas)."),
+    up: UpAxis = typer.Option("z", "--up", help="PLY frame: z (object frame, Z up) | y (-Y up, SuperSplat/PlayCanvas)."),
     wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
 ):
     """Store every state's splatter images (float16, resumable): a teacher's predictions or a geometric build from the renders."""
-    _check_ply_options(sh_degree, up)
+    _check_sh_degree(sh_degree)
     dev = _device(device)
-    if source not in ("teacher", "render"):
-        raise typer.BadParameter(f"--source must be teacher or render, not {source!r}")
     if source == "teacher" and (teacher is None or not teacher.is_file()):
-        raise typer.BadParameter(f"teacher weights not found: {teacher} (pass --teacher PATH, or --source render)")
+        raise BadInput(f"teacher weights not found: {teacher} (pass --teacher PATH, or --source render)")
     if source == "render" and teacher is not None:
-        raise typer.BadParameter("--teacher is for --source teacher; --source render uses no weights")
+        raise BadInput("--teacher is for --source teacher; --source render uses no weights")
     lock_dir = out.parent if out is not None else dataset  # the folder the database goes to
     with writing(lock_dir, "gsdb build", wait, dataset=lock_dir.resolve() == dataset.resolve()):
         ply_options = {"sh_degree": sh_degree, "up": up}
@@ -293,9 +300,8 @@ def gsdb_build(
             try:
                 cfg = RenderGsdbConfig(splat_size=splat_size, refine_steps=refine_steps, refine_size=refine_size)
                 summary = build_render_gsdb(dataset, out, cfg, device=dev, ply_dir=ply, ply_options=ply_options)
-            except (ValueError, FileNotFoundError) as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(2)
+            except ValueError as exc:  # a splat size the renders do not divide into, ...
+                raise BadInput(str(exc)) from None
     typer.echo(f"{summary.states} states ({summary.computed} computed) in {summary.seconds:.1f} s")
 
 

@@ -25,14 +25,15 @@ import torch
 from PIL import Image, ImageDraw
 
 from partdrag4d import cameras, store
+from partdrag4d.errors import ToolkitError
 from partrm.data import camera_tensors, load_view
 from partrm.gaussians import gaussians_from_lgm, write_ply
 from partrm.gaussians.views import render_views, scale_K
 from partrm.propagation import propagate, region_provider
 
 
-class InputError(ValueError):
-    pass
+class InputError(ToolkitError, ValueError):
+    """Unusable inference input (drags, image, state)."""
 
 
 def parse_drags(texts: list[str] | None, json_path: Optional[Path] = None) -> np.ndarray:

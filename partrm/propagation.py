@@ -21,9 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
+from partdrag4d.errors import ToolkitError
 
-class RegionError(RuntimeError):
-    pass
+REGIONS = ("mask", "sam", "color")
+"""Where a drag is propagated: the dataset's part mask, a SAM segment, or a colour region."""
+RULES = ("translation", "rotation")
+"""Propagation rules: the paper's Eq. 2 (every point moves like the drag) or its appendix Eq. 8."""
+
+
+class RegionError(ToolkitError, RuntimeError):
+    """The propagation region cannot be built (no mask, no SAM checkpoint...)."""
 
 
 def propagate(start: np.ndarray, end: np.ndarray, region: np.ndarray, num_drags: int, rng: np.random.Generator,

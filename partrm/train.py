@@ -47,6 +47,10 @@ from partdrag4d import store
 from partrm.gaussians.views import composite, render_views, scale_K
 
 
+STAGES = ("teacher", "1", "2", "1+2")
+"""``teacher`` (LGM's own objective), PartRM's stage ``1`` (motion) and ``2`` (appearance), or both."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: str = "data"
@@ -145,7 +149,7 @@ def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
     for key, value in values.items():
         _check_type(key, value, _FIELD_TYPES[key], path)
     cfg = TrainConfig(**values)
-    if cfg.stage not in ("teacher", "1", "2", "1+2"):
+    if cfg.stage not in STAGES:
         raise ValueError(f"--stage must be teacher, 1, 2 or 1+2, got {cfg.stage!r}")
     if cfg.schedule not in ("per-stage", "shared"):
         raise ValueError(f"schedule must be per-stage or shared, got {cfg.schedule!r}")

@@ -148,8 +148,11 @@ def test_export_is_reproducible_and_rejects_bad_requests(rendered_dataset, tmp_p
     for rel in files:
         assert (a / STATE / rel).read_bytes() == (b / STATE / rel).read_bytes(), rel
     runner = CliRunner()
-    for args, fragment in (([], "--state ID"), (["--state", "nope"], "'nope' is not in"), (["--all", "--state", STATE], "--state ID"),
-                           (["--all", "--format", "colmap"], "unknown format 'colmap'"), (["--all", "--images", "move"], "unknown image mode")):
+    for args, fragment in (([], "--state ID"), (["--state", "nope"], "'nope' is not in"), (["--all", "--state", STATE], "--state ID")):
         result = runner.invoke(app, ["export", str(rendered_dataset), "--out", str(tmp_path / "bad"), *args])
         assert result.exit_code == 2 and fragment in result.output, (args, result.output)
         assert len(result.output.strip().splitlines()) == 1
+    for args, fragment in ((["--all", "--format", "colmap"], "'colmap' is not one of"), (["--all", "--images", "move"], "'move' is not one of")):
+        result = runner.invoke(app, ["export", str(rendered_dataset), "--out", str(tmp_path / "bad"), *args])  # choices typer checks
+        assert result.exit_code == 2 and fragment in result.output, (args, result.output)
+        assert not (tmp_path / "bad").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from partdrag4d.errors import ToolkitError
 from partdrag4d.meshio import MeshPart, TextureStore
 from partdrag4d.rigid import rotation_matrix
 
@@ -22,7 +23,7 @@ apart and cover the whole turn without stage 5 repeating stage 0."""
 MOVABLE_KINDS = ("revolute", "prismatic", "continuous")
 
 
-class AssetError(ValueError):
+class AssetError(ToolkitError, ValueError):
     """A malformed object; the message names the object and the reason in one line."""
 
     def __init__(self, object_id: str, reason: str):

@@ -10,6 +10,7 @@ from typing import Optional, Union
 
 import numpy as np
 
+from partdrag4d.errors import ToolkitError
 from partdrag4d.rigid import apply as _apply, joint_motion, rotation_angle_deg, similarity_parts
 
 REL_THRESHOLD = 0.005
@@ -31,7 +32,7 @@ slab "swing the other way about a far axis"."""
 PathLike = Union[str, Path]
 
 
-class NoMotionError(ValueError):
+class NoMotionError(ToolkitError, ValueError):
     """No part of the object moves (detectably) between the two states."""
 
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from partdrag4d.errors import ToolkitError
 from partdrag4d.rigid import quat_multiply, quat_to_rotmat
 from partrm.gaussians import layout
 from partrm.models.unet import DownHook, UNet
@@ -307,10 +308,14 @@ def _existing_weights(path: Union[str, Path]) -> Path:
     return path
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(ToolkitError, RuntimeError):
     """The checkpoint's tensors do not match the model built from the config."""
 
 
+LGM_PRESETS = ("tiny", "small", "big")
+"""``LGMConfig.preset`` names, smallest first."""
+FRAMES = ("object", "lgm")
+"""Camera frames LGM weights can be trained in (``LGMConfig.frame``)."""
 OFFICIAL_LAYOUT_PRESETS = ("big", "small", "tiny")
 """Presets a checkpoint without metadata is matched against, in this order (``big`` is the
 released ``model_fp16_fixrot.safetensors``)."""

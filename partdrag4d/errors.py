@@ -1,0 +1,23 @@
+"""The toolkit's one error base. A ``ToolkitError`` is bad input or a condition the user
+fixes (a malformed object, a missing file, a busy folder, an unreachable cluster); its
+``str`` is the one-line reason. Both command lines print it as ``error: <reason>`` on
+stderr and exit with code 2 (``partdrag4d.cliutil.Typer``); anything else is a bug and
+keeps its traceback.
+
+Each error also derives from the builtin it replaces (``ValueError``, ``RuntimeError``),
+so callers that catch those keep working.
+"""
+
+from __future__ import annotations
+
+
+class ToolkitError(Exception):
+    """Bad input or a fixable condition; ``str(exc)`` is one line."""
+
+
+class BadInput(ToolkitError, ValueError):
+    """An argument or input file that cannot be used (the message says which and why)."""
+
+
+class ClusterError(ToolkitError, RuntimeError):
+    """The Ray cluster cannot be reached, or cannot hold what was asked of it."""
