@@ -22,6 +22,7 @@ from partdrag4d.errors import BadInput
 from partdrag4d.executor import EXECUTORS
 from partdrag4d.preview import write_previews
 from partdrag4d.render import DEVICES, parse_shard
+from partdrag4d.viewer import DatasetViewer
 
 # The choices of the options, from their sources of truth (typer checks them: exit code 2).
 Category = Literal[tuple(categories.category_names())]
@@ -256,8 +257,6 @@ def view(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; 0.0.0.0 serves other machines too."),
 ):
     """Browse a dataset in the web browser: pick category/object/sequence, move the stage slider; cameras, samples, drags."""
-    from partdrag4d.viewer import DatasetViewer
-
     viewer = DatasetViewer(dataset, host, port)
     for line in viewer.index.problems:
         typer.echo(f"warning: {line}", err=True)

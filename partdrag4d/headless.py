@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from PIL import Image
+from websockets.sync.client import connect
 
 ENV_VAR = "CHROMIUM_HEADLESS"
 
@@ -44,8 +46,6 @@ class HeadlessBrowser:
     group and deletes its profile folder."""
 
     def __init__(self, executable: str, width: int = 512, height: int = 512, timeout: float = 30.0):
-        from websockets.sync.client import connect
-
         self.width, self.height, self.timeout = width, height, timeout
         self._ids = itertools.count(1)
         self._profile = tempfile.mkdtemp(prefix="partdrag4d-chromium-")
@@ -142,8 +142,6 @@ class HeadlessBrowser:
 
     def screenshot(self) -> np.ndarray:
         """The page as [H, W, 3] uint8."""
-        from PIL import Image
-
         data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"))

@@ -15,6 +15,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from PIL import Image
@@ -216,4 +217,82 @@ def read_obj_groups(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.n
         F = np.asarray(fl, dtype=np.int64).reshape(-1, 3)
         used, inverse = np.unique(F, return_inverse=True)
         out[name] = (V[used], inverse.reshape(-1, 3))
+    return out
+
+
+@dataclass
+class MeshPiece:
+    """One material's triangles of one link, with corners unified (position + uv)."""
+
+    vertices: np.ndarray  # [V, 3] float64
+    faces: np.ndarray  # [F, 3] int64
+    uv: Optional[np.ndarray]  # [V, 2] or None
+    colour: tuple[float, float, float]
+    texture: Optional[Path]
+
+
+def _read_mtl(path: Path) -> dict[str, tuple[tuple[float, float, float], Optional[Path]]]:
+    out: dict[str, tuple[tuple[float, float, float], Optional[Path]]] = {}
+    if not path.is_file():
+        return out
+    name, kd, tex = None, (0.8, 0.8, 0.8), None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split(maxsplit=1)
+        if not parts:
+            continue
+        key, rest = parts[0], (parts[1].strip() if len(parts) > 1 else "")
+        if key == "newmtl":
+            if name is not None:
+                out[name] = (kd, tex)
+            name, kd, tex = rest, (0.8, 0.8, 0.8), None
+        elif key == "Kd":
+            kd = tuple(float(x) for x in rest.split()[:3])  # type: ignore[assignment]
+        elif key == "map_Kd" and rest:
+            tex = (path.parent / rest.split()[-1]).resolve()
+    if name is not None:
+        out[name] = (kd, tex)
+    return out
+
+
+def read_obj_links(path: Path) -> dict[str, list[MeshPiece]]:
+    """The textured pieces of each ``o <link>`` group of a dataset OBJ (its rest or posed mesh),
+    with their materials' colours and textures (what the viewer draws)."""
+    path = Path(path)
+    materials: dict[str, tuple] = {}
+    v: list[list[float]] = []
+    vt: list[list[float]] = []
+    chunks: dict[tuple[str, str], list[list[tuple[int, int]]]] = {}
+    group, mtl = "default", ""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            tag = line[:2]
+            if tag == "v ":
+                v.append([float(x) for x in line.split()[1:4]])
+            elif tag == "vt":
+                vt.append([float(x) for x in line.split()[1:3]])
+            elif tag == "f ":
+                corners = []
+                for tok in line.split()[1:]:
+                    ids = tok.split("/")
+                    vi = int(ids[0])
+                    ti = int(ids[1]) if len(ids) > 1 and ids[1] else 0
+                    corners.append((vi - 1 if vi > 0 else len(v) + vi, (ti - 1 if ti > 0 else len(vt) + ti) if ti else -1))
+                tris = chunks.setdefault((group, mtl), [])
+                tris.extend([corners[0], corners[k], corners[k + 1]] for k in range(1, len(corners) - 1))
+            elif line.startswith(("o ", "g ")):
+                group = line.split(maxsplit=1)[1].strip() if len(line.split()) > 1 else "default"
+            elif line.startswith("usemtl"):
+                mtl = line.split(maxsplit=1)[1].strip() if len(line.split()) > 1 else ""
+            elif line.startswith("mtllib"):
+                materials.update(_read_mtl(path.parent / line.split(maxsplit=1)[1].strip()))
+    V = np.asarray(v, np.float64).reshape(-1, 3)
+    T = np.asarray(vt, np.float64).reshape(-1, 2)
+    out: dict[str, list[MeshPiece]] = {}
+    for (g, m), tris in chunks.items():
+        corners = np.asarray(tris, np.int64).reshape(-1, 2)
+        keys, inverse = np.unique(corners, axis=0, return_inverse=True)
+        colour, texture = materials.get(m, ((0.8, 0.8, 0.8), None))
+        has_uv = texture is not None and (keys[:, 1] >= 0).all() and len(T)
+        out.setdefault(g, []).append(MeshPiece(V[keys[:, 0]], inverse.reshape(-1, 3), T[keys[:, 1]] if has_uv else None,
+                                               colour, texture if has_uv else None))
     return out

@@ -25,10 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import h5py
 import numpy as np
+import trimesh
+from PIL import Image
+from scipy.spatial.transform import Rotation
 
-from partdrag4d import cameras as cam
-from partdrag4d import store
+from partdrag4d import cameras as cam, store
+from partdrag4d.meshio import MeshPiece, read_obj_links
 
 THUMBNAIL = 192
 """Frustum images are downsampled to at most this many pixels on a side."""
@@ -63,7 +67,7 @@ class DatasetIndex:
 
     @property
     def drag_file(self) -> Path:
-        return self.root / "drags.h5"
+        return store.drag_file(self.root)
 
     def sequence_states(self, sequence_id: str) -> list[str]:
         for objects in self.tree.values():
@@ -124,7 +128,7 @@ def index_dataset(root: Path) -> DatasetIndex:
 def rendered_views(root: Path, state_id: str) -> list[int]:
     """Views of a state whose PNG exists (empty when the state has no complete render)."""
     folder = store.render_dir(root, state_id)
-    if not (folder / "cameras.json").is_file():
+    if not (folder / store.RENDER_CAMERAS).is_file():
         return []
     return [v for v in range(cam.NUM_VIEWS) if (folder / store.view_png_name(v)).is_file()]
 
@@ -132,88 +136,8 @@ def rendered_views(root: Path, state_id: str) -> list[int]:
 # --------------------------------------------------------------------------- meshes
 
 
-@dataclass
-class MeshPiece:
-    """One material's triangles of one link, with corners unified (position + uv)."""
-
-    vertices: np.ndarray  # [V, 3] float64
-    faces: np.ndarray  # [F, 3] int64
-    uv: Optional[np.ndarray]  # [V, 2] or None
-    colour: tuple[float, float, float]
-    texture: Optional[Path]
-
-
-def _read_mtl(path: Path) -> dict[str, tuple[tuple[float, float, float], Optional[Path]]]:
-    out: dict[str, tuple[tuple[float, float, float], Optional[Path]]] = {}
-    if not path.is_file():
-        return out
-    name, kd, tex = None, (0.8, 0.8, 0.8), None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        parts = line.split(maxsplit=1)
-        if not parts:
-            continue
-        key, rest = parts[0], (parts[1].strip() if len(parts) > 1 else "")
-        if key == "newmtl":
-            if name is not None:
-                out[name] = (kd, tex)
-            name, kd, tex = rest, (0.8, 0.8, 0.8), None
-        elif key == "Kd":
-            kd = tuple(float(x) for x in rest.split()[:3])  # type: ignore[assignment]
-        elif key == "map_Kd" and rest:
-            tex = (path.parent / rest.split()[-1]).resolve()
-    if name is not None:
-        out[name] = (kd, tex)
-    return out
-
-
-def read_obj_links(path: Path) -> dict[str, list[MeshPiece]]:
-    """The pieces of each ``o <link>`` group of a dataset OBJ (rest.obj / mesh.obj)."""
-    path = Path(path)
-    materials: dict[str, tuple] = {}
-    v: list[list[float]] = []
-    vt: list[list[float]] = []
-    chunks: dict[tuple[str, str], list[list[tuple[int, int]]]] = {}
-    group, mtl = "default", ""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            tag = line[:2]
-            if tag == "v ":
-                v.append([float(x) for x in line.split()[1:4]])
-            elif tag == "vt":
-                vt.append([float(x) for x in line.split()[1:3]])
-            elif tag == "f ":
-                corners = []
-                for tok in line.split()[1:]:
-                    ids = tok.split("/")
-                    vi = int(ids[0])
-                    ti = int(ids[1]) if len(ids) > 1 and ids[1] else 0
-                    corners.append((vi - 1 if vi > 0 else len(v) + vi, (ti - 1 if ti > 0 else len(vt) + ti) if ti else -1))
-                tris = chunks.setdefault((group, mtl), [])
-                tris.extend([corners[0], corners[k], corners[k + 1]] for k in range(1, len(corners) - 1))
-            elif line.startswith(("o ", "g ")):
-                group = line.split(maxsplit=1)[1].strip() if len(line.split()) > 1 else "default"
-            elif line.startswith("usemtl"):
-                mtl = line.split(maxsplit=1)[1].strip() if len(line.split()) > 1 else ""
-            elif line.startswith("mtllib"):
-                materials.update(_read_mtl(path.parent / line.split(maxsplit=1)[1].strip()))
-    V = np.asarray(v, np.float64).reshape(-1, 3)
-    T = np.asarray(vt, np.float64).reshape(-1, 2)
-    out: dict[str, list[MeshPiece]] = {}
-    for (g, m), tris in chunks.items():
-        corners = np.asarray(tris, np.int64).reshape(-1, 2)
-        keys, inverse = np.unique(corners, axis=0, return_inverse=True)
-        colour, texture = materials.get(m, ((0.8, 0.8, 0.8), None))
-        has_uv = texture is not None and (keys[:, 1] >= 0).all() and len(T)
-        out.setdefault(g, []).append(MeshPiece(V[keys[:, 0]], inverse.reshape(-1, 3), T[keys[:, 1]] if has_uv else None,
-                                               colour, texture if has_uv else None))
-    return out
-
-
 def link_glb(pieces: list[MeshPiece]) -> bytes:
     """A GLB of one link's pieces with their colours and image textures."""
-    import trimesh
-    from PIL import Image
-
     scene = trimesh.Scene()
     for k, p in enumerate(pieces):
         rgba = [int(round(255 * c)) for c in p.colour] + [255]
@@ -244,13 +168,12 @@ class ObjectAssets:
 
 def load_object(root: Path, object_id: str) -> ObjectAssets:
     folder = store.object_dir(root, object_id)
-    info = store.read_json(folder / "object.json")
-    pieces = read_obj_links(folder / "rest.obj")
+    info = store.read_object(root, object_id)
+    pieces = read_obj_links(folder / store.REST_MESH)
     part_ids = {link["name"]: int(link["part_id"]) for link in info["links"]}
     sample_part_id = None
-    if (folder / "points.npz").is_file():
-        with np.load(folder / "points.npz") as z:
-            sample_part_id = z["part_id"].astype(np.int64)
+    if (folder / store.OBJECT_POINTS).is_file():
+        sample_part_id = store.read_object_points(root, object_id)["part_id"].astype(np.int64)
     return ObjectAssets(object_id, info, pieces, part_ids, sample_part_id)
 
 
@@ -259,15 +182,11 @@ def load_object(root: Path, object_id: str) -> ObjectAssets:
 
 def wxyz_from_matrix(R: np.ndarray) -> np.ndarray:
     """Unit quaternion (w, x, y, z) of a rotation matrix."""
-    from scipy.spatial.transform import Rotation
-
     x, y, z, w = Rotation.from_matrix(np.asarray(R, np.float64)[:3, :3]).as_quat()
     return np.array([w, x, y, z])
 
 
 def matrix_from_pose(wxyz, position) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
     w, x, y, z = np.asarray(wxyz, np.float64)
     T = np.eye(4)
     T[:3, :3] = Rotation.from_quat([x, y, z, w]).as_matrix()
@@ -277,8 +196,6 @@ def matrix_from_pose(wxyz, position) -> np.ndarray:
 
 def read_thumbnail(path: Path, size: int = THUMBNAIL) -> np.ndarray:
     """A rendered view on white as [h, w, 3] uint8, at most ``size`` pixels on a side."""
-    from PIL import Image
-
     with Image.open(path) as im:
         rgba = im.convert("RGBA")
     if max(rgba.size) > size:
@@ -307,8 +224,6 @@ class PairDrags:
 
 def read_pair_drags(drag_file: Path, sequence_id: str, source: int, target: int) -> Optional[PairDrags]:
     """None when the file has no such sequence or pair."""
-    import h5py
-
     with h5py.File(drag_file, "r") as f:
         if "sequences" not in f or sequence_id not in f["sequences"]:
             return None
@@ -357,7 +272,7 @@ class DatasetViewer:
 
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 8080, server: Any = None, title: str = "PartDrag-4D"):
         t0 = time.perf_counter()
-        import viser
+        import viser  # lazy: the web server's 1.5 s import is paid only when a viewer opens
 
         self.root = Path(root)
         self.server = server if server is not None else viser.ViserServer(host=host, port=port, verbose=False, label=title)
@@ -502,7 +417,7 @@ class DatasetViewer:
             if record["object_id"] != self.object_id:
                 self._show_object(record["object_id"])
             self.state_id = state_id
-            self.state = store.read_json(store.state_dir(self.root, state_id) / "state.json")
+            self.state = store.read_state(self.root, state_id)
             for link, frame in self.link_frames.items():
                 T = np.asarray(self.state["link_poses"].get(link, np.eye(4)), np.float64)
                 frame.wxyz, frame.position = wxyz_from_matrix(T[:3, :3]), T[:3, 3]
@@ -592,7 +507,7 @@ class DatasetViewer:
             if self.samples is not None:
                 self.samples.visible = False
             return
-        points = np.load(store.state_dir(self.root, self.state_id) / "points.npy")
+        points = store.read_state_points(self.root, self.state_id)
         pid = self._objects[self.object_id].sample_part_id
         colours = np.array([part_colour(p) for p in range(int(pid.max()) + 1)], np.uint8)[pid] if pid is not None else np.full((len(points), 3), 90, np.uint8)
         step = max(1, len(points) // POINTS_SHOWN)

@@ -22,6 +22,7 @@ from partrm.joints import COLLISION_MODES, extract
 from partrm.models.lgm import FRAMES, LGM_PRESETS
 from partrm.models.partrm import PartRM
 from partrm.propagation import REGIONS, RULES
+from partrm.viewer import PartRMViewer, load_checkpoint
 
 # The choices of the options, from their sources of truth (typer checks them: exit code 2).
 Model = Literal[LGM_PRESETS]
@@ -245,17 +246,9 @@ def view(
     threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0: torch's default)."),
 ):
     """Drag a part of a dataset state in the browser; PartRM predicts; joint, PLY and URDF export."""
-    from partrm.viewer import CheckpointError, PartRMViewer, load_checkpoint
-
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
-    try:
-        model = load_checkpoint(checkpoint)
-    except CheckpointError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    model = load_checkpoint(checkpoint)  # CheckpointError: one line, exit code 2
     viewer = PartRMViewer(checkpoint, data, host, port, out, num_drags, model=model)
     for line in viewer.index.problems:
         typer.echo(f"warning: {line}", err=True)

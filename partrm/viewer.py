@@ -10,7 +10,7 @@ predicts the moved state. Beside the input mesh, three Gaussian slots: the *stat
 Gaussians (the model without drags), the *predicted* ones, and the *ground truth*
 (the model's reconstruction of the dataset state of this sequence whose motion best
 matches the drag), side by side or one at a time. The joint extracted from static ->
-predicted (``partrm.articulation.from_gaussians``) is drawn as an axis arrow with its
+predicted (``partrm.joints.from_gaussians``) is drawn as an axis arrow with its
 type and amount. Buttons write the predicted 3DGS PLY and the URDF (and send them to
 the browser as downloads).
 
@@ -29,23 +29,28 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
+from scipy.spatial.transform import Rotation
 
 from partdrag4d import store
+from partdrag4d.errors import ToolkitError
 from partdrag4d.viewer import DatasetViewer, wxyz_from_matrix
+from partrm.gaussians import gaussians_from_lgm, layout, write_ply
+from partrm.infer import InputError, dataset_views, predict
+from partrm.joints import MIN_OPACITY, NoMotionError, from_gaussians, write_urdf
+from partrm.models.partrm import PartRM
 
 SLOT_SPACING = 1.8
 """Distance between the input mesh and each Gaussian slot along -Y (screen right from the front)."""
 SLOTS = ("static", "predicted", "ground truth")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ToolkitError, ValueError):
     """A checkpoint that does not load (the message names the file and the reason)."""
 
 
 def load_checkpoint(path: Path):
     """PartRM from a checkpoint, or CheckpointError with one line naming the file and the reason."""
-    from partrm.models.partrm import PartRM
-
     path = Path(path)
     try:
         return PartRM.load(path).eval()
@@ -58,10 +63,6 @@ def load_checkpoint(path: Path):
 
 def splat_arrays(g: torch.Tensor) -> dict[str, np.ndarray]:
     """[N, 14] activated Gaussians -> viser's centers, covariances, rgbs, opacities."""
-    from scipy.spatial.transform import Rotation
-
-    from partrm.gaussians import layout
-
     x = g.detach().cpu().double().numpy()
     q = x[:, layout.ROTATION]
     q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
@@ -160,8 +161,6 @@ class PartRMViewer(DatasetViewer):
         handle.on_drag(self._on_mesh_drag)
 
     def _input_views(self, state_id: str):
-        from partrm.infer import dataset_views
-
         if state_id not in self._views_cache:
             self._views_cache[state_id] = dataset_views(self.root, state_id, self.size)
         return self._views_cache[state_id]
@@ -219,8 +218,6 @@ class PartRMViewer(DatasetViewer):
 
     def drag(self, drag_px: np.ndarray) -> DragResult:
         """Predict from one pixel drag (x0, y0, x1, y1) in the input view of the current state."""
-        from partrm.infer import InputError, predict
-
         t0 = time.perf_counter()
         with self._lock:
             state_id = self.state_id
@@ -266,8 +263,6 @@ class PartRMViewer(DatasetViewer):
             return result
 
     def _joint(self, static: torch.Tensor, predicted: torch.Tensor):
-        from partrm.articulation import NoMotionError, from_gaussians
-
         try:
             est = from_gaussians(static, predicted, correspondence=True)
         except (NoMotionError, ValueError) as exc:
@@ -292,8 +287,8 @@ class PartRMViewer(DatasetViewer):
         """The stage of this sequence whose motion of the grabbed material point best matches
         the drag (the surface sample of the moving part nearest the grab pixel, seen in view 0)."""
         states = self.index.sequence_states(self.sequence_id)
-        here = np.load(store.state_dir(self.root, state_id) / "points.npy")
-        moving = np.load(store.state_dir(self.root, state_id) / "moving.npy")
+        here = store.read_state_points(self.root, state_id)
+        moving = store.read_state_moving(self.root, state_id)
         if not moving.any() or len(states) < 2:
             return None
         c = self.input_camera()
@@ -305,7 +300,7 @@ class PartRMViewer(DatasetViewer):
         for stage, sid in enumerate(states):
             if sid == state_id:
                 continue
-            p = np.load(store.state_dir(self.root, sid) / "points.npy")[k]
+            p = store.read_state_points(self.root, sid)[k]
             e, _ = c.project(p[None])
             dist = float(np.linalg.norm(e[0] - drag_px[2:]))
             if dist < best_d:
@@ -313,8 +308,6 @@ class PartRMViewer(DatasetViewer):
         return best
 
     def _input_image(self, used: Optional[np.ndarray], drag_px: Optional[np.ndarray] = None) -> np.ndarray:
-        from PIL import Image, ImageDraw
-
         mv = self._input_views(self.state_id)
         first = Image.fromarray(mv.first_rgba).convert("RGBA")
         canvas = Image.new("RGB", first.size, (255, 255, 255))
@@ -333,8 +326,6 @@ class PartRMViewer(DatasetViewer):
     # ------------------------------------------------------------------ exports
 
     def export_ply(self, client=None) -> Path:
-        from partrm.gaussians import gaussians_from_lgm, write_ply
-
         if self.result is None:
             raise RuntimeError("no prediction to export yet: drag the object first")
         path = self.out / f"{self.result.state_id}_prediction.ply"
@@ -347,8 +338,6 @@ class PartRMViewer(DatasetViewer):
         return path
 
     def export_urdf(self, client=None) -> Path:
-        from partrm.articulation import MIN_OPACITY, write_urdf
-
         if self.result is None or self.result.estimate is None:
             raise RuntimeError("no joint to export yet: drag a part so that it moves")
         static = self._static(self.result.state_id).double().numpy()

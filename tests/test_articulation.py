@@ -1,4 +1,4 @@
-"""Articulation extraction (``partrm.articulation``) against dataset ground truth.
+"""Articulation extraction (``partrm.joints``) against dataset ground truth.
 
 Tolerances (canonical units: objects span about [-1, 1]):
 
