@@ -27,7 +27,6 @@ from typing import Any, Optional
 
 import h5py
 import numpy as np
-import trimesh
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
@@ -138,6 +137,8 @@ def rendered_views(root: Path, state_id: str) -> list[int]:
 
 def link_glb(pieces: list[MeshPiece]) -> bytes:
     """A GLB of one link's pieces with their colours and image textures."""
+    import trimesh  # lazy: partrm.viewer imports this module on the model side, where (GPU machine) trimesh is absent
+
     scene = trimesh.Scene()
     for k, p in enumerate(pieces):
         rgba = [int(round(255 * c)) for c in p.colour] + [255]
