@@ -38,7 +38,7 @@ Lighting (fixed in the world, so a surface point has the same colour in every vi
 Depth and part ids
     Cycles writes the depth and object-index passes from one camera sample, not an
     average over samples, and that sample goes through the pixel centre (measured in
-    ``tests/test_render.py``: on every pixel, silhouettes included, the ids equal a
+    ``tests/partdrag4d/test_render.py``: on every pixel, silhouettes included, the ids equal a
     ray cast of the analytic scene through the pixel centre, and depth matches with
     relative error ~1e-5). So part ids are exact integers and depth is the planar
     camera z (not the ray length) of the surface seen through the pixel centre.

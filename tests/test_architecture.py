@@ -98,3 +98,10 @@ def test_imports_inside_functions_are_only_lazy_optional_packages(infos):
             elif "#" not in lines[line - 1] and "#" not in lines[line - 2]:
                 inner.append(f"{rel}:{line}: {module} (lazy without a comment saying why)")
     assert inner == []
+
+
+def test_test_folders_mirror_the_packages():
+    """tests/partdrag4d/..., tests/partrm/..., tests/benchmarks/: each test folder is a folder of the code."""
+    tests = ROOT / "tests"
+    folders = sorted({p.parent.relative_to(tests) for p in tests.rglob("test_*.py")} - {Path(".")})
+    assert folders and all((ROOT / f).is_dir() for f in folders), folders

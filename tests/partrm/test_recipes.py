@@ -10,7 +10,7 @@ import pytest
 
 from partrm.train import TrainConfig, load_config, lr_lambda, read_log, train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

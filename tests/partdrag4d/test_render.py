@@ -494,7 +494,7 @@ def test_gl_presets_fail_with_a_clear_message(monkeypatch):
 
 def test_toolkit_side_never_imports_bpy():
     code = "import sys, partdrag4d.render, blender_scripts.presets; assert 'bpy' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parent.parent))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[2]))
 
 
 @pytest.mark.blender

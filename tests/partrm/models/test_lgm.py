@@ -27,7 +27,7 @@ from partrm.models.lgm import (
     transform_gaussians,
 )
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 @pytest.fixture(scope="module")

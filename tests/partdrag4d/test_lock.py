@@ -32,7 +32,7 @@ print("released", flush=True)
 
 def _hold(folder: Path, seconds: float, shard: str | None = None) -> subprocess.Popen:
     """A process holding the folder's lock for ``seconds`` (returns once it holds it)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     args = [sys.executable, "-c", HOLDER, str(folder), str(seconds)] + ([shard] if shard else [])
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout.readline().strip() == "held"

@@ -24,7 +24,7 @@ from partdrag4d import store
 
 pytestmark = pytest.mark.blender
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 ARGS = ["make-dataset", "--category", "laptop", "--per-category", "1", "--resolution", "32", "--quality", "draft", "--seed", "3"]
 PROVENANCE_FILES = {"provenance/runs.jsonl"} | {f"provenance/render/syn-laptop-3-000_joint_0_c0_s{k}.json" for k in range(6)}
 """Exactly the files that may differ between two identical runs (not data)."""

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from partdrag4d import store
 from partdrag4d.articulate import articulate_folder
 
-SCHEMA = Path(__file__).resolve().parents[1] / "SCHEMA.md"
+SCHEMA = Path(__file__).resolve().parents[2] / "SCHEMA.md"
 STATE = "syn-laptop-0-000_joint_0_c0_s2"
 
 
