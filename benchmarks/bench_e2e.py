@@ -1,17 +1,21 @@
-"""The small end-to-end benchmark on the embedded default (CPU): dataset -> teacher ->
-Gaussian database -> stage 1 -> stage 2 -> evaluation on held-out objects, then one table.
+"""The end-to-end benchmark on held-out objects (CPU): dataset -> geometric Gaussian
+database -> teacher -> teacher database -> PartRM (stage 1, stage 2) -> evaluation.
 
-    python benchmarks/bench_e2e.py [--out runs/bench] [--per-category 2] [--resolution 256]
+    python benchmarks/bench_e2e.py [--recipe configs/cpu-motion.toml] [--out runs/bench]
 
-Objects of the 7 seen categories are split per object (``categories.split_of_synthetic``:
-with 2 per category, object 0 trains and object 1 is held out); trashcan is the unseen
-category. The teacher and PartRM train on the ``train`` objects only. The evaluation
-(``partrm.evaluate``: the paper's protocol with its own drag stream) scores the ``test``
-objects in two groups, *seen categories, new objects* and *unseen category*, with
-full-image and motion-region metrics, paired deltas to static with bootstrap intervals,
-the motion recovery ratio R, the zero-drag control and the 3D motion errors; the static
-and oracle baselines in the same run. ``<out>/report.md`` gets the table and the seconds
-of each step. Every step resumes, so an interrupted run continues where it stopped.
+Every choice of the run is in the recipe file (``partrm.recipe``). Objects of the 7 seen
+categories are split per object (``categories.split_of_synthetic``: one in every 4 is
+held out); trashcan is the unseen category. The teacher and PartRM train on the ``train``
+objects only. The evaluation (``partrm.evaluate``: the paper's protocol with its own drag
+stream) scores the ``test`` objects in two groups, *seen categories, new objects* and
+*unseen category*, with full-image and motion-region metrics, paired deltas to static with
+bootstrap intervals, the motion recovery ratio R, the zero-drag control and the 3D motion
+errors; static and oracle are the teacher database's source Gaussians without and with the
+true part motion. ``<out>/report.md`` gets the table, the geometric database's quality on
+the test states, the seconds of each step, and two pictures: ``grid.png`` (held-out
+samples: source + drags, PartRM, zero-drag, static, oracle, ground truth) and
+``curve.png`` (training loss and test R against the step). Every step resumes, so an
+interrupted run continues where it stopped.
 """
 
 from __future__ import annotations
@@ -22,13 +26,27 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from partdrag4d import categories, store  # noqa: E402
+from partdrag4d.pipeline import make_dataset  # noqa: E402
+from partrm import figures  # noqa: E402
+from partrm.evaluate import LEGEND, METHODS, EvalConfig, evaluate, group_table, summarise_groups, write_outputs  # noqa: E402
+from partrm.gsdb import GaussianDatabase  # noqa: E402
+from partrm.gsdb_build import build_gsdb  # noqa: E402
+from partrm.gsdb_render import build_render_gsdb, reconstruction_psnr  # noqa: E402
+from partrm.models.partrm import PartRM  # noqa: E402
+from partrm.recipe import load_recipe  # noqa: E402
+from partrm.train import latest_checkpoint, read_log, train  # noqa: E402
+
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "configs" / "cpu-motion.toml"
 
 
 def split_summary(data: Path) -> str:
     """Objects per split and group, from the manifest."""
-    from partdrag4d import categories, store
-
     objects = {}
     for r in store.read_jsonl(data / store.MANIFEST):
         if r.get("status") == "ok":
@@ -40,72 +58,129 @@ def split_summary(data: Path) -> str:
             f"{counts[('test', False)]} test of the unseen category")
 
 
+def geometric_quality(data: Path, gsdb: Path, input_views, size: int) -> str:
+    """Full-image PSNR of the geometric database on the 8 non-input views of the test states."""
+    db = GaussianDatabase(gsdb)
+    states = [r["state_id"] for r in store.manifest_states(data) if r["split"] == "test"]
+    views = [v for v in range(12) if v not in input_views]
+    values = np.concatenate([reconstruction_psnr(db.splatter(s), data, s, views, size) for s in states])
+    return (f"geometric database on the 8 non-input views of the {len(states)} test states at {size}²: "
+            f"PSNR {values.mean():.2f} dB (median {np.median(values):.2f}, min {values.min():.2f})")
+
+
+def test_r(cfg: EvalConfig, model, db, baseline_rows: list[dict]) -> dict:
+    """R per group of ``model`` on the test pairs, against the baselines' rows (no 3D errors)."""
+    quick = EvalConfig(**{**cfg.__dict__, "methods": ("partrm",), "motion_3d": False, "out": cfg.out})
+    rows = evaluate(quick, model, None, progress=False).rows
+    groups = summarise_groups(rows + baseline_rows, ["partrm", "static", "oracle"], resamples=10, seed=cfg.seed)
+    return {g: groups[g]["partrm"].get("R") for g in groups}
+
+
+class Timer(dict):
+    """Seconds per step, kept in ``times.json`` beside the report: a step that a resumed run
+    finds done (and so takes ~0 s) keeps the seconds of the run that did it (the larger)."""
+
+    def __init__(self, before: dict, path: Path):
+        super().__init__(before)
+        self.path = path
+
+    def __setitem__(self, step: str, seconds: float) -> None:
+        super().__setitem__(step, max(seconds, self.get(step, 0.0)))
+        store.atomic_write_json(self.path, dict(self))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE, help="TOML recipe (partrm/recipe.py)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
-    parser.add_argument("--per-category", type=int, default=2)
-    parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--quality", default="draft")
-    parser.add_argument("--teacher-steps", type=int, default=400)
-    parser.add_argument("--stage1-steps", type=int, default=200)
-    parser.add_argument("--stage2-steps", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--eval-size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=Path, default=None, help="an existing dataset made with the recipe's [dataset] (default OUT/data)")
     args = parser.parse_args()
 
-    import torch
-
-    from partdrag4d.pipeline import make_dataset
-    from partrm.evaluate import LEGEND, METHODS, EvalConfig, evaluate, group_table, write_outputs
-    from partrm.gsdb import GaussianDatabase
-    from partrm.gsdb_build import build_gsdb
-    from partrm.models.partrm import PartRM
-    from partrm.train import load_config, train
-
+    recipe = load_recipe(args.recipe)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = args.out
-    data = out / "data"
-    times = {}
+    out.mkdir(parents=True, exist_ok=True)
+    data = args.data or out / "data"
+    d = recipe.dataset
+    times_path = out / "times.json"
+    times = Timer(store.read_json(times_path) if times_path.is_file() else {}, times_path)
     t = time.perf_counter()
-    make_dataset(data, per_category=args.per_category, seed=args.seed, quality=args.quality, resolution=args.resolution, max_joints=1)
+    if args.data is None:
+        make_dataset(data, per_category=d.per_category, seed=d.seed, quality=d.quality, resolution=d.resolution,
+                     max_joints=d.max_joints, configs=d.configs)
     times["dataset"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    teacher = train(load_config(data=str(data), out=str(out / "teacher"), stage="teacher", model="tiny", steps=args.teacher_steps,
-                                batch_size=args.batch_size, lr=1e-3, warmup_steps=20, seed=args.seed))
+    geometric = out / "gsdb-render.h5"
+    build_render_gsdb(data, geometric, recipe.gsdb)
+    times["geometric gsdb"] = time.perf_counter() - t
+    quality = geometric_quality(data, geometric, recipe.gsdb.input_views, recipe.eval.eval_size)
+    print(quality)
+
+    t = time.perf_counter()
+    teacher = train(recipe.teacher_config(data, out / "teacher", geometric))
     times["teacher"] = time.perf_counter() - t
     t = time.perf_counter()
-    build_gsdb(data, teacher.model_path)
-    times["gsdb"] = time.perf_counter() - t
-    t = time.perf_counter()
-    partrm = train(load_config(data=str(data), out=str(out / "partrm"), stage="1+2", init=str(teacher.model_path),
-                               stage1_steps=args.stage1_steps, stage2_steps=args.stage2_steps, batch_size=args.batch_size, lr=5e-4,
-                               warmup_steps=20, seed=args.seed))
-    times["partrm"] = time.perf_counter() - t
+    teacher_db_path = out / "gsdb-teacher.h5"
+    build_gsdb(data, teacher.model_path, teacher_db_path)
+    times["teacher gsdb"] = time.perf_counter() - t
+    db = GaussianDatabase(teacher_db_path)
 
-    model = PartRM.load(partrm.model_path).eval()
-    db = GaussianDatabase(data / "gsdb.h5")
+    eval_cfg = EvalConfig(data=str(data), out=str(out / "eval-test"), split="test", eval_size=recipe.eval.eval_size, seed=d.seed)
     t = time.perf_counter()
-    cfg = EvalConfig(data=str(data), out=str(out / "eval-test"), split="test", eval_size=args.eval_size, seed=args.seed)
-    result = evaluate(cfg, model, db)
-    write_outputs(result, Path(cfg.out), cfg)
+    baseline_rows = evaluate(EvalConfig(**{**eval_cfg.__dict__, "methods": ("static", "oracle"), "motion_3d": False}), None, db,
+                             progress=False).rows
+    times["baselines"] = time.perf_counter() - t
+
+    partrm_cfg = recipe.partrm_config(data, out / "partrm", teacher.model_path, teacher_db_path)
+    total = partrm_cfg.total_steps()
+    every = recipe.eval.curve_every or total
+    curve_path = out / "curve.json"
+    curve = store.read_json(curve_path) if curve_path.is_file() else []
+    t = time.perf_counter()
+    t_curve = 0.0
+    for stop in list(range(every, total, every)) + [total]:
+        result = train(partrm_cfg, stop_after=stop)
+        if any(p["step"] == stop for p in curve):
+            continue
+        t1 = time.perf_counter()
+        model = PartRM.load(latest_checkpoint(out / "partrm") / "model.safetensors").eval()
+        curve.append({"step": stop, "stage": partrm_cfg.stage_at(stop - 1), "R": test_r(eval_cfg, model, db, baseline_rows)})
+        store.atomic_write_json(curve_path, curve)
+        t_curve += time.perf_counter() - t1
+        print(f"step {stop}: test R {curve[-1]['R']}")
+    times["partrm"] = time.perf_counter() - t - t_curve
+    times["learning-curve evals"] = t_curve
+
+    model = PartRM.load(result.model_path).eval()
+    t = time.perf_counter()
+    result = evaluate(eval_cfg, model, db)
+    write_outputs(result, Path(eval_cfg.out), eval_cfg)
     times["eval"] = time.perf_counter() - t
+    t = time.perf_counter()
+    figures.qualitative_grid(data, model, db, figures.pick_samples(result.rows, recipe.eval.grid_per_group), out / "grid.png")
+    figures.learning_curve(read_log(out / "partrm"), curve, out / "curve.png",
+                           title=f"{Path(recipe.path).name}: PartRM on train objects, R on held-out test objects")
+    times["figures"] = time.perf_counter() - t
     report = "\n".join([
-        f"Split `test` (held-out objects; training read `train` only). {split_summary(data)}.",
+        f"Recipe `{recipe.path}`. Split `test` (held-out objects; training read `train` only). {split_summary(data)}.",
         "",
         group_table(result.groups, [m for m in METHODS if any(r["method"] == m for r in result.rows)]),
         LEGEND,
         "",
         *([result.lpips_note, ""] if result.lpips_note else []),
-        f"Per category: `{Path(cfg.out) / 'results.md'}`.",
+        quality + ".",
         "",
-        "seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + f" (torch threads: {torch.get_num_threads()})",
+        "test R during training: " + "; ".join(
+            f"step {p['step']}: " + ", ".join(f"{g} {'n/a' if r is None else f'{r:.2f}'}" for g, r in p["R"].items()) for p in curve),
+        "",
+        f"Per category: `{Path(eval_cfg.out) / 'results.md'}`. Pictures: `{out / 'grid.png'}`, `{out / 'curve.png'}`.",
+        "",
+        "seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()) + f"; total {sum(times.values()):.0f}"
+        + f" (torch threads: {torch.get_num_threads()})",
         "",
     ])
-    from partdrag4d.store import atomic_write_text
-
-    atomic_write_text(out / "report.md", report)
+    store.atomic_write_text(out / "report.md", report)
     print(report)
 
 

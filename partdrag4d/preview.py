@@ -60,9 +60,9 @@ ARROW = (255, 90, 0)
 START_DOT = (0, 170, 0)
 
 
-def _arrow(draw: ImageDraw.ImageDraw, x0: float, y0: float, x1: float, y1: float, head: float = 6.0) -> None:
+def draw_arrow(draw: ImageDraw.ImageDraw, x0: float, y0: float, x1: float, y1: float, head: float = 6.0, width: int = 1) -> None:
     """A line from (x0, y0) with a filled arrowhead at (x1, y1)."""
-    draw.line([(x0, y0), (x1, y1)], fill=ARROW, width=1)
+    draw.line([(x0, y0), (x1, y1)], fill=ARROW, width=width)
     dx, dy = x1 - x0, y1 - y0
     length = float(np.hypot(dx, dy))
     if length < 1e-6:
@@ -111,7 +111,7 @@ def drag_overlay(root: Path, drag_file: Path, sequence_id: str, source: int, tar
         pick = np.unique(np.linspace(0, kept - 1, min(kept, max_arrows)).round().astype(int)) if kept else np.zeros(0, int)
         for i in pick:
             (x0, y0), (x1, y1) = start[v, i] * s, end[v, i] * s
-            _arrow(draw, x0, y0, x1, y1)
+            draw_arrow(draw, x0, y0, x1, y1)
         for i in pick:
             x0, y0 = start[v, i] * s
             draw.ellipse([x0 - 2, y0 - 2, x0 + 2, y0 + 2], fill=START_DOT)

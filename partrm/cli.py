@@ -15,6 +15,7 @@ from partdrag4d.cliutil import WAIT_HELP, Typer, writing
 from partdrag4d.errors import BadInput
 from partrm import evaluate as evaluation, infer as inf, train as training
 from partrm.gaussians.ply import SH_DEGREES, UP_AXES
+from partrm.data import STAGE1_TARGETS
 from partrm.gsdb import GaussianDatabase
 from partrm.gsdb_build import build_gsdb
 from partrm.gsdb_render import RenderGsdbConfig, build_render_gsdb
@@ -35,6 +36,7 @@ Rule = Literal[RULES]
 UpAxis = Literal[UP_AXES]
 Collision = Literal[COLLISION_MODES]
 GsdbSource = Literal["teacher", "render"]
+Stage1Target = Literal[STAGE1_TARGETS]
 
 app = Typer(help="PartRM: drag-conditioned Gaussian reconstruction of part-level dynamics.", no_args_is_help=True, add_completion=False)
 
@@ -112,6 +114,8 @@ def train(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default 4 (a --config file may set it)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Default 4e-4 (a --config file may set it)."),
     num_drags: Optional[int] = typer.Option(None, "--num-drags", min=1, help="Default 10 (a --config file may set it)."),
+    stage1_target: Optional[Stage1Target] = typer.Option(None, "--stage1-target", help="Stage 1's splatter target: the target state's own (target, the paper's Eq. 5; default) or the source's carried by the true part motion (carried: aligned with the input pixels) (a --config file may set it)."),
+    stage1_motion_weight: Optional[float] = typer.Option(None, "--stage1-motion-weight", min=0.0, help="Stage 1: add this x the L2 mean over the Gaussians the target moves (default 0: the paper's plain L2; a --config file may set it)."),
     drag_noise: Optional[float] = typer.Option(None, "--drag-noise", help="Std of the training noise on drag ends (px of a 512 image) (default 2.0; a --config file may set it)."),
     render_size: Optional[int] = typer.Option(None, "--render-size", help="Default 0 (a --config file may set it)."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights"),
@@ -124,6 +128,7 @@ def train(
     cfg = _train_options(config, data=str(data), out=str(out), stage=stage, init=str(init) if init else None, lgm_frame=_frame(lgm_frame),
                          gsdb=str(gsdb) if gsdb else None, model=model, drag_sizes=_sizes(drag_sizes), stage1_steps=stage1_steps,
                          stage2_steps=stage2_steps, steps=steps, batch_size=batch_size, lr=lr, num_drags=num_drags, drag_noise_px=drag_noise,
+                         stage1_target=stage1_target, stage1_motion_weight=stage1_motion_weight,
                          render_size=render_size, seed=seed, vgg_weights=str(vgg_weights) if vgg_weights else None,
                          lpips_weights=str(lpips_weights) if lpips_weights else None)
     result = training.train(cfg, resume=resume)

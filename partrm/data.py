@@ -17,7 +17,9 @@ A pair is (source state i, target state j) of one sequence. An item holds
 - the moving part's mask in each input view (the propagation region);
 - all 12 views of the target state (rgb, alpha) at ``target_size`` with cameras and
   the indices of the 8 views not used as input (the supervised / evaluated ones);
-- optionally the Gaussian-database splatter images of the source and target states.
+- optionally the Gaussian-database splatter images of the source and target states
+  (``stage1_target="carried"``: the target is the source's splatter image moved by the
+  true part motion, so it stays aligned with the source's input pixels).
 
 An item's randomness (drag choice, propagation, noise) comes from
 ``default_rng([seed, index])``; a non-zero ``stream`` appends a third word ([seed, index] and
@@ -41,20 +43,29 @@ from partdrag4d import store
 from partdrag4d.cameras import IMAGE_SIZE, NUM_VIEWS, Camera
 from partdrag4d.dragfile import DRAG_FILE
 from partrm.gsdb import GaussianDatabase
+from partrm.part_motion import carried_splatter
 
 DEFAULT_INPUT_VIEWS = (0, 3, 6, 9)
+STAGE1_TARGETS = ("target", "carried")
+"""Stage 1's splatter target: the target state's own (the paper's Eq. 5), or the source's
+carried by the true part motion (``partrm.part_motion``; aligned with the source's pixels)."""
 
 
 @dataclass(frozen=True)
 class PairConfig:
     input_views: tuple[int, ...] = DEFAULT_INPUT_VIEWS
     input_size: int = 256
-    target_size: int = 256
+    target_size: int = 256  # 0: items carry no target views (stage 1)
     num_drags: int = 10
     drag_mode: str = "propagated"  # propagated | visible
     drag_noise_px: float = 0.0
     drag_views: str = "first"  # first: drags only in the first input view (the user's image) | all
     background: float = 1.0  # LGM composites its inputs on white
+    stage1_target: str = "target"  # gs_target: the target state's splatter image | "carried": the source's, moved by the true part motion
+
+    def __post_init__(self) -> None:
+        if self.stage1_target not in STAGE1_TARGETS:
+            raise ValueError(f"stage1_target must be one of {', '.join(STAGE1_TARGETS)}, got {self.stage1_target!r}")
 
     @property
     def supervised_views(self) -> tuple[int, ...]:
@@ -118,10 +129,10 @@ class PairItem(TypedDict):
     drags: torch.Tensor  # [4, num_drags, 4]
     drag_valid: torch.Tensor  # [4, num_drags] bool (fewer visible drags than asked: padding)
     mask: torch.Tensor  # [4, Si, Si] bool: the moving part in the source's input views
-    target_rgb: torch.Tensor  # [12, 3, St, St] straight (not composited)
-    target_alpha: torch.Tensor  # [12, 1, St, St]
-    target_K: torch.Tensor  # [12, 3, 3]
-    target_c2w: torch.Tensor  # [12, 4, 4]
+    target_rgb: NotRequired[torch.Tensor]  # [12, 3, St, St] straight (not composited); absent when target_size is 0
+    target_alpha: NotRequired[torch.Tensor]  # [12, 1, St, St]
+    target_K: NotRequired[torch.Tensor]  # [12, 3, 3]
+    target_c2w: NotRequired[torch.Tensor]  # [12, 4, 4]
     supervised_views: torch.Tensor  # the views rendered for the photometric loss
     index: int
     sequence_id: str
@@ -225,9 +236,7 @@ class PairDataset(torch.utils.data.Dataset):
         inputs = [load_view(src_dir / store.view_png_name(v), cfg.input_size, cfg.background) for v in cfg.input_views]
         full_masks = [g["masks"][ref.source_stage, v] for v in cfg.input_views]
         drags, valid = self._drags(g, ref, full_masks, rng)
-        targets = [load_view(dst_dir / store.view_png_name(v), cfg.target_size, None) for v in range(NUM_VIEWS)]
         in_K, in_c2w = camera_tensors(self.cameras, cfg.input_views, cfg.input_size)
-        t_K, t_c2w = camera_tensors(self.cameras, range(NUM_VIEWS), cfg.target_size)
         item: PairItem = {
             "input_rgb": torch.from_numpy(np.stack([x[0] for x in inputs])),
             "input_alpha": torch.from_numpy(np.stack([x[1] for x in inputs])),
@@ -236,10 +245,6 @@ class PairDataset(torch.utils.data.Dataset):
             "drags": torch.from_numpy(drags),
             "drag_valid": torch.from_numpy(valid),
             "mask": torch.from_numpy(np.stack([resize_mask(m, cfg.input_size) for m in full_masks])),
-            "target_rgb": torch.from_numpy(np.stack([x[0] for x in targets])),
-            "target_alpha": torch.from_numpy(np.stack([x[1] for x in targets])),
-            "target_K": t_K,
-            "target_c2w": t_c2w,
             "supervised_views": torch.tensor(cfg.supervised_views),
             "index": index,
             "sequence_id": ref.sequence_id,
@@ -248,11 +253,20 @@ class PairDataset(torch.utils.data.Dataset):
             "category": ref.category,
             "object_id": ref.object_id,
         }
+        if cfg.target_size:  # 0: no target views (stage 1 compares splatter images only)
+            targets = [load_view(dst_dir / store.view_png_name(v), cfg.target_size, None) for v in range(NUM_VIEWS)]
+            item["target_rgb"] = torch.from_numpy(np.stack([x[0] for x in targets]))
+            item["target_alpha"] = torch.from_numpy(np.stack([x[1] for x in targets]))
+            item["target_K"], item["target_c2w"] = camera_tensors(self.cameras, range(NUM_VIEWS), cfg.target_size)
         if self.gsdb_path is not None:
             if self._gs is None:
                 self._gs = GaussianDatabase(self.gsdb_path)
-            item["gs_source"] = torch.from_numpy(self._gs.splatter(ref.source_state))
-            item["gs_target"] = torch.from_numpy(self._gs.splatter(ref.target_state))
+            source = self._gs.splatter(ref.source_state)
+            item["gs_source"] = torch.from_numpy(source)
+            if cfg.stage1_target == "carried":
+                item["gs_target"] = torch.from_numpy(carried_splatter(source, self.root, ref.source_state, ref.target_state))
+            else:
+                item["gs_target"] = torch.from_numpy(self._gs.splatter(ref.target_state))
         return item
 
     def __getstate__(self):

@@ -75,7 +75,7 @@ from partrm.gaussians import layout
 from partrm.gaussians.views import render_views
 from partrm.lpips import load_lpips
 from partrm.metrics import aggregate, bootstrap_ci, dilate_mask, lpips_distance, psnr, recovery_ratio, region_lpips, region_psnr, region_ssim, ssim
-from partrm.models.lgm import transform_gaussians
+from partrm.part_motion import flat_splatter, oracle_gaussians
 
 METRICS = ("psnr", "ssim", "lpips")
 METHODS = ("partrm", "zero-drag", "static", "oracle")
@@ -128,26 +128,6 @@ def choose_pairs(dataset: PairDataset, seed: int, max_sequences: Optional[int] =
         source = sources[int(rng.integers(len(sources)))]
         chosen.extend(k for k in by_seq[sid] if dataset.pairs[k].source_stage == source)
     return chosen
-
-
-def oracle_gaussians(source: torch.Tensor, root: Path, source_state: str, target_state: str) -> torch.Tensor:
-    """Apply the true rigid motion of the moving links (source -> target) to the source Gaussians."""
-    src = store.read_state(root, source_state)
-    dst = store.read_state(root, target_state)
-    obj = store.read_object_points(root, src["object_id"])
-    points = store.read_state_points(root, source_state)
-    g = source.clone()
-    dist, idx = cKDTree(points).query(g[:, :3].detach().cpu().numpy(), k=1)
-    link_of_part = {link["part_id"]: link["name"] for link in store.read_object(root, src["object_id"])["links"]}
-    for part in src["moving_part_ids"]:
-        sel = (obj["part_id"][idx] == part) & (dist <= 0.05)
-        if not sel.any():
-            continue
-        link = link_of_part[part]
-        motion = np.asarray(dst["link_poses"][link]) @ np.linalg.inv(np.asarray(src["link_poses"][link]))
-        sel_t = torch.from_numpy(sel)
-        g[sel_t] = transform_gaussians(g[sel_t][None], torch.from_numpy(motion))[0].to(g.dtype)
-    return g
 
 
 def zero_drags(drags: torch.Tensor) -> torch.Tensor:
@@ -245,7 +225,7 @@ def evaluate(cfg: EvalConfig, model=None, teacher_db=None, progress: bool = True
         gt = item["target_rgb"][:, views] * item["target_alpha"][:, views] + (1 - item["target_alpha"][:, views])
         K, c2w = item["target_K"][:, views].to(device), item["target_c2w"][:, views].to(device)
         region = motion_region(dataset, ref, views.tolist(), cfg.eval_size, dilation_px)
-        source_g = torch.from_numpy(_flat(teacher_db.splatter(ref.source_state))) if teacher_db is not None else None
+        source_g = torch.from_numpy(flat_splatter(teacher_db.splatter(ref.source_state))) if teacher_db is not None else None
         truth = joints.dataset_truth(root, ref.source_state, ref.target_state) if cfg.motion_3d and source_g is not None else None
         split = splits.get(ref.object_id, "train")
         seen = categories.get(ref.category).seen
@@ -302,11 +282,6 @@ def _value(t) -> Optional[float]:
 
 def _numeric(row: dict) -> dict:
     return {k: v for k, v in row.items() if k not in ("seen",)}
-
-
-def _flat(splatter: np.ndarray) -> np.ndarray:
-    v, c, s, _ = splatter.shape
-    return splatter.transpose(0, 2, 3, 1).reshape(v * s * s, c)
 
 
 def _mean(rows: list[dict], key: str) -> Optional[float]:

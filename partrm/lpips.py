@@ -33,6 +33,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 __all__ = [
@@ -226,8 +227,6 @@ def _existing(path: str | Path, what: str, flag: str, expected: str) -> Path:
 def _read_tensors(path: Path) -> dict[str, Tensor]:
     """A flat name->tensor dict from .safetensors or a (weights-only) torch checkpoint."""
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path), device="cpu")
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):

@@ -6,7 +6,10 @@
   (L2 on the splatter images, e.g. the geometric ``gsdb build --source render``), then
   trains photometrically.
 - stage ``1`` (motion): L2 between PartRM's splatter image for the target state and the
-  Gaussian database's (Eq. 5), pixel by pixel.
+  Gaussian database's (Eq. 5), pixel by pixel. ``stage1_target = "carried"`` compares with
+  the database's *source* splatter image moved by the true part motion instead (aligned
+  with the input pixels; ``partrm.part_motion``); ``stage1_motion_weight`` adds the L2 mean
+  over the Gaussians that motion moves.
 - stage ``2`` (appearance): MSE(rgb) + lambda_lpips LPIPS + lambda_alpha MSE(alpha) on
   the target state's rendered views (Eq. 6; lambdas 1 by default).
 - ``1+2``: stage 1 for ``stage1_steps``, then stage 2 for ``stage2_steps``.
@@ -42,9 +45,17 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from safetensors import safe_open
+from safetensors.torch import load_file
+from tqdm import tqdm
 
 from partdrag4d import store
+from partrm.data import STAGE1_TARGETS, PairConfig, PairDataset, StateDataset, collate
 from partrm.gaussians.views import composite, render_views, scale_K
+from partrm.lpips import load_lpips
+from partrm.models.lgm import LGM, LGMConfig
+from partrm.models.partrm import PartRM, PartRMConfig
 
 
 STAGES = ("teacher", "1", "2", "1+2")
@@ -79,6 +90,8 @@ class TrainConfig:
     drag_mode: str = "propagated"  # propagated | visible
     drag_noise_px: float = 2.0
     drag_views: str = "first"  # first (the user's image, as at inference) | all input views
+    stage1_target: str = "target"  # target: the target state's splatter image (Eq. 5) | carried: the source's moved by the true part motion
+    stage1_motion_weight: float = 0.0  # stage 1: + this x the L2 mean over the Gaussians the target moves (0: the paper's plain L2)
     lambda_lpips: float = 1.0
     lambda_alpha: float = 1.0
     vgg_weights: Optional[str] = None
@@ -158,6 +171,10 @@ def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.total_steps() == 0:
         raise ValueError(f"stage {cfg.stage!r} has no steps to run")
+    if cfg.stage1_motion_weight < 0:
+        raise ValueError(f"stage1_motion_weight must be >= 0, got {cfg.stage1_motion_weight}")
+    if cfg.stage1_target not in STAGE1_TARGETS:
+        raise ValueError(f"stage1_target must be one of {', '.join(STAGE1_TARGETS)}, got {cfg.stage1_target!r}")
     if cfg.lgm_frame not in (None, "lgm", "object"):
         raise ValueError(f"--lgm-frame must be auto, lgm or object, got {cfg.lgm_frame!r}")
     return cfg
@@ -298,8 +315,18 @@ def compute_loss(model, batch: dict, stage: str, objective: Objective, render_si
         if splatter.shape != batch["gs_target"].shape:
             raise ValueError(f"the Gaussian database holds splatter images {tuple(batch['gs_target'].shape[1:])} but the model "
                              f"predicts {tuple(splatter.shape[1:])}: build it with the model's splat size (gsdb build --splat-size)")
-        loss = F.mse_loss(splatter.float(), batch["gs_target"].float())
-        return {"loss": loss, "l2": loss.detach()}
+        err = (splatter.float() - batch["gs_target"].float()) ** 2
+        loss = err.mean()
+        terms = {"l2": loss.detach()}
+        weight = objective.cfg.stage1_motion_weight if stage == "1" else 0.0
+        if weight > 0:
+            # the moving part is a few percent of the pixels: its own mean, weighted, so the motion is not
+            # drowned by the reconstruction residual of everything that stays put
+            moved = ((batch["gs_target"][:, :, :3] - batch["gs_source"][:, :, :3]).abs().sum(2, keepdim=True) > 1e-6).float()
+            motion = (err * moved).sum() / (moved.sum() * err.shape[2]).clamp(min=1.0)
+            terms["l2_motion"] = motion.detach()
+            loss = loss + weight * motion
+        return {"loss": loss, **terms}
     return objective.photometric(lgm.gaussians(splatter), batch, render_size)
 
 
@@ -345,9 +372,6 @@ def latest_checkpoint(run: Path) -> Optional[Path]:
 
 def build_model(cfg: TrainConfig):
     """Teacher: an LGM. Stages: a PartRM from ``init`` (PartRM checkpoint or LGM weights)."""
-    from partrm.models.lgm import LGM, LGMConfig
-    from partrm.models.partrm import PartRM, PartRMConfig
-
     if cfg.stage == "teacher":
         if cfg.init:
             return LGM.from_pretrained(cfg.init, frame=cfg.lgm_frame)
@@ -356,8 +380,6 @@ def build_model(cfg: TrainConfig):
         path = Path(cfg.init)
         if not path.is_file():
             raise FileNotFoundError(f"initial weights not found: {path} (pass --init PATH: a teacher/official LGM or a PartRM checkpoint)")
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         if "partrm_config" in meta:
@@ -369,8 +391,6 @@ def build_model(cfg: TrainConfig):
 
 
 def build_dataset(cfg: TrainConfig, model, stage: str):
-    from partrm.data import PairConfig, PairDataset, StateDataset
-
     lgm_cfg = lgm_of(model).config
     render = cfg.render_size or lgm_cfg.input_size
     cats = list(cfg.categories) if cfg.categories else None
@@ -385,8 +405,8 @@ def build_dataset(cfg: TrainConfig, model, stage: str):
         return StateDataset(Path(cfg.data), split=split, categories=cats, input_size=lgm_cfg.input_size,
                             target_size=0 if stage == "teacher-l2" else render,
                             states=list(cfg.states) if cfg.states else None, gsdb=gsdb)
-    pair_cfg = PairConfig(input_size=lgm_cfg.input_size, target_size=render, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode,
-                          drag_noise_px=cfg.drag_noise_px, drag_views=model.config.drag_views)
+    pair_cfg = PairConfig(input_size=lgm_cfg.input_size, target_size=0 if stage == "1" else render, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode,
+                          drag_noise_px=cfg.drag_noise_px, drag_views=model.config.drag_views, stage1_target=cfg.stage1_target)
     pairs = PairDataset(Path(cfg.data), split="train", categories=cats, config=pair_cfg, gsdb=gsdb, seed=cfg.seed,
                         sequences=list(cfg.sequences) if cfg.sequences else None)
     # drags.h5 carries each sequence's split from when it was built; the manifest is the truth
@@ -433,12 +453,6 @@ class TrainResult:
 def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = None) -> TrainResult:
     """Train per ``cfg``; ``stop_after`` ends the run early (after that many total steps) as an
     interruption would, leaving its checkpoint behind."""
-    from accelerate import Accelerator
-    from tqdm import tqdm
-
-    from partrm.data import collate
-    from partrm.lpips import load_lpips
-
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
@@ -470,8 +484,6 @@ def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = Non
     ckpt = latest_checkpoint(run) if resume else None
     state = None
     if ckpt is not None:
-        from safetensors.torch import load_file
-
         model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
         state = torch.load(ckpt / "optimizer.pt", weights_only=False)
         _set_rng_state(state["rng"])

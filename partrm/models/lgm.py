@@ -21,13 +21,16 @@ Facts taken from the official release (3DTopia/LGM), re-implemented here:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from partdrag4d.errors import ToolkitError
@@ -323,8 +326,6 @@ released ``model_fp16_fixrot.safetensors``)."""
 
 def checkpoint_layout(path: Union[str, Path]) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape of a safetensors file, read from its header only (no data)."""
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as f:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
 
@@ -508,8 +509,6 @@ class LGM(nn.Module):
 
     def load_official(self, path: Union[str, Path]) -> "LGM":
         """Load a local safetensors checkpoint (fp16 is cast to the model's dtype). Never downloads."""
-        from safetensors.torch import load_file
-
         path = _existing_weights(path)
         return self.load_weights(load_file(str(path), device="cpu"), source=str(path))
 
@@ -526,8 +525,6 @@ class LGM(nn.Module):
         """
         path = _existing_weights(path)  # fail before building a 415 M-parameter model
         if config is None:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
             if "lgm_config" in meta:
@@ -541,21 +538,15 @@ class LGM(nn.Module):
                         f"({', '.join(OFFICIAL_LAYOUT_PRESETS)}): not an LGM checkpoint this project can load")
                 config = LGMConfig.preset(name, frame="lgm")
                 if announce and frame in (None, "lgm"):
-                    import sys
-
                     print(f"{path}: no project metadata, tensors match LGM {name!r}: official weights, loaded in LGM's camera "
                           f"frame (frame='lgm'; --lgm-frame object overrides)", file=sys.stderr)
         if frame is not None and frame != config.frame:
-            from dataclasses import replace
-
             config = replace(config, frame=frame)
         model = cls(config)
         return model.load_official(path)
 
     def save(self, path: Union[str, Path], half: bool = False) -> None:
         """Write the state dict (fp16 with ``half``) and the config as safetensors metadata."""
-        from safetensors.torch import save_file
-
         state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
                  for k, v in self.state_dict().items()}
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save as safetensors_bytes
 from torch import Tensor, nn
 
+from partdrag4d.store import atomic_write_bytes
 from partrm.models.drag_embedding import MultiScaleDragEmbedding, levels_for_sizes
 from partrm.models.lgm import LGM, LGMConfig
 
@@ -92,18 +95,11 @@ class PartRM(nn.Module):
 
     def save(self, path: Union[str, Path]) -> None:
         """Weights and config in one safetensors file, written atomically."""
-        from safetensors.torch import save as safetensors_bytes
-
-        from partdrag4d.store import atomic_write_bytes
-
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         atomic_write_bytes(Path(path), safetensors_bytes(state, metadata={"format": "pt", "partrm_config": self.config.to_json()}))
 
     @classmethod
     def load(cls, path: Union[str, Path], map_location: str = "cpu") -> "PartRM":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"PartRM checkpoint not found: {path} (pass --checkpoint PATH)")

@@ -134,3 +134,29 @@ def test_defaults_are_unchanged_by_the_stage_table():
     assert cfg.stages() == [("1", 0, 200), ("2", 200, 300)] and cfg.total_steps() == 300
     assert load_config(stage="teacher").stages() == [("teacher", 0, 300)]
     assert load_config(stage="2", steps=5).stages() == [("2", 0, 5)]
+
+
+def test_cpu_motion_recipe_loads_and_is_strict(tmp_path):
+    from partrm.recipe import load_recipe
+
+    recipe = load_recipe(ROOT / "configs" / "cpu-motion.toml")
+    assert recipe.gsdb.splat_size == 32 and recipe.dataset.per_category >= 2  # the tiny LGM's layout; held-out objects exist
+    teacher = recipe.teacher_config(tmp_path / "d", tmp_path / "t", tmp_path / "geo.h5")
+    assert teacher.stages()[0][0] == "teacher-l2" and teacher.gsdb == str(tmp_path / "geo.h5")
+    partrm = recipe.partrm_config(tmp_path / "d", tmp_path / "p", tmp_path / "t.safetensors", tmp_path / "db.h5")
+    assert [s[0] for s in partrm.stages()] == ["1", "2"]  # the paper's structure: L2 on splatter images, then photometric
+    assert partrm.stage1_target == "carried" and partrm.split == "train"
+    text = (ROOT / "configs" / "cpu-motion.toml").read_text()
+    for edit, message in [
+        (text + "\n[optimizer]\nlr = 1\n", r"unknown section \[optimizer\]"),
+        (text.replace("[dataset]", "[dataset]\nobjects = 3"), "unknown key 'objects' in \\[dataset\\]"),
+        (text.replace("per_category = 4", 'per_category = "4"'), "'per_category' must be int"),
+        (text.replace('stage1_target = "carried"', 'stage1_target = "moved"'), r"\[partrm\] .*stage1_target must be one of target, carried"),
+        (text.replace("[partrm]", "[partrm]\nlearning_rate = 1e-3"), r"\[partrm\] .*unknown training options: learning_rate"),
+        (text.replace("[partrm]", '[partrm]\ndata = "elsewhere"'), "sets 'data': the benchmark sets it"),
+        (text.replace("splat_size = 32", "splat_size = 0"), "splat_size must be >= 1"),
+    ]:
+        bad = tmp_path / "bad.toml"
+        bad.write_text(edit)
+        with pytest.raises(ValueError, match=message):
+            load_recipe(bad)

@@ -1,0 +1,63 @@
+"""The true part motion applied to Gaussians: the evaluation's oracle and stage 1's carried target.
+
+A state's Gaussians (a database's splatter image, flattened) are moved by the rigid motion
+of the links that move between two states of a sequence (``state.json``'s link poses); a
+Gaussian belongs to a moving link when its nearest surface sample of the source state lies
+on that link's part within ``max_distance`` (object units). Everything else stays put.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from partdrag4d import store
+from partrm.models.lgm import transform_gaussians
+
+MAX_DISTANCE = 0.05
+"""A Gaussian farther than this from every source surface sample is not assigned to a part."""
+
+
+def flat_splatter(splatter: np.ndarray) -> np.ndarray:
+    """[V, 14, S, S] -> [V*S*S, 14] in (view, row, col) order (``LGM.gaussians``'s order)."""
+    v, c, s, _ = splatter.shape
+    return splatter.transpose(0, 2, 3, 1).reshape(v * s * s, c)
+
+
+def unflat_splatter(gaussians: np.ndarray | torch.Tensor, views: int, size: int):
+    """The inverse of ``flat_splatter``: [V*S*S, 14] -> [V, 14, S, S]."""
+    g = gaussians.reshape(views, size, size, gaussians.shape[-1])
+    return g.permute(0, 3, 1, 2) if isinstance(g, torch.Tensor) else g.transpose(0, 3, 1, 2)
+
+
+def oracle_gaussians(source: torch.Tensor, root: Path, source_state: str, target_state: str,
+                     max_distance: float = MAX_DISTANCE) -> torch.Tensor:
+    """Gaussians [N, 14] of ``source_state`` with the true rigid motion to ``target_state``
+    applied to those on the moving links."""
+    src = store.read_state(root, source_state)
+    dst = store.read_state(root, target_state)
+    obj = store.read_object_points(root, src["object_id"])
+    points = store.read_state_points(root, source_state)
+    g = source.clone()
+    dist, idx = cKDTree(points).query(g[:, :3].detach().cpu().numpy(), k=1)
+    link_of_part = {link["part_id"]: link["name"] for link in store.read_object(root, src["object_id"])["links"]}
+    for part in src["moving_part_ids"]:
+        sel = (obj["part_id"][idx] == part) & (dist <= max_distance)
+        if not sel.any():
+            continue
+        link = link_of_part[part]
+        motion = np.asarray(dst["link_poses"][link]) @ np.linalg.inv(np.asarray(src["link_poses"][link]))
+        sel_t = torch.from_numpy(sel)
+        g[sel_t] = transform_gaussians(g[sel_t][None], torch.from_numpy(motion))[0].to(g.dtype)
+    return g
+
+
+def carried_splatter(splatter: np.ndarray, root: Path, source_state: str, target_state: str) -> np.ndarray:
+    """A source splatter image [V, 14, S, S] carried to the target state by the true part
+    motion, still aligned pixel for pixel with the source's input views."""
+    v, _, s, _ = splatter.shape
+    moved = oracle_gaussians(torch.from_numpy(flat_splatter(splatter).astype(np.float32)), root, source_state, target_state)
+    return np.ascontiguousarray(unflat_splatter(moved.numpy(), v, s)).astype(splatter.dtype)
