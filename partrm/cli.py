@@ -115,6 +115,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Default 4e-4 (a --config file may set it)."),
     num_drags: Optional[int] = typer.Option(None, "--num-drags", min=1, help="Default 10 (a --config file may set it)."),
     stage1_target: Optional[Stage1Target] = typer.Option(None, "--stage1-target", help="Stage 1's splatter target: the target state's own (target, the paper's Eq. 5; default) or the source's carried by the true part motion (carried: aligned with the input pixels) (a --config file may set it)."),
+    zero_drag_prob: Optional[float] = typer.Option(None, "--zero-drag-prob", min=0.0, max=1.0, help="Share of training pairs made still: the same drags with zero displacement and the source state as the target, so the model learns that no drag means no motion (default 0; a --config file may set it)."),
     stage1_motion_weight: Optional[float] = typer.Option(None, "--stage1-motion-weight", min=0.0, help="Stage 1: add this x the L2 mean over the Gaussians the target moves (default 0: the paper's plain L2; a --config file may set it)."),
     drag_noise: Optional[float] = typer.Option(None, "--drag-noise", help="Std of the training noise on drag ends (px of a 512 image) (default 2.0; a --config file may set it)."),
     render_size: Optional[int] = typer.Option(None, "--render-size", help="Default 0 (a --config file may set it)."),
@@ -129,6 +130,7 @@ def train(
                          gsdb=str(gsdb) if gsdb else None, model=model, drag_sizes=_sizes(drag_sizes), stage1_steps=stage1_steps,
                          stage2_steps=stage2_steps, steps=steps, batch_size=batch_size, lr=lr, num_drags=num_drags, drag_noise_px=drag_noise,
                          stage1_target=stage1_target, stage1_motion_weight=stage1_motion_weight,
+                         zero_drag_prob=zero_drag_prob,
                          render_size=render_size, seed=seed, vgg_weights=str(vgg_weights) if vgg_weights else None,
                          lpips_weights=str(lpips_weights) if lpips_weights else None)
     result = training.train(cfg, resume=resume)

@@ -21,6 +21,11 @@ A pair is (source state i, target state j) of one sequence. An item holds
   (``stage1_target="carried"``: the target is the source's splatter image moved by the
   true part motion, so it stays aligned with the source's input pixels).
 
+``zero_drag_prob`` turns that share of items into *still* items: the same drags with zero
+displacement, and the source state itself as the target. A model that never sees one can
+learn to move the part its drags point at whatever their displacement (the evaluation's
+zero-drag control catches that).
+
 An item's randomness (drag choice, propagation, noise) comes from
 ``default_rng([seed, index])``; a non-zero ``stream`` appends a third word ([seed, index] and
 [seed, index, 0] are the same numpy seed, so 0 is not a stream) so that evaluation
@@ -62,10 +67,14 @@ class PairConfig:
     drag_views: str = "first"  # first: drags only in the first input view (the user's image) | all
     background: float = 1.0  # LGM composites its inputs on white
     stage1_target: str = "target"  # gs_target: the target state's splatter image | "carried": the source's, moved by the true part motion
+    zero_drag_prob: float = 0.0  # share of items whose drags have zero displacement and whose target is the source state
+
 
     def __post_init__(self) -> None:
         if self.stage1_target not in STAGE1_TARGETS:
             raise ValueError(f"stage1_target must be one of {', '.join(STAGE1_TARGETS)}, got {self.stage1_target!r}")
+        if not 0.0 <= self.zero_drag_prob <= 1.0:
+            raise ValueError(f"zero_drag_prob must be in [0, 1], got {self.zero_drag_prob}")
 
     @property
     def supervised_views(self) -> tuple[int, ...]:
@@ -232,10 +241,14 @@ class PairDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, index] if self.stream is None else [self.seed, index, self.stream])
         g = self._file()["sequences"][ref.sequence_id]
         src_dir = store.render_dir(self.root, ref.source_state)
-        dst_dir = store.render_dir(self.root, ref.target_state)
         inputs = [load_view(src_dir / store.view_png_name(v), cfg.input_size, cfg.background) for v in cfg.input_views]
         full_masks = [g["masks"][ref.source_stage, v] for v in cfg.input_views]
         drags, valid = self._drags(g, ref, full_masks, rng)
+        target_state = ref.target_state
+        if cfg.zero_drag_prob > 0 and rng.random() < cfg.zero_drag_prob:  # drawn after the drags: they stay the pair's
+            drags[..., 2:] = drags[..., :2]  # no displacement: the target is the source state itself
+            target_state = ref.source_state
+        dst_dir = store.render_dir(self.root, target_state)
         in_K, in_c2w = camera_tensors(self.cameras, cfg.input_views, cfg.input_size)
         item: PairItem = {
             "input_rgb": torch.from_numpy(np.stack([x[0] for x in inputs])),
@@ -249,7 +262,7 @@ class PairDataset(torch.utils.data.Dataset):
             "index": index,
             "sequence_id": ref.sequence_id,
             "source_state": ref.source_state,
-            "target_state": ref.target_state,
+            "target_state": target_state,
             "category": ref.category,
             "object_id": ref.object_id,
         }
@@ -263,10 +276,12 @@ class PairDataset(torch.utils.data.Dataset):
                 self._gs = GaussianDatabase(self.gsdb_path)
             source = self._gs.splatter(ref.source_state)
             item["gs_source"] = torch.from_numpy(source)
-            if cfg.stage1_target == "carried":
-                item["gs_target"] = torch.from_numpy(carried_splatter(source, self.root, ref.source_state, ref.target_state))
+            if target_state == ref.source_state:
+                item["gs_target"] = item["gs_source"]
+            elif cfg.stage1_target == "carried":
+                item["gs_target"] = torch.from_numpy(carried_splatter(source, self.root, ref.source_state, target_state))
             else:
-                item["gs_target"] = torch.from_numpy(self._gs.splatter(ref.target_state))
+                item["gs_target"] = torch.from_numpy(self._gs.splatter(target_state))
         return item
 
     def __getstate__(self):

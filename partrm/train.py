@@ -91,6 +91,7 @@ class TrainConfig:
     drag_noise_px: float = 2.0
     drag_views: str = "first"  # first (the user's image, as at inference) | all input views
     stage1_target: str = "target"  # target: the target state's splatter image (Eq. 5) | carried: the source's moved by the true part motion
+    zero_drag_prob: float = 0.0  # share of training pairs turned still: zero-displacement drags, target = source state
     stage1_motion_weight: float = 0.0  # stage 1: + this x the L2 mean over the Gaussians the target moves (0: the paper's plain L2)
     lambda_lpips: float = 1.0
     lambda_alpha: float = 1.0
@@ -171,6 +172,8 @@ def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.total_steps() == 0:
         raise ValueError(f"stage {cfg.stage!r} has no steps to run")
+    if not 0.0 <= cfg.zero_drag_prob <= 1.0:
+        raise ValueError(f"zero_drag_prob must be in [0, 1], got {cfg.zero_drag_prob}")
     if cfg.stage1_motion_weight < 0:
         raise ValueError(f"stage1_motion_weight must be >= 0, got {cfg.stage1_motion_weight}")
     if cfg.stage1_target not in STAGE1_TARGETS:
@@ -406,7 +409,8 @@ def build_dataset(cfg: TrainConfig, model, stage: str):
                             target_size=0 if stage == "teacher-l2" else render,
                             states=list(cfg.states) if cfg.states else None, gsdb=gsdb)
     pair_cfg = PairConfig(input_size=lgm_cfg.input_size, target_size=0 if stage == "1" else render, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode,
-                          drag_noise_px=cfg.drag_noise_px, drag_views=model.config.drag_views, stage1_target=cfg.stage1_target)
+                          drag_noise_px=cfg.drag_noise_px, drag_views=model.config.drag_views, stage1_target=cfg.stage1_target,
+                          zero_drag_prob=cfg.zero_drag_prob)
     pairs = PairDataset(Path(cfg.data), split="train", categories=cats, config=pair_cfg, gsdb=gsdb, seed=cfg.seed,
                         sequences=list(cfg.sequences) if cfg.sequences else None)
     # drags.h5 carries each sequence's split from when it was built; the manifest is the truth

@@ -78,3 +78,24 @@ def test_pair_items_carry_the_stage1_target(rendered_dataset, geometric):
     assert torch.equal(item["drags"], reference["drags"])  # same randomness either way
     with pytest.raises(ValueError, match="stage1_target must be one of target, carried"):
         PairConfig(stage1_target="moved")
+
+
+def test_still_items_have_zero_drags_and_the_source_as_target(rendered_dataset, geometric):
+    def items(prob: float):
+        cfg = PairConfig(input_size=64, target_size=32, stage1_target="carried", zero_drag_prob=prob, drag_noise_px=2.0)
+        data = PairDataset(rendered_dataset, config=cfg, gsdb=geometric, sequences=[DRAWER], seed=5)
+        return [data[k] for k in range(len(data))]
+
+    moving, still, some = items(0.0), items(1.0), items(0.5)
+    own = PairDataset(rendered_dataset, config=PairConfig(input_size=64, target_size=32), sequences=[DRAWER])
+    for m, s in zip(moving, still):
+        assert s["target_state"] == s["source_state"] != m["target_state"]
+        assert torch.equal(s["drags"][..., :2], m["drags"][..., :2])  # the pair's drag starts ...
+        assert torch.equal(s["drags"][..., 2:], s["drags"][..., :2])  # ... with zero displacement
+        assert torch.equal(s["gs_target"], s["gs_source"])
+        source_views = own[next(k for k, p in enumerate(own.pairs) if p.target_state == s["source_state"] and p.source_state != s["source_state"])]
+        assert torch.equal(s["target_rgb"], source_views["target_rgb"])  # the photometric target is the source state
+    n_still = sum(it["target_state"] == it["source_state"] for it in some)
+    assert 0.25 * len(some) < n_still < 0.75 * len(some)
+    with pytest.raises(ValueError, match="zero_drag_prob must be in"):
+        PairConfig(zero_drag_prob=1.5)
