@@ -68,7 +68,7 @@ def geometric_quality(data: Path, gsdb: Path, input_views, size: int) -> str:
             f"PSNR {values.mean():.2f} dB (median {np.median(values):.2f}, min {values.min():.2f})")
 
 
-def test_r(cfg: EvalConfig, model, db, baseline_rows: list[dict]) -> dict:
+def held_out_r(cfg: EvalConfig, model, db, baseline_rows: list[dict]) -> dict:
     """R per group of ``model`` on the test pairs, against the baselines' rows (no 3D errors)."""
     quick = EvalConfig(**{**cfg.__dict__, "methods": ("partrm",), "motion_3d": False, "out": cfg.out})
     rows = evaluate(quick, model, None, progress=False).rows
@@ -145,7 +145,7 @@ def main() -> None:
             continue
         t1 = time.perf_counter()
         model = PartRM.load(latest_checkpoint(out / "partrm") / "model.safetensors").eval()
-        curve.append({"step": stop, "stage": partrm_cfg.stage_at(stop - 1), "R": test_r(eval_cfg, model, db, baseline_rows)})
+        curve.append({"step": stop, "stage": partrm_cfg.stage_at(stop - 1), "R": held_out_r(eval_cfg, model, db, baseline_rows)})
         store.atomic_write_json(curve_path, curve)
         t_curve += time.perf_counter() - t1
         print(f"step {stop}: test R {curve[-1]['R']}")
