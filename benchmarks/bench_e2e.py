@@ -70,7 +70,7 @@ def geometric_quality(data: Path, gsdb: Path, input_views, size: int) -> str:
 
 def held_out_r(cfg: EvalConfig, model, db, baseline_rows: list[dict]) -> dict:
     """R per group of ``model`` on the test pairs, against the baselines' rows (no 3D errors)."""
-    quick = EvalConfig(**{**cfg.__dict__, "methods": ("partrm",), "motion_3d": False, "out": cfg.out})
+    quick = EvalConfig(**{**cfg.__dict__, "methods": ("partrm",), "motion_3d": False})
     rows = evaluate(quick, model, None, progress=False).rows
     groups = summarise_groups(rows + baseline_rows, ["partrm", "static", "oracle"], resamples=10, seed=cfg.seed)
     return {g: groups[g]["partrm"].get("R") for g in groups}

@@ -50,6 +50,7 @@ from partrm.gsdb import GSDB_FILE
 from partrm.gsdb_build import build_parts
 from partrm.metrics import psnr
 from partrm.models.lgm import matrix_to_quat
+from partrm.part_motion import flat_splatter
 
 
 @dataclass(frozen=True)
@@ -355,8 +356,7 @@ def build_render_gsdb(root: Path, out: Path | None = None, cfg: RenderGsdbConfig
 
 
 def _write_ply(path: Path, splatter: np.ndarray, options: dict | None = None) -> None:
-    v, c, s, _ = splatter.shape
-    flat = torch.from_numpy(splatter.transpose(0, 2, 3, 1).reshape(v * s * s, c))
+    flat = torch.from_numpy(flat_splatter(splatter))
     gs = gaussians_from_lgm(flat[flat[:, layout.OPACITY.start] > 0])
     write_ply(path, *gs, **(options or {}))
 
@@ -368,8 +368,7 @@ def reconstruction_psnr(splatter: np.ndarray, root: Path, state_id: str, views, 
     """Full-image PSNR (white background) of the splatter's renders of ``views`` at ``size``."""
     rgb_t, _, K, c2w = state_targets(root, state_id, size)
     views = torch.as_tensor(list(views))
-    v, c, s, _ = splatter.shape
-    g = torch.from_numpy(splatter.transpose(0, 2, 3, 1).reshape(1, v * s * s, c)).float()
+    g = torch.from_numpy(flat_splatter(splatter))[None].float()
     with torch.inference_mode():
         rgb, _ = render_views(g, K[views][None], c2w[views][None], size)
     return psnr(rgb[0].clamp(0, 1), rgb_t[views]).numpy()
