@@ -68,12 +68,19 @@ def geometric_quality(data: Path, gsdb: Path, input_views, size: int) -> str:
             f"PSNR {values.mean():.2f} dB (median {np.median(values):.2f}, min {values.min():.2f})")
 
 
-def held_out_r(cfg: EvalConfig, model, db, baseline_rows: list[dict]) -> dict:
-    """R per group of ``model`` on the test pairs, against the baselines' rows (no 3D errors)."""
-    quick = EvalConfig(**{**cfg.__dict__, "methods": ("partrm",), "motion_3d": False})
+def held_out_point(cfg: EvalConfig, model, db, baseline_rows: list[dict]) -> dict:
+    """A learning-curve point on the test pairs, against the baselines' rows (no 3D errors): per
+    group, R of PartRM and of its zero-drag control, and PartRM's full-image PSNR gain over static."""
+    quick = EvalConfig(**{**cfg.__dict__, "methods": ("partrm", "zero-drag"), "motion_3d": False})
     rows = evaluate(quick, model, None, progress=False).rows
-    groups = summarise_groups(rows + baseline_rows, ["partrm", "static", "oracle"], resamples=10, seed=cfg.seed)
-    return {g: groups[g]["partrm"].get("R") for g in groups}
+    groups = summarise_groups(rows + baseline_rows, ["partrm", "zero-drag", "static", "oracle"], resamples=10, seed=cfg.seed)
+    return {"R": {g: groups[g]["partrm"].get("R") for g in groups},
+            "zero_drag_R": {g: groups[g]["zero-drag"].get("R") for g in groups},
+            "delta_psnr": {g: groups[g]["partrm"].get("delta_psnr") for g in groups}}
+
+
+def _num(value, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 class Timer(dict):
@@ -145,7 +152,7 @@ def main() -> None:
             continue
         t1 = time.perf_counter()
         model = PartRM.load(latest_checkpoint(out / "partrm") / "model.safetensors").eval()
-        curve.append({"step": stop, "stage": partrm_cfg.stage_at(stop - 1), "R": held_out_r(eval_cfg, model, db, baseline_rows)})
+        curve.append({"step": stop, "stage": partrm_cfg.stage_at(stop - 1), **held_out_point(eval_cfg, model, db, baseline_rows)})
         store.atomic_write_json(curve_path, curve)
         t_curve += time.perf_counter() - t1
         print(f"step {stop}: test R {curve[-1]['R']}")
@@ -171,8 +178,9 @@ def main() -> None:
         *([result.lpips_note, ""] if result.lpips_note else []),
         quality + ".",
         "",
-        "test R during training: " + "; ".join(
-            f"step {p['step']}: " + ", ".join(f"{g} {'n/a' if r is None else f'{r:.2f}'}" for g, r in p["R"].items()) for p in curve),
+        "test split during training (R, zero-drag R, Δ full-image PSNR vs static): " + "; ".join(
+            f"step {p['step']}: " + ", ".join(f"{g} {_num(r)}, {_num(p.get('zero_drag_R', {}).get(g))}, {_num(p.get('delta_psnr', {}).get(g), '+.2f')}"
+                                              for g, r in p["R"].items()) for p in curve),
         "",
         f"Per category: `{Path(eval_cfg.out) / 'results.md'}`. Pictures: `{out / 'grid.png'}`, `{out / 'curve.png'}`.",
         "",

@@ -48,7 +48,7 @@ from partdrag4d import store
 from partdrag4d.cameras import IMAGE_SIZE, NUM_VIEWS, Camera
 from partdrag4d.dragfile import DRAG_FILE
 from partrm.gsdb import GaussianDatabase
-from partrm.part_motion import carried_splatter
+from partrm.part_motion import carried_splatter, flat_splatter, moving_part_of, moving_part_splatter_mask
 
 DEFAULT_INPUT_VIEWS = (0, 3, 6, 9)
 STAGE1_TARGETS = ("target", "carried")
@@ -171,6 +171,7 @@ class PairDataset(torch.utils.data.Dataset):
         self.gsdb_path = Path(gsdb) if gsdb else None
         self._h5: h5py.File | None = None
         self._gs: h5py.File | None = None
+        self._part_of: dict[str, np.ndarray] = {}  # source state -> its database Gaussians' moving part (-1: none)
         self.pairs: list[PairRef] = []
         first = config.input_views[0]
         with h5py.File(self.drag_path, "r") as f:
@@ -275,11 +276,15 @@ class PairDataset(torch.utils.data.Dataset):
             if self._gs is None:
                 self._gs = GaussianDatabase(self.gsdb_path)
             source = self._gs.splatter(ref.source_state)
+            part_of = self._part_of.get(ref.source_state)
+            if part_of is None:  # a state's database Gaussians never change: assign them to parts once
+                part_of = self._part_of[ref.source_state] = moving_part_of(flat_splatter(source)[:, :3], self.root, ref.source_state)
             item["gs_source"] = torch.from_numpy(source)
+            item["gs_part"] = torch.from_numpy(moving_part_splatter_mask(source, self.root, ref.source_state, part_of))
             if target_state == ref.source_state:
                 item["gs_target"] = item["gs_source"]
             elif cfg.stage1_target == "carried":
-                item["gs_target"] = torch.from_numpy(carried_splatter(source, self.root, ref.source_state, target_state))
+                item["gs_target"] = torch.from_numpy(carried_splatter(source, self.root, ref.source_state, target_state, part_of))
             else:
                 item["gs_target"] = torch.from_numpy(self._gs.splatter(target_state))
         return item

@@ -122,8 +122,8 @@ def pick_samples(rows: list[dict], per_group: int = 3) -> list[dict]:
 
 def learning_curve(log: list[dict], curve: list[dict], out: Path, title: Optional[str] = None) -> Path:
     """``log``: train.read_log rows (step, stage, loss); ``curve``: dicts with ``step`` and
-    ``R`` per group name (None where undefined). Left: the loss per stage (log scale);
-    right: R on the test objects."""
+    ``R`` (and optionally ``zero_drag_R``, dashed) per group name (None where undefined).
+    Left: the loss per stage (log scale); right: R on the test objects."""
     fig, (ax_loss, ax_r) = plt.subplots(1, 2, figsize=(11, 4))
     stages = list(dict.fromkeys(r["stage"] for r in log))
     for stage in stages:
@@ -142,6 +142,10 @@ def learning_curve(log: list[dict], curve: list[dict], out: Path, title: Optiona
         pts = [(p["step"], p["R"][group]) for p in curve if p["R"].get(group) is not None]
         if pts:
             ax_r.plot(*zip(*pts), marker="o", label=group)
+        control = [(p["step"], p["zero_drag_R"][group]) for p in curve if p.get("zero_drag_R", {}).get(group) is not None]
+        if control:
+            ax_r.plot(*zip(*control), marker="x", ls="--", color=ax_r.lines[-1].get_color() if pts else None,
+                      label=f"{group}: zero-drag control")
     ax_r.axhline(0.0, color="grey", lw=0.8, ls="--")
     ax_r.axhline(1.0, color="grey", lw=0.8, ls=":")
     ax_r.set_xlabel("step")

@@ -33,19 +33,29 @@ def unflat_splatter(gaussians: np.ndarray | torch.Tensor, views: int, size: int)
     return g.permute(0, 3, 1, 2) if isinstance(g, torch.Tensor) else g.transpose(0, 3, 1, 2)
 
 
+def moving_part_of(xyz: np.ndarray, root: Path, source_state: str, max_distance: float = MAX_DISTANCE) -> np.ndarray:
+    """For each point [N, 3] of ``source_state``, the moving part it lies on (its nearest
+    surface sample's part, when within ``max_distance``), else -1."""
+    src = store.read_state(root, source_state)
+    obj = store.read_object_points(root, src["object_id"])
+    dist, idx = cKDTree(store.read_state_points(root, source_state)).query(xyz, k=1)
+    part = np.asarray(obj["part_id"])[idx]
+    on_moving = np.isin(part, np.asarray(src["moving_part_ids"])) & (dist <= max_distance)
+    return np.where(on_moving, part, -1)
+
+
 def oracle_gaussians(source: torch.Tensor, root: Path, source_state: str, target_state: str,
-                     max_distance: float = MAX_DISTANCE) -> torch.Tensor:
+                     max_distance: float = MAX_DISTANCE, part_of: np.ndarray | None = None) -> torch.Tensor:
     """Gaussians [N, 14] of ``source_state`` with the true rigid motion to ``target_state``
-    applied to those on the moving links."""
+    applied to those on the moving links (``part_of``: ``moving_part_of`` of them, if known)."""
     src = store.read_state(root, source_state)
     dst = store.read_state(root, target_state)
-    obj = store.read_object_points(root, src["object_id"])
-    points = store.read_state_points(root, source_state)
     g = source.clone()
-    dist, idx = cKDTree(points).query(g[:, :3].detach().cpu().numpy(), k=1)
+    if part_of is None:
+        part_of = moving_part_of(g[:, :3].detach().cpu().numpy(), root, source_state, max_distance)
     link_of_part = {link["part_id"]: link["name"] for link in store.read_object(root, src["object_id"])["links"]}
     for part in src["moving_part_ids"]:
-        sel = (obj["part_id"][idx] == part) & (dist <= max_distance)
+        sel = part_of == part
         if not sel.any():
             continue
         link = link_of_part[part]
@@ -55,9 +65,20 @@ def oracle_gaussians(source: torch.Tensor, root: Path, source_state: str, target
     return g
 
 
-def carried_splatter(splatter: np.ndarray, root: Path, source_state: str, target_state: str) -> np.ndarray:
+def moving_part_splatter_mask(splatter: np.ndarray, root: Path, source_state: str, part_of: np.ndarray | None = None) -> np.ndarray:
+    """[V, 1, S, S] float mask of a source splatter image's Gaussians on the moving parts:
+    stage 1's motion-weighted set, the same whether the pair moves them or is still."""
+    v, _, s, _ = splatter.shape
+    if part_of is None:
+        part_of = moving_part_of(flat_splatter(splatter)[:, :3], root, source_state)
+    return np.ascontiguousarray(unflat_splatter((part_of >= 0)[:, None].astype(np.float32), v, s))
+
+
+def carried_splatter(splatter: np.ndarray, root: Path, source_state: str, target_state: str,
+                     part_of: np.ndarray | None = None) -> np.ndarray:
     """A source splatter image [V, 14, S, S] carried to the target state by the true part
     motion, still aligned pixel for pixel with the source's input views."""
     v, _, s, _ = splatter.shape
-    moved = oracle_gaussians(torch.from_numpy(flat_splatter(splatter).astype(np.float32)), root, source_state, target_state)
+    moved = oracle_gaussians(torch.from_numpy(flat_splatter(splatter).astype(np.float32)), root, source_state, target_state,
+                             part_of=part_of)
     return np.ascontiguousarray(unflat_splatter(moved.numpy(), v, s)).astype(splatter.dtype)

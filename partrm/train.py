@@ -9,7 +9,7 @@
   Gaussian database's (Eq. 5), pixel by pixel. ``stage1_target = "carried"`` compares with
   the database's *source* splatter image moved by the true part motion instead (aligned
   with the input pixels; ``partrm.part_motion``); ``stage1_motion_weight`` adds the L2 mean
-  over the Gaussians that motion moves.
+  over the source's Gaussians on the moving part (in still pairs too).
 - stage ``2`` (appearance): MSE(rgb) + lambda_lpips LPIPS + lambda_alpha MSE(alpha) on
   the target state's rendered views (Eq. 6; lambdas 1 by default).
 - ``1+2``: stage 1 for ``stage1_steps``, then stage 2 for ``stage2_steps``.
@@ -79,6 +79,7 @@ class TrainConfig:
     teacher_l2_steps: int = 0  # teacher: steps of L2 to the Gaussian database (--gsdb) before the photometric steps
     batch_size: int = 4
     lr: float = 4e-4
+    stage2_lr: Optional[float] = None  # stage 2's own peak learning rate (schedule per-stage; None: lr)
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 20
@@ -92,7 +93,7 @@ class TrainConfig:
     drag_views: str = "first"  # first (the user's image, as at inference) | all input views
     stage1_target: str = "target"  # target: the target state's splatter image (Eq. 5) | carried: the source's moved by the true part motion
     zero_drag_prob: float = 0.0  # share of training pairs turned still: zero-displacement drags, target = source state
-    stage1_motion_weight: float = 0.0  # stage 1: + this x the L2 mean over the Gaussians the target moves (0: the paper's plain L2)
+    stage1_motion_weight: float = 0.0  # stage 1: + this x the L2 mean over the source's Gaussians on the moving part (0: the paper's plain L2)
     lambda_lpips: float = 1.0
     lambda_alpha: float = 1.0
     vgg_weights: Optional[str] = None
@@ -174,6 +175,8 @@ def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
         raise ValueError(f"stage {cfg.stage!r} has no steps to run")
     if not 0.0 <= cfg.zero_drag_prob <= 1.0:
         raise ValueError(f"zero_drag_prob must be in [0, 1], got {cfg.zero_drag_prob}")
+    if cfg.stage2_lr is not None and (cfg.stage2_lr <= 0 or cfg.schedule != "per-stage"):
+        raise ValueError(f"stage2_lr must be > 0 and needs schedule per-stage, got {cfg.stage2_lr} with schedule {cfg.schedule!r}")
     if cfg.stage1_motion_weight < 0:
         raise ValueError(f"stage1_motion_weight must be >= 0, got {cfg.stage1_motion_weight}")
     if cfg.stage1_target not in STAGE1_TARGETS:
@@ -324,9 +327,10 @@ def compute_loss(model, batch: dict, stage: str, objective: Objective, render_si
         weight = objective.cfg.stage1_motion_weight if stage == "1" else 0.0
         if weight > 0:
             # the moving part is a few percent of the pixels: its own mean, weighted, so the motion is not
-            # drowned by the reconstruction residual of everything that stays put
-            moved = ((batch["gs_target"][:, :, :3] - batch["gs_source"][:, :, :3]).abs().sum(2, keepdim=True) > 1e-6).float()
-            motion = (err * moved).sum() / (moved.sum() * err.shape[2]).clamp(min=1.0)
+            # drowned by the reconstruction residual of everything that stays put. The part's Gaussians are
+            # weighted in still pairs too, where the lesson is that a drag without displacement moves nothing.
+            part = batch["gs_part"]
+            motion = (err * part).sum() / (part.sum() * err.shape[2]).clamp(min=1.0)
             terms["l2_motion"] = motion.detach()
             loss = loss + weight * motion
         return {"loss": loss, **terms}
@@ -476,8 +480,9 @@ def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = Non
 
     def optimiser_for(step: int):
         """A fresh AdamW and its schedule: per stage (the stage holding ``step``) or for the whole run."""
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
-        _, first, end = cfg.stage_span(step)
+        name, first, end = cfg.stage_span(step)
+        lr = cfg.stage2_lr if name == "2" and cfg.stage2_lr is not None else cfg.lr
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
         steps = end - first if cfg.schedule == "per-stage" else None
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
 

@@ -67,3 +67,7 @@ def test_learning_curve_is_written(tmp_path):
     with Image.open(path) as im:
         assert im.size == (1100, 400)
         assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 10  # something is drawn
+        plain = np.asarray(im.convert("RGB"))
+    with_control = [{**p, "zero_drag_R": {"seen": 0.05, "unseen": None}} for p in curve]
+    with Image.open(figures.learning_curve(log, with_control, tmp_path / "control.png", title="t")) as im:
+        assert (np.asarray(im.convert("RGB")) != plain).any(axis=2).sum() > 200  # the control's dashed line is drawn

@@ -1,6 +1,7 @@
 """Stage 1's carried target: the source's Gaussians moved by the true part motion, aligned
 with the source's input pixels. The moving part lands on the target state's surface, the
-rest does not move, and training items carry it."""
+rest does not move, and training items carry it with the mask of the part's Gaussians that
+stage 1 weights, the same in still pairs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from scipy.spatial import cKDTree
 from partdrag4d import store
 from partrm.data import PairConfig, PairDataset
 from partrm.gsdb import GaussianDatabase
-from partrm.part_motion import carried_splatter, flat_splatter, unflat_splatter
+from partrm.part_motion import carried_splatter, flat_splatter, moving_part_splatter_mask, unflat_splatter
 
 pytestmark = pytest.mark.blender
 DRAWER = "awning-drawer_joint_0_c0"
@@ -99,3 +100,21 @@ def test_still_items_have_zero_drags_and_the_source_as_target(rendered_dataset, 
     assert 0.25 * len(some) < n_still < 0.75 * len(some)
     with pytest.raises(ValueError, match="zero_drag_prob must be in"):
         PairConfig(zero_drag_prob=1.5)
+
+
+def test_the_part_mask_covers_what_moves_and_stays_in_still_pairs(rendered_dataset, geometric):
+    db = GaussianDatabase(geometric)
+    src, dst = f"{DRAWER}_s0", f"{DRAWER}_s5"
+    source = db.splatter(src)
+    mask = moving_part_splatter_mask(source, rendered_dataset, src)
+    assert mask.shape == (source.shape[0], 1, *source.shape[2:]) and set(np.unique(mask)) <= {0.0, 1.0}
+    moved = np.linalg.norm(flat_splatter(carried_splatter(source, rendered_dataset, src, dst))[:, :3] - flat_splatter(source)[:, :3], axis=1) > 0
+    on_part = flat_splatter(mask)[:, 0] > 0
+    assert moved.sum() > 0 and np.array_equal(on_part, moved)  # a drawer's translation moves every Gaussian of its part
+    cfg = dict(input_size=64, target_size=0, stage1_target="carried", drag_noise_px=2.0)
+    moving = PairDataset(rendered_dataset, config=PairConfig(**cfg), gsdb=geometric, sequences=[DRAWER], seed=5)
+    still = PairDataset(rendered_dataset, config=PairConfig(**cfg, zero_drag_prob=1.0), gsdb=geometric, sequences=[DRAWER], seed=5)
+    for k in range(len(moving)):
+        m, s = moving[k], still[k]
+        assert torch.equal(s["gs_target"], s["gs_source"])  # nothing moves ...
+        assert torch.equal(s["gs_part"], m["gs_part"]) and s["gs_part"].sum() > 0  # ... but the part is still weighted

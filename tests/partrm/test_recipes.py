@@ -69,6 +69,12 @@ def test_each_stage_gets_its_own_schedule(rendered_dataset, geometric_gsdb, tmp_
     shared = train(load_config(out=str(tmp_path / "shared"), schedule="shared", **common))
     lrs_shared = [float(r["lr"]) for r in read_log(shared.run)]
     assert lrs_shared[4] < lrs_shared[3] and lrs_shared[6] == pytest.approx(1e-4)  # one curve over 7 steps
+    own = train(load_config(out=str(tmp_path / "own"), stage2_lr=2e-4, **common))
+    lrs_own = [float(r["lr"]) for r in read_log(own.run)]
+    assert lrs_own[:4] == pytest.approx(lrs[:4])  # stage 1 as before; stage 2 from its own peak
+    assert lrs_own[4:] == pytest.approx([x * 0.2 for x in lrs[4:]])
+    with pytest.raises(ValueError, match="stage2_lr must be > 0 and needs schedule per-stage"):
+        load_config(schedule="shared", stage2_lr=2e-4)
 
 
 def test_resume_at_a_stage_boundary_starts_the_next_stage_fresh(rendered_dataset, geometric_gsdb, tmp_path):

@@ -1,7 +1,7 @@
-"""Training on real renders (tiny models, CPU): the teacher learns a state, PartRM learns
-motion that beats the static prediction, resume repeats the uninterrupted run exactly,
-a non-finite loss stops with a clear message, and the Gaussian database is laid out as
-the model outputs it and resumes."""
+"""Training on real renders (tiny models, CPU): the teacher learns a state, resume repeats
+the uninterrupted run exactly, a non-finite loss stops with a clear message, and the
+Gaussian database is laid out as the model outputs it and resumes. (That PartRM learns
+motion that carries over to objects it never trained on: ``test_motion_recipe.py``.)"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from partrm.data import PairConfig, PairDataset, StateDataset, collate
+from partrm.data import StateDataset, collate
 from partrm.gsdb import GaussianDatabase
 from partrm.gsdb_build import build_gsdb
 from partrm.metrics import psnr
@@ -40,7 +40,8 @@ def _state_psnr(model: LGM, data: StateDataset, index: int) -> float:
 @pytest.fixture(scope="module")
 def teacher(rendered_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("teacher")
-    cfg = load_config(data=str(rendered_dataset), out=str(out), stage="teacher", model="tiny", steps=150, batch_size=2,
+    # a few steps: these tests need a trained checkpoint, not a good one
+    cfg = load_config(data=str(rendered_dataset), out=str(out), stage="teacher", model="tiny", steps=10, batch_size=2,
                       lr=1e-3, warmup_steps=10, supervise=SUPERVISED, progress=False, seed=0)
     result = train(cfg)
     return result.model_path
@@ -58,29 +59,6 @@ def test_tiny_lgm_overfits_one_state(rendered_dataset, tmp_path):
     after = _state_psnr(LGM.from_pretrained(result.model_path), data, index)
     assert after > before + 5.0, (before, after)
     assert after > 15.0
-
-
-def test_partrm_beats_the_static_prediction(rendered_dataset, teacher, tmp_path):
-    """Trained on the laptop's pairs (stage 2, a few minutes on CPU), PartRM renders the
-    target state better than the teacher's source-state Gaussians in views never supervised."""
-    seq = "syn-laptop-0-000_joint_0_c0"
-    cfg = load_config(data=str(rendered_dataset), out=str(tmp_path / "run"), stage="2", init=str(teacher), stage2_steps=150,
-                      batch_size=2, lr=5e-4, warmup_steps=10, supervise=SUPERVISED, sequences=(seq,), drag_noise_px=0.0, progress=False)
-    result = train(cfg)
-    model = PartRM.load(result.model_path).eval()
-    static_model = LGM.from_pretrained(teacher).eval()
-    data = PairDataset(rendered_dataset, config=PairConfig(input_size=64, target_size=64), sequences=[seq], seed=1)
-    ours, static = [], []
-    for k in range(len(data)):
-        if abs(data.pairs[k].source_stage - data.pairs[k].target_stage) < 3:
-            continue  # the large motions are where a static prediction fails
-        item = collate([data[k]])
-        cams = (item["input_K"], item["input_c2w"])
-        with torch.no_grad():
-            ours.append(_heldout_psnr(model.reconstruct(item["input_rgb"], cams, item["drags"], item["drag_valid"]), item))
-            static.append(_heldout_psnr(static_model.reconstruct(item["input_rgb"], cams), item))
-    assert len(ours) == 12
-    assert np.mean(ours) > np.mean(static) + 0.5, (np.mean(ours), np.mean(static))
 
 
 def test_gsdb_layout_and_resume(rendered_dataset, teacher, tmp_path):
