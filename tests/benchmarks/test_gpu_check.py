@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -147,11 +146,10 @@ def test_parity_measure_on_cpu_tile_backend_vs_dense_reference():
     assert not cg.differences(gauss, viewmats, Ks, 24, 16, cg.renderer("torch"), shifted, device="cpu")["ok"]
 
 
-def test_splatter_scene_is_deterministic_and_pixel_aligned():
+def test_splatter_scene_is_deterministic_and_pixel_aligned(one_torch_thread):
     from partdrag4d import cameras
     from splatter_scene import INPUT_VIEWS, build_scene
 
-    torch.set_num_threads(1)
     a, b = build_scene(16, 32, 32), build_scene(16, 32, 32)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -170,7 +168,7 @@ def test_splatter_scene_is_deterministic_and_pixel_aligned():
     assert np.abs(a["drags"][:, 2:] - a["drags"][:, :2]).max() > 0.02  # and the part moved
 
 
-def test_gsplat_step_code_runs_with_the_torch_backend_standing_in(tmp_path, monkeypatch):
+def test_gsplat_step_code_runs_with_the_torch_backend_standing_in(tmp_path, monkeypatch, one_torch_thread):
     """The GPU-only steps' own code (cases, metrics, budgets), on the CPU with gsplat's renderer
     swapped for the torch backend, so it cannot rot between GPU runs."""
     import dataclasses
@@ -179,7 +177,6 @@ def test_gsplat_step_code_runs_with_the_torch_backend_standing_in(tmp_path, monk
     import gpu_check as gc
     from splatter_scene import build_scene, save_scene
 
-    torch.set_num_threads(1)
     real = cg.renderer
     monkeypatch.setattr(cg, "renderer", lambda backend, alpha_max=0.999: real("torch", alpha_max))
     monkeypatch.setattr(gc, "gsplat_env", lambda: None)

@@ -1,11 +1,13 @@
 """The CPU recipe (``configs/cpu-motion.toml``) at a reduced size learns part motion that
 carries over to objects it never trained on.
 
-Ovens and washing machines (doors whose swing only the drags' displacement tells), 3 of
-each trained on and 1 of each held out, rendered at the tiny model's 64 px: the geometric
-database, a teacher that regresses it, then PartRM's stage 1 with the recipe's options and
-fewer steps. R is measured on the held-out objects' pairs only (the evaluation's own drag
-stream), never on training pairs.
+Ovens and washing machines (doors whose swing only the drags' displacement tells), 6 of
+each trained on and 2 of each held out, rendered at the tiny model's 64 px: the geometric
+database, a teacher that regresses it (L2 only), then PartRM's stage 1 with the recipe's
+options and fewer steps (stage 2 left out: it adds little R on seen categories in the
+benchmark). R is measured on the held-out objects' pairs only (the evaluation's own drag
+stream), never on training pairs. About 11 minutes on 2 cores (measured: R 1.03, zero-drag
+control 0.26, oracle 0.79 dB above static in the motion region).
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ pytestmark = [pytest.mark.blender, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 CATEGORIES = ["oven", "washing-machine"]
 SIZE = 64  # the tiny LGM's input size: rendering larger only to shrink again buys nothing here
-TEACHER_L2_STEPS = 300
-STAGE1_STEPS = 400
+TEACHER_L2_STEPS = 400
+STAGE1_STEPS = 500
 
 
 def test_recipe_learns_motion_that_generalises_to_held_out_objects(tmp_path):
     recipe = load_recipe(ROOT / "configs" / "cpu-motion.toml")
     data = tmp_path / "data"
-    make_dataset(data, per_category=4, seed=0, quality="draft", resolution=SIZE, max_joints=1, categories_=CATEGORIES, progress=False)
+    make_dataset(data, per_category=8, seed=0, quality="draft", resolution=SIZE, max_joints=1, categories_=CATEGORIES, progress=False)
     geometric = tmp_path / "gsdb-render.h5"
     build_render_gsdb(data, geometric, recipe.gsdb, progress=False)
     teacher_cfg = recipe.teacher_config(data, tmp_path / "teacher", geometric)
@@ -50,7 +52,7 @@ def test_recipe_learns_motion_that_generalises_to_held_out_objects(tmp_path):
     evaluated = evaluate(EvalConfig(data=str(data), out=str(tmp_path / "eval"), split="test", eval_size=SIZE, motion_3d=False,
                                     bootstrap_resamples=200), model, GaussianDatabase(db_path), progress=False)
     held_out = held_out_objects(data)
-    assert len(held_out) == len(CATEGORIES) and {r["object_id"] for r in evaluated.rows} == held_out  # held-out objects only
+    assert len(held_out) == 2 * len(CATEGORIES) and {r["object_id"] for r in evaluated.rows} == held_out  # held-out objects only
     group = evaluated.groups[SEEN_NEW]
     assert group["oracle"]["psnr_motion"] > group["static"]["psnr_motion"] + 0.5, group  # there is motion to recover
     assert group["partrm"]["R"] > 0.2, group["partrm"]
