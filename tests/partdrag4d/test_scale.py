@@ -219,7 +219,10 @@ def test_interrupted_ray_run_stops_cleanly_and_a_rerun_resumes(work, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     cmd = [sys.executable, "-m", "partdrag4d.cli", "render", str(data), "--quality", "draft", "--resolution", str(SIZE),
            "--executor", "ray", "--threads", "1"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as in a terminal: a suite started in the background (`make test &`, nohup) runs with SIGINT
+    # ignored, which a child would inherit and then never see the signal
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     blender: set[int] = set()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and len(list(data.glob("states/*/render"))) < 4:
