@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from partdrag4d import __version__, cameras, categories, store
 from partdrag4d.assets.articulated import ArticulatedObject
-from partdrag4d.assets.partnet_mobility import MAX_FACES, AssetError, category_of, find_objects, load_object, read_meta, safe_id
+from partdrag4d.assets.partnet_mobility import MAX_FACES, AssetError, category_of, find_objects, load_object, read_meta, safe_id, urdf_joint_names
 from partdrag4d.executor import map_ordered
 from partdrag4d.meshio import MeshPart, write_obj
 
@@ -233,11 +233,12 @@ def object_record(plan: ObjectPlan, num_configs: int, root: Path | None = None) 
         "split": object_split(obj),
         "source": store.source_path(obj.source_dir, root),
         "links": [
-            {"name": link, "part_id": obj.part_id(link), "semantic": obj.semantics.get(link, ""), "has_geometry": link in obj.geometry, "moved_by": moved_by[link]}
+            {"name": link, "source_name": obj.source_name("links", link), "part_id": obj.part_id(link), "semantic": obj.semantics.get(link, ""),
+             "has_geometry": link in obj.geometry, "moved_by": moved_by[link]}
             for link in obj.links
         ],
         "root": obj.root,
-        "joints": [j.to_dict() for j in obj.joints],
+        "joints": [{**j.to_dict(), "source_name": obj.source_name("joints", j.name)} for j in obj.joints],
         "rest_qpos": obj.zero_qpos(),
         "normalisation": plan.normalisation.to_dict(),
         "num_points": int(len(plan.samples.points)),
@@ -440,6 +441,9 @@ def articulate_folder(
     records: list[dict] = []
     processed: set[str] = set()
     t0 = time.perf_counter()
+    folders, refused = refuse_colliding_ids(folders, out)
+    for folder, message in refused:
+        _fail(summary, records, safe_id(folder.name), folder, message, tqdm(disable=True), out)
     args = [(folder, out, seed, num_configs, num_stages, num_points, meshes, max_joints, max_faces) for folder in folders]
     if executor == "ray":
         outcomes = map_ordered(articulate_one, args, desc="articulate", unit="obj", progress=progress, address=ray_address)
@@ -468,6 +472,40 @@ def articulate_folder(
     merge_manifest(out, records, processed)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def refuse_colliding_ids(folders: list[Path], out: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Split ``folders`` into those that may be articulated and ``(folder, reason)`` for the
+    rest, before anything is written: a later folder is refused when its object id (its
+    name made safe) is an earlier folder's, or when one of its possible sequence ids
+    (``<object>_<joint>``, from the URDF's non-fixed joints) is one of an earlier folder's
+    or of an object already in ``out`` that this run does not replace. Files on disk are
+    keyed by these ids, so a collision would silently overwrite the first object."""
+    kept: list[Path] = []
+    refused: list[tuple[Path, str]] = []
+    by_id: dict[str, Path] = {}
+    by_sequence: dict[str, str] = {}  # <object>_<joint> -> who holds it (a folder, or an object of the dataset)
+    ids = {safe_id(f.name) for f in folders}
+    if store.has_manifest(out):
+        for row in store.read_manifest(out):
+            if row.get("status") == "ok" and row.get("object_id") not in ids:
+                by_sequence.setdefault(f"{row['object_id']}_{row['joint']}", f"object {row['object_id']} already in {out}")
+    for folder in folders:
+        oid = safe_id(folder.name)
+        if oid in by_id:
+            refused.append((folder, f"{oid}: folders {by_id[oid].name!r} and {folder.name!r} both become object id {oid!r} "
+                                    f"once made safe for file names; {folder.name!r} refused (rename one)"))
+            continue
+        sequences = [f"{oid}_{joint}" for joint in urdf_joint_names(folder)]
+        clash = next((seq for seq in sequences if seq in by_sequence), None)
+        if clash is not None:
+            refused.append((folder, f"{oid}: its states ({clash}_c*_s*) would have the ids of {by_sequence[clash]}'s; "
+                                    f"folder {folder.name!r} refused (rename one)"))
+            continue
+        by_id[oid] = folder
+        by_sequence.update({seq: f"folder {folder.name!r}" for seq in sequences})
+        kept.append(folder)
+    return kept, refused
 
 
 def _fail(summary: ArticulateSummary, records: list[dict], oid: str, folder: Path, message: str, bar, out: Path) -> None:

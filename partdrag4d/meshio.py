@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -72,7 +73,8 @@ class TextureStore:
         return self.add_bytes(buffer.getvalue(), ".png")
 
     def add_bytes(self, data: bytes, suffix: str) -> str:
-        name = hashlib.sha1(data).hexdigest()[:16] + suffix.lower()
+        suffix = suffix.lower() if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix.lower()) else ".tex"  # the input's suffix reaches a file name
+        name = hashlib.sha1(data).hexdigest()[:16] + suffix
         self.files.setdefault(name, data)
         return name
 

@@ -46,8 +46,11 @@ import platform
 import re
 import shutil
 import socket
+import stat
 import tempfile
+import unicodedata
 import zipfile
+import zlib
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,6 +60,7 @@ import numpy as np
 from PIL import Image
 
 from partdrag4d.cameras import NUM_VIEWS, Camera
+from partdrag4d.errors import BadInput
 
 # ---------------------------------------------------------------- layout: the file names
 
@@ -217,15 +221,106 @@ def read_json(path: Path) -> Any:
         return json.load(f)
 
 
+# ---------------------------------------------------------------- names from the input
+
+NAME_MAX = 63
+"""Longest name token: Blender's limit for object names (bytes), which link names become."""
+_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+ID_MAX = 200
+"""Longest object or state id (a file name component; file systems allow 255 bytes)."""
+
+
+def safe_name(name: str) -> str:
+    """The one rule that turns a name from the input (an object folder, a link, a joint)
+    into a token that may reach the file system, an OBJ group, an HDF5 group and Blender.
+
+    Letters are folded to ASCII (NFKD), runs of anything outside ``[A-Za-z0-9_.-]`` become
+    one ``_``, leading/trailing ``._-`` go: ``../x`` -> ``x``, ``a b`` -> ``a_b``. A name with
+    nothing left (``..``, all non-Latin) becomes ``n`` + 8 hex digits of its CRC-32, and a
+    token over ``NAME_MAX`` characters keeps its first 54 and gains ``-`` + that hash, so
+    distinct long or non-Latin names stay distinct. Distinct names can still meet (``a b``
+    and ``a_b``): callers detect that and refuse the later input (:func:`name_collisions`).
+    Records keep the original next to the token."""
+    digest = f"{zlib.crc32(name.encode('utf-8', 'surrogatepass')):08x}"
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    cleaned = _UNSAFE.sub("_", ascii_name).strip("._-")
+    if not cleaned:
+        return "n" + digest
+    if len(cleaned) > NAME_MAX:
+        return cleaned[: NAME_MAX - 9].rstrip("._-") + "-" + digest
+    return cleaned
+
+
+def is_safe_id(token: str) -> bool:
+    """``token`` is one path component the toolkit may create: the safe character set, no
+    leading dot (so never ``.``/``..``, never hidden), at most ``ID_MAX`` characters."""
+    return isinstance(token, str) and len(token) <= ID_MAX and _TOKEN.fullmatch(token) is not None
+
+
+def check_id(token: str, what: str = "id") -> str:
+    """``token`` unchanged, or ``BadInput`` when it could leave its folder or is no safe
+    file name. Every dataset path built from an id goes through here."""
+    if not is_safe_id(token):
+        raise BadInput(f"unsafe {what} {token!r}: ids are 1-{ID_MAX} characters of [A-Za-z0-9_.-], "
+                       "not starting with '.', '_' or '-'")
+    return token
+
+
+def name_collisions(names: Iterable[str]) -> dict[str, list[str]]:
+    """{token: [original names]} for every token that two or more distinct names map to."""
+    by_token: dict[str, list[str]] = {}
+    for name in dict.fromkeys(names):
+        by_token.setdefault(safe_name(name), []).append(name)
+    return {token: group for token, group in by_token.items() if len(group) > 1}
+
+
+INPUT_LIMIT = 64 << 20
+"""Largest small input file read whole (a URDF, meta.json, semantics.txt, an .mtl)."""
+
+
+def read_regular_file(path: Path, limit: int = INPUT_LIMIT) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``limit`` bytes.
+
+    A named pipe, socket or device (also behind a symlink) is refused before any read
+    could block or run without end: opened non-blocking, checked with ``fstat`` on the
+    open descriptor (no race with a swap), read with a bound. ``OSError`` for a missing
+    file; ``BadInput`` (reason only, the caller names the object) for the rest."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BadInput(f"{Path(path).name} is not a regular file (a {_file_kind(info.st_mode)})")
+        if info.st_size > limit:
+            raise BadInput(f"{Path(path).name} is {info.st_size:,} bytes, over the limit of {limit:,}")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise BadInput(f"{Path(path).name} grew past the limit of {limit:,} bytes while read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "folder")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
 # ---------------------------------------------------------------- paths
 
 
 def object_dir(root: Path, object_id: str) -> Path:
-    return Path(root) / OBJECTS / object_id
+    return Path(root) / OBJECTS / check_id(object_id, "object id")
 
 
 def state_dir(root: Path, state_id: str) -> Path:
-    return Path(root) / STATES / state_id
+    return Path(root) / STATES / check_id(state_id, "state id")
 
 
 def render_dir(root: Path, state_id: str) -> Path:
@@ -253,7 +348,8 @@ def gsdb_file(root: Path) -> Path:
 
 
 class LinkRecord(TypedDict):
-    name: str
+    name: str  # the token (``safe_name``) used in files, OBJ groups and Blender
+    source_name: str  # the name in the URDF
     part_id: int  # k + 1 for the k-th link; 0 is the background in part-id images
     semantic: str
     has_geometry: bool
@@ -270,7 +366,7 @@ class ObjectRecord(TypedDict):
     source: str  # the object folder, relative to the dataset when inside it
     links: list[LinkRecord]
     root: str
-    joints: list[dict]  # Joint.to_dict(): name, type, parent, child, origin 4x4, axis, lower, upper, note
+    joints: list[dict]  # Joint.to_dict() + source_name: name, type, parent, child, origin 4x4, axis, lower, upper, note
     rest_qpos: dict[str, float]
     normalisation: dict  # center [3], scale, matrix 4x4: canonical = scale * (world - center)
     num_points: int

@@ -98,6 +98,11 @@ class ArticulatedObject:
     textures: TextureStore = field(default_factory=TextureStore)
     notes: list[str] = field(default_factory=list)
     missing_visuals: list[tuple[str, str]] = field(default_factory=list)  # (link, file) skipped: the file does not exist
+    source_names: dict[str, dict[str, str]] = field(default_factory=dict)  # "links"/"joints": {token: name in the URDF}
+
+    def source_name(self, kind: str, token: str) -> str:
+        """The name a link or joint has in the input (``kind``: links | joints)."""
+        return self.source_names.get(kind, {}).get(token, token)
 
     def part_id(self, link: str) -> int:
         return self.links.index(link) + 1

@@ -36,11 +36,10 @@ import yourdfpy
 from lxml import etree
 from PIL import Image, UnidentifiedImageError
 
-from partdrag4d import categories
+from partdrag4d import categories, store
 from partdrag4d.assets.articulated import CONTINUOUS_RANGE, ArticulatedObject, AssetError, Joint
+from partdrag4d.errors import BadInput
 from partdrag4d.meshio import Material, MeshPart, TextureStore
-
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 MAX_FACES = 2_000_000
 """Default limit on an object's faces (all its mesh files together); ``--max-faces``."""
@@ -54,10 +53,17 @@ diagonal of the object's rest-pose bounding box."""
 
 
 def safe_id(name: str) -> str:
-    """A file-system and OBJ-safe identifier for a folder or link name (ASCII, no spaces)."""
-    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    cleaned = _SAFE.sub("_", ascii_name).strip("._")
-    return cleaned or "unnamed"
+    """An object, link or joint name as the token that reaches files (``store.safe_name``)."""
+    return store.safe_name(name)
+
+
+def read_input(object_id: str, path: Path, limit: int = store.INPUT_LIMIT) -> bytes:
+    """A small input file's bytes, only if it is a regular file within ``limit``
+    (``store.read_regular_file``): a named pipe or device never blocks or floods the run."""
+    try:
+        return store.read_regular_file(path, limit)
+    except BadInput as exc:
+        raise AssetError(object_id, str(exc)) from None
 
 
 def inside_folder(path: Path, root: Path, name: str | None = None) -> Path:
@@ -108,7 +114,7 @@ def _parse_mtl_textures(object_id: str, obj_path: Path, resolver: ObjectFolderRe
     library or texture file is left to trimesh (the material keeps its colour)."""
     textures: dict[str, Path] = {}
     try:
-        head = obj_path.read_text(errors="replace")
+        head = read_input(object_id, obj_path, limit=1 << 62).decode("utf-8", "replace")
     except OSError:
         return textures
     for line in head.splitlines():
@@ -120,7 +126,7 @@ def _parse_mtl_textures(object_id: str, obj_path: Path, resolver: ObjectFolderRe
             except ValueError as exc:
                 raise AssetError(object_id, f"material library of {obj_path.name}: {exc}") from None
             try:
-                text = mtl_path.read_text(errors="replace")
+                text = read_input(object_id, mtl_path).decode("utf-8", "replace")
             except OSError:
                 continue
             current = None
@@ -303,16 +309,46 @@ def drop_duplicate_faces(parts: list[MeshPart]) -> list[MeshPart]:
     return [kept[k] for k in sorted(kept)]
 
 
-def _check_xml(object_id: str, urdf_path: Path) -> bytes:
-    data = urdf_path.read_bytes()
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise AssetError(object_id, "mobility.urdf declares a DTD/entities (XML entity expansion refused)")
+def _check_xml(object_id: str, data: bytes) -> bytes:
+    """The URDF re-serialised as UTF-8 after a hardened parse, or ``AssetError``.
+
+    The DTD/entity refusal looks at the parsed document, not the raw bytes, so no declared
+    encoding (UTF-16, UTF-32, EBCDIC...) can hide a ``<!DOCTYPE`` or ``<!ENTITY``; entities
+    are never resolved, nothing is fetched. yourdfpy then reads the clean UTF-8 bytes."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
     try:
-        etree.fromstring(data, parser)
-    except etree.XMLSyntaxError as exc:
-        raise AssetError(object_id, f"mobility.urdf is not well-formed XML: {exc}") from exc
-    return data
+        root = etree.fromstring(data, parser)
+    except (etree.XMLSyntaxError, ValueError) as exc:
+        raise AssetError(object_id, f"mobility.urdf is not well-formed XML: {exc}") from None
+    info = root.getroottree().docinfo
+    if info.doctype or info.internalDTD is not None or info.externalDTD is not None or any(True for _ in root.iter(etree.Entity)):
+        raise AssetError(object_id, "mobility.urdf declares a DTD/entities (XML entity expansion refused)")
+    return etree.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def urdf_joint_names(folder: Path) -> list[str]:
+    """The non-fixed joint names of a folder's URDF as tokens (``safe_name``), read cheaply
+    before any mesh: what the object's state ids could be built from. [] when the URDF cannot
+    be read (loading the object then reports why)."""
+    try:
+        root = etree.fromstring(_check_xml("", read_input("", Path(folder) / "mobility.urdf")))
+    except (OSError, AssetError):
+        return []
+    return [safe_id(j.get("name", "")) for j in root.iter("joint") if j.get("type") != "fixed"]
+
+
+def _safe_names(object_id: str, kind: str, names: list[str]) -> dict[str, str]:
+    """{original: token} for an object's link or joint names; ``AssetError`` for a repeated
+    name or two names that become one token."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise AssetError(object_id, f"two {kind}s are named {name!r}")
+        seen.add(name)
+    for token, group in store.name_collisions(names).items():
+        raise AssetError(object_id, f"{kind}s {group[0]!r} and {group[1]!r} both become {token!r} once made "
+                                    "safe for file names; rename one")
+    return {name: safe_id(name) for name in names}
 
 
 def _held(j, kind: str, origin: np.ndarray, axis: np.ndarray, reason: str) -> Joint:
@@ -430,7 +466,7 @@ def load_meta(folder: Path, object_id: str | None = None) -> dict:
     if not path.exists():
         return {}
     try:
-        meta = json.loads(path.read_bytes())
+        meta = json.loads(read_input(object_id, path, limit=1 << 20))
     except OSError as exc:
         raise AssetError(object_id, f"cannot read meta.json ({exc.strerror or exc})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -458,6 +494,20 @@ def _rest_diagonal(joints: list[Joint], root: str, geometry: dict[str, list[Mesh
     return float(np.linalg.norm(hi - lo))
 
 
+def _to_tokens(object_id: str, robot) -> dict[str, dict[str, str]]:
+    """Rename the parsed URDF's links and joints to their tokens (``store.safe_name``) in
+    place, so no name from the file reaches a path, an OBJ group or Blender as written;
+    returns {"links": {token: original}, "joints": {token: original}} for the records."""
+    link_map = _safe_names(object_id, "link", [link.name for link in robot.links])
+    joint_map = _safe_names(object_id, "joint", [j.name for j in robot.joints])
+    for link in robot.links:
+        link.name = link_map[link.name]
+    for j in robot.joints:
+        j.name = joint_map[j.name]
+        j.parent, j.child = link_map.get(j.parent, safe_id(j.parent)), link_map.get(j.child, safe_id(j.child))
+    return {"links": {t: n for n, t in link_map.items()}, "joints": {t: n for n, t in joint_map.items()}}
+
+
 def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_FACES) -> ArticulatedObject:
     """Load one object folder. Raises ``AssetError`` (object id + reason) on bad input."""
     folder = Path(folder)
@@ -476,7 +526,7 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
         if category is None:
             raise AssetError(object_id, f"unknown category (meta.json model_cat={model_cat!r})")
     try:
-        data = _check_xml(object_id, urdf_path)
+        data = _check_xml(object_id, read_input(object_id, urdf_path))
     except OSError as exc:
         raise AssetError(object_id, f"cannot read mobility.urdf ({exc.strerror or exc})") from None
     try:
@@ -486,9 +536,8 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
     except Exception as exc:
         raise AssetError(object_id, f"cannot parse mobility.urdf: {exc}") from exc
     robot = urdf.robot
+    source_names = _to_tokens(object_id, robot)
     links = [link.name for link in robot.links]
-    if len(set(links)) != len(links):
-        raise AssetError(object_id, "duplicate link names")
     joints = [_joint_record(object_id, j) for j in robot.joints]
     for j in joints:
         if j.parent not in links or j.child not in links:
@@ -553,8 +602,10 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
         root=root,
         joints=joints,
         geometry=geometry,
-        semantics=read_semantics(folder),
+        semantics={token: label for name, label in read_semantics(folder).items()
+                   if (token := source_names["links"].get(name, safe_id(name))) in links},
         textures=textures,
+        source_names=source_names,
         notes=notes,
         missing_visuals=missing,
     )
@@ -578,7 +629,7 @@ def read_semantics(folder: Path) -> dict[str, str]:
     path = Path(folder) / "semantics.txt"
     out: dict[str, str] = {}
     if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
+        for line in read_input(safe_id(Path(folder).name), path, limit=1 << 20).decode("utf-8", "replace").splitlines():
             parts = line.split()
             if len(parts) >= 3:
                 out[parts[0]] = parts[2]
