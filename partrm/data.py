@@ -48,6 +48,7 @@ from partdrag4d import store
 from partdrag4d.cameras import IMAGE_SIZE, NUM_VIEWS, Camera
 from partdrag4d.dragfile import DRAG_FILE
 from partrm.gsdb import GaussianDatabase
+from partrm.models.rgbd import RGBDConfig, drag_region
 from partrm.part_motion import carried_splatter, flat_splatter, moving_part_of, moving_part_splatter_mask
 
 DEFAULT_INPUT_VIEWS = (0, 3, 6, 9)
@@ -68,7 +69,8 @@ class PairConfig:
     background: float = 1.0  # LGM composites its inputs on white
     stage1_target: str = "target"  # gs_target: the target state's splatter image | "carried": the source's, moved by the true part motion
     zero_drag_prob: float = 0.0  # share of items whose drags have zero displacement and whose target is the source state
-
+    depth: bool = False  # RGB-D mode: items carry the input views' planar depth (input_depth)
+    region_size: int = 0  # RGB-D mode: items carry the drag region at this splat size (region; 0: none)
 
     def __post_init__(self) -> None:
         if self.stage1_target not in STAGE1_TARGETS:
@@ -125,6 +127,17 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img) > 127
 
 
+def resize_depth(depth: np.ndarray, size: int) -> np.ndarray:
+    """Planar depth [H, W] (inf = background) -> [size, size]: each cell keeps its front-most
+    (smallest) depth, so an input pixel never lies between two surfaces."""
+    h, w = depth.shape
+    if (h, w) == (size, size):
+        return depth.astype(np.float32)
+    if h % size or w % size:
+        raise ValueError(f"depth of {w}x{h} cannot be reduced to {size}x{size} (not a multiple)")
+    return depth.reshape(size, h // size, size, w // size).min(axis=(1, 3)).astype(np.float32)
+
+
 class PairItem(TypedDict):
     """One training pair (``PairDataset[i]``): the source state's input views and drags, the
     target state's 12 views. Images are channel-first in [0, 1]; cameras are pixel intrinsics
@@ -149,6 +162,8 @@ class PairItem(TypedDict):
     target_state: str
     category: str
     object_id: str
+    input_depth: NotRequired[torch.Tensor]  # [4, 1, Si, Si] planar depth, inf = background (RGB-D mode)
+    region: NotRequired[torch.Tensor]  # [4, 1, S, S] bool: the drag region at the splat size (RGB-D mode)
     gs_source: NotRequired[torch.Tensor]  # [V, 14, S, S] from the Gaussian database (with gsdb)
     gs_target: NotRequired[torch.Tensor]
 
@@ -267,6 +282,11 @@ class PairDataset(torch.utils.data.Dataset):
             "category": ref.category,
             "object_id": ref.object_id,
         }
+        if cfg.depth:
+            depth, _, _ = store.read_render(src_dir)
+            item["input_depth"] = torch.from_numpy(np.stack([resize_depth(depth[v], cfg.input_size) for v in cfg.input_views])[:, None])
+        if cfg.region_size:
+            item["region"] = drag_region(torch.from_numpy(np.stack(full_masks)), cfg.region_size, RGBDConfig.gate_fraction)
         if cfg.target_size:  # 0: no target views (stage 1 compares splatter images only)
             targets = [load_view(dst_dir / store.view_png_name(v), cfg.target_size, None) for v in range(NUM_VIEWS)]
             item["target_rgb"] = torch.from_numpy(np.stack([x[0] for x in targets]))

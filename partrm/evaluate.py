@@ -76,6 +76,7 @@ from partrm.gaussians.views import render_views
 from partrm.lpips import load_lpips
 from partrm.metrics import aggregate, bootstrap_ci, dilate_mask, lpips_distance, psnr, recovery_ratio, region_lpips, region_psnr, region_ssim, ssim
 from partrm.part_motion import flat_splatter, oracle_gaussians
+from partrm.predict import StaticCache, mode_of, pair_config, predict
 
 METRICS = ("psnr", "ssim", "lpips")
 METHODS = ("partrm", "zero-drag", "static", "oracle")
@@ -204,9 +205,9 @@ def evaluate(cfg: EvalConfig, model=None, teacher_db=None, progress: bool = True
     """Evaluate ``model`` (a PartRM, or None to run only the baselines) and the baselines."""
     root = Path(cfg.data)
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
-    input_size = model.lgm.config.input_size if model is not None else 256
-    drag_views = model.config.drag_views if model is not None else "first"
-    pair_cfg = PairConfig(input_size=input_size, target_size=cfg.eval_size, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode, drag_views=drag_views)
+    options = dict(target_size=cfg.eval_size, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode)
+    pair_cfg = pair_config(model, **options) if model is not None else PairConfig(input_size=256, drag_views="first", **options)
+    statics = StaticCache(root, model.config.splat_size) if model is not None and mode_of(model) == "rgbd" else None
     dataset = PairDataset(root, split=cfg.split, categories=list(cfg.categories) if cfg.categories else None, config=pair_cfg,
                           seed=cfg.seed, stream=EVAL_STREAM)
     indices = choose_pairs(dataset, cfg.seed, cfg.max_sequences)
@@ -234,8 +235,7 @@ def evaluate(cfg: EvalConfig, model=None, teacher_db=None, progress: bool = True
             if method in ("partrm", "zero-drag"):
                 drags = item["drags"] if method == "partrm" else zero_drags(item["drags"])
                 with torch.inference_mode():
-                    g = model.reconstruct(item["input_rgb"].to(device), (item["input_K"].to(device), item["input_c2w"].to(device)),
-                                          drags.to(device), item["drag_valid"].to(device))
+                    g = predict(model, item, drags, statics)
             elif method == "static":
                 g = source_g[None].to(device)
             else:

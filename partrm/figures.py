@@ -23,10 +23,11 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from partdrag4d.preview import START_DOT, draw_arrow  # noqa: E402
 from partdrag4d.store import atomic_write_bytes  # noqa: E402
-from partrm.data import PairConfig, PairDataset, collate  # noqa: E402
+from partrm.data import PairDataset, collate  # noqa: E402
 from partrm.evaluate import EVAL_STREAM, motion_region, zero_drags  # noqa: E402
 from partrm.gaussians.views import render_views  # noqa: E402
 from partrm.part_motion import flat_splatter, oracle_gaussians  # noqa: E402
+from partrm.predict import StaticCache, mode_of, pair_config, predict  # noqa: E402
 
 COLUMNS = ("source + drags", "PartRM", "zero-drag", "static", "oracle", "ground truth")
 
@@ -60,8 +61,8 @@ def qualitative_grid(data: Path, model, teacher_db, samples: list[dict], out: Pa
     source view with drags, then PartRM, zero-drag, static, oracle and the ground truth in
     the novel view where the moving part covers the most pixels. Drawn with the evaluation's
     own drag stream, so the arrows are the drags the scores came from."""
-    pair_cfg = PairConfig(input_size=model.lgm.config.input_size, target_size=size, num_drags=num_drags,
-                          drag_views=model.config.drag_views)
+    pair_cfg = pair_config(model, target_size=size, num_drags=num_drags)
+    statics = StaticCache(Path(data), model.config.splat_size) if mode_of(model) == "rgbd" else None
     dataset = PairDataset(Path(data), split=None, config=pair_cfg, seed=0, stream=EVAL_STREAM)
     index = {(p.sequence_id, p.source_state, p.target_state): k for k, p in enumerate(dataset.pairs)}
     label_h, tiles = 18, []
@@ -72,12 +73,11 @@ def qualitative_grid(data: Path, model, teacher_db, samples: list[dict], out: Pa
         region = motion_region(dataset, ref, views.tolist(), size, 1)
         view = int(views[int(region.flatten(1).sum(1).argmax())])
         K, c2w = item["target_K"][:, [view]], item["target_c2w"][:, [view]]
-        cams = (item["input_K"], item["input_c2w"])
         source_g = torch.from_numpy(flat_splatter(teacher_db.splatter(ref.source_state)))
         with torch.inference_mode():
             predicted = {
-                "PartRM": model.reconstruct(item["input_rgb"], cams, item["drags"], item["drag_valid"]),
-                "zero-drag": model.reconstruct(item["input_rgb"], cams, zero_drags(item["drags"]), item["drag_valid"]),
+                "PartRM": predict(model, item, item["drags"], statics),
+                "zero-drag": predict(model, item, zero_drags(item["drags"]), statics),
                 "static": source_g[None],
                 "oracle": oracle_gaussians(source_g, Path(data), ref.source_state, ref.target_state)[None],
             }

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -51,11 +52,14 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from partdrag4d import store
+from partdrag4d.errors import BadInput
 from partrm.data import STAGE1_TARGETS, PairConfig, PairDataset, StateDataset, collate
 from partrm.gaussians.views import composite, render_views, scale_K
+from partrm.gsdb_render import RenderGsdbConfig
 from partrm.lpips import load_lpips
 from partrm.models.lgm import LGM, LGMConfig
 from partrm.models.partrm import PartRM, PartRMConfig
+from partrm.models.rgbd import MODES, RGBDConfig, RGBDPartRM, ring
 
 
 STAGES = ("teacher", "1", "2", "1+2")
@@ -67,6 +71,8 @@ class TrainConfig:
     data: str = "data"
     out: str = "runs/partrm"
     stage: str = "1+2"  # teacher | 1 | 2 | 1+2
+    mode: str = "rgb"  # rgb: the paper's (LGM reconstructs) | rgbd: geometric static reconstruction + learned change (models/rgbd.py)
+    splat_size: int = 128  # rgbd: Gaussians per view side of the static reconstruction (the --gsdb must be built at it)
     model: str = "tiny"  # LGM preset: tiny | small | big
     init: Optional[str] = None  # LGM weights (teacher or official) / PartRM checkpoint to start from
     lgm_frame: Optional[str] = None  # frame of LGM weights given as init: None = auto (official layout -> lgm) | lgm | object
@@ -181,6 +187,10 @@ def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
         raise ValueError(f"stage1_motion_weight must be >= 0, got {cfg.stage1_motion_weight}")
     if cfg.stage1_target not in STAGE1_TARGETS:
         raise ValueError(f"stage1_target must be one of {', '.join(STAGE1_TARGETS)}, got {cfg.stage1_target!r}")
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+    if cfg.mode == "rgbd" and cfg.stage == "teacher":
+        raise ValueError("mode rgbd has no teacher: its static reconstruction is geometric (train stages 1 / 2 / 1+2)")
     if cfg.lgm_frame not in (None, "lgm", "object"):
         raise ValueError(f"--lgm-frame must be auto, lgm or object, got {cfg.lgm_frame!r}")
     return cfg
@@ -309,7 +319,32 @@ def lgm_of(model):
     return model.lgm if hasattr(model, "lgm") else model
 
 
+def model_input_size(model) -> int:
+    model = getattr(model, "module", model)
+    return model.input_size if getattr(model, "mode", "rgb") == "rgbd" else lgm_of(model).config.input_size
+
+
+def rgbd_loss(model, batch: dict, stage: str, objective: Objective, render_size: int) -> dict[str, torch.Tensor]:
+    """RGB-D PartRM: stage 1 is the L2 to the carried target over the Gaussians the model may
+    change (the drag region and its ring; everything else equals the target's static part
+    exactly, so it adds nothing but a smaller mean), stage 2 the photometric loss."""
+    inner = getattr(model, "module", model)
+    x = inner.prepare_inputs(batch["input_rgb"], batch["input_depth"], batch["input_K"], batch["input_c2w"])
+    splatter = model(x, batch["gs_source"], batch["region"], batch["drags"], batch["drag_valid"])
+    if stage == "1":
+        if splatter.shape != batch["gs_target"].shape:
+            raise ValueError(f"the Gaussian database holds splatter images {tuple(batch['gs_target'].shape[1:])} but the RGB-D model "
+                             f"works at {tuple(splatter.shape[1:])}: build it with gsdb build --source render --splat-size {splatter.shape[-1]}")
+        weight = ring(batch["region"], inner.config.appearance_ring).to(splatter.dtype)
+        err = (splatter.float() - batch["gs_target"].float()) ** 2
+        loss = (err * weight).sum() / (weight.sum() * err.shape[2]).clamp(min=1.0)
+        return {"loss": loss, "l2_region": loss.detach(), "l2": err.mean().detach()}
+    return objective.photometric(LGM.gaussians(splatter), batch, render_size)
+
+
 def compute_loss(model, batch: dict, stage: str, objective: Objective, render_size: int) -> dict[str, torch.Tensor]:
+    if getattr(getattr(model, "module", model), "mode", "rgb") == "rgbd":
+        return rgbd_loss(model, batch, stage, objective, render_size)
     lgm = lgm_of(model)
     x, frame = lgm.object_frame_inputs(batch["input_rgb"], (batch["input_K"], batch["input_c2w"]))
     if stage in ("teacher", "teacher-l2"):
@@ -383,12 +418,19 @@ def build_model(cfg: TrainConfig):
         if cfg.init:
             return LGM.from_pretrained(cfg.init, frame=cfg.lgm_frame)
         return LGM(LGMConfig.preset(cfg.model))
+    if cfg.mode == "rgbd":
+        if cfg.init:
+            return RGBDPartRM.load(cfg.init)
+        return RGBDPartRM(RGBDConfig(unet=LGMConfig.preset(cfg.model), splat_size=cfg.splat_size, drag_sizes=cfg.drag_sizes,
+                                     drag_views=cfg.drag_views))
     if cfg.init:
         path = Path(cfg.init)
         if not path.is_file():
             raise FileNotFoundError(f"initial weights not found: {path} (pass --init PATH: a teacher/official LGM or a PartRM checkpoint)")
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
+        if "partrm_rgbd_config" in meta:
+            raise ValueError(f"{path} is an RGB-D PartRM checkpoint: train it with --mode rgbd")
         if "partrm_config" in meta:
             return PartRM.load(path)
         lgm = LGM.from_pretrained(path, frame=cfg.lgm_frame)
@@ -398,28 +440,47 @@ def build_model(cfg: TrainConfig):
 
 
 def build_dataset(cfg: TrainConfig, model, stage: str):
-    lgm_cfg = lgm_of(model).config
-    render = cfg.render_size or lgm_cfg.input_size
+    rgbd = getattr(model, "mode", "rgb") == "rgbd"
+    input_size = model_input_size(model)
+    render = cfg.render_size or input_size
     cats = list(cfg.categories) if cfg.categories else None
     split = "train"  # always: held-out objects are never trained on (TrainConfig refuses others)
     gsdb = None
-    if stage in ("1", "teacher-l2"):
+    if stage in ("1", "teacher-l2") or rgbd:  # an RGB-D model reads its static input from the geometric database in both stages
         gsdb = Path(cfg.gsdb) if cfg.gsdb else store.gsdb_file(cfg.data)
         if not gsdb.is_file():
             what = "stage 1" if stage == "1" else "the teacher's L2 phase (teacher_l2_steps)"
             raise FileNotFoundError(f"{what} needs a Gaussian database: {gsdb} not found (build it with `partrm gsdb build`, or pass --gsdb PATH)")
+    if rgbd:
+        check_static_database(gsdb, model.config.splat_size)
     if stage in ("teacher", "teacher-l2"):
-        return StateDataset(Path(cfg.data), split=split, categories=cats, input_size=lgm_cfg.input_size,
+        return StateDataset(Path(cfg.data), split=split, categories=cats, input_size=input_size,
                             target_size=0 if stage == "teacher-l2" else render,
                             states=list(cfg.states) if cfg.states else None, gsdb=gsdb)
-    pair_cfg = PairConfig(input_size=lgm_cfg.input_size, target_size=0 if stage == "1" else render, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode,
+    pair_cfg = PairConfig(input_size=input_size, target_size=0 if stage == "1" else render, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode,
                           drag_noise_px=cfg.drag_noise_px, drag_views=model.config.drag_views, stage1_target=cfg.stage1_target,
-                          zero_drag_prob=cfg.zero_drag_prob)
+                          zero_drag_prob=cfg.zero_drag_prob, depth=rgbd, region_size=model.config.splat_size if rgbd else 0)
     pairs = PairDataset(Path(cfg.data), split="train", categories=cats, config=pair_cfg, gsdb=gsdb, seed=cfg.seed,
                         sequences=list(cfg.sequences) if cfg.sequences else None)
     # drags.h5 carries each sequence's split from when it was built; the manifest is the truth
     _refuse_held_out(held_out_objects(Path(cfg.data)), {p.object_id for p in pairs.pairs}, pairs.drag_path.name)
     return pairs
+
+
+def check_static_database(gsdb: Path, splat_size: int) -> None:
+    """An RGB-D model trains on the geometric database as its static input: it must be the
+    construction inference runs (``gsdb build --source render``, default input views and
+    construction, no refinement) at the model's splat size."""
+    with h5py.File(gsdb, "r") as f:
+        attrs = dict(f.attrs)
+    built = json.loads(attrs.get("render_config", "null") or "null")
+    expected = json.loads(RenderGsdbConfig(splat_size=splat_size).to_json())
+    if attrs.get("source") != "render" or built is None:
+        raise BadInput(f"{gsdb} is not a geometric database: an RGB-D model needs `partrm gsdb build --source render --splat-size {splat_size}`")
+    differs = sorted(k for k in expected if k != "seed" and built.get(k) != expected[k])
+    if differs:
+        raise BadInput(f"{gsdb} was built with other settings than the RGB-D model's static input ({', '.join(differs)}): "
+                       f"rebuild it with `partrm gsdb build --source render --splat-size {splat_size}` and no other options")
 
 
 def held_out_objects(root: Path) -> set[str]:
@@ -510,7 +571,7 @@ def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = Non
     model, optimizer = accelerator.prepare(model, optimizer)
     total = cfg.total_steps()
     end = min(total, stop_after) if stop_after is not None else total
-    render_size = cfg.render_size or lgm_of(accelerator.unwrap_model(model)).config.input_size
+    render_size = cfg.render_size or model_input_size(accelerator.unwrap_model(model))
     loaders: dict[str, Any] = {}
 
     def loader_for(stage: str, step: int):

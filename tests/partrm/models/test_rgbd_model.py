@@ -1,0 +1,103 @@
+"""RGB-D PartRM: the static reconstruction is the geometric one, and the network changes only
+what lies in the drag region (position, rotation, scale) or around it (opacity, colour)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from partrm.data import PairDataset, collate
+from partrm.gaussians import layout
+from partrm.gsdb import GaussianDatabase
+from partrm.gsdb_render import RenderGsdbConfig, build_render_gsdb
+from partrm.models.lgm import LGMConfig
+from partrm.models.rgbd import CHANGE, RGBDConfig, RGBDPartRM, drag_region, ring
+from partrm.part_motion import flat_splatter
+from partrm.predict import StaticCache, load_model, pair_config, predict
+
+SPLAT = 64  # the session dataset renders at 128 px: 2 x 2 pixels per Gaussian
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return RGBDPartRM(RGBDConfig(unet=LGMConfig.tiny(), splat_size=SPLAT)).eval()
+
+
+@pytest.fixture(scope="module")
+def geometric(rendered_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rgbd") / "gsdb.h5"
+    build_render_gsdb(rendered_dataset, out, RenderGsdbConfig(splat_size=SPLAT), progress=False)
+    return out
+
+
+def _item(root, model, index=0, **options):
+    dataset = PairDataset(root, config=pair_config(model, target_size=0, **options))
+    moving = [k for k, p in enumerate(dataset.pairs) if p.source_stage != p.target_stage]
+    return dataset, collate([dataset[moving[index]]])
+
+
+def test_an_untrained_model_returns_the_static_reconstruction_exactly(rendered_dataset, model):
+    _, item = _item(rendered_dataset, model)
+    statics = StaticCache(rendered_dataset, SPLAT)
+    with torch.inference_mode():
+        g = predict(model, item, statics=statics)
+    expected = flat_splatter(statics(item["source_state"][0]))
+    assert g.shape == (1, 4 * SPLAT * SPLAT, 14)
+    assert torch.equal(g[0], torch.from_numpy(expected))
+    assert item["region"].any() and item["input_depth"].isfinite().any() and item["input_depth"].isinf().any()
+
+
+def test_changes_stay_inside_the_drag_region_and_its_ring(rendered_dataset, model, tmp_path):
+    _, item = _item(rendered_dataset, model)
+    moved = RGBDPartRM(model.config)
+    moved.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        moved.change.bias[CHANGE["xyz"]] = torch.tensor([0.1, 0.0, 0.0])
+        moved.change.bias[CHANGE["opacity"]] = 0.5
+    statics = StaticCache(rendered_dataset, SPLAT)
+    with torch.inference_mode():
+        g = predict(moved.eval(), item, statics=statics)[0]
+    static = torch.from_numpy(flat_splatter(statics(item["source_state"][0])))
+    region = flat_splatter(item["region"][0].numpy())[:, 0]
+    around = flat_splatter(ring(item["region"], model.config.appearance_ring)[0].numpy())[:, 0]
+    dx = (g[:, 0] - static[:, 0]).numpy()
+    assert np.allclose(dx[region], 0.1, atol=1e-6) and np.all(dx[~region] == 0)
+    assert torch.equal(g[~torch.from_numpy(around)], static[~torch.from_numpy(around)])
+    opacity = g[:, layout.OPACITY][:, 0]
+    assert torch.all(opacity[torch.from_numpy(around)] >= 0.5 - 1e-6)
+    # the region is sharp at full splat resolution although the change grid is 4 x coarser
+    assert model.config.unet.splat_size * 2 == SPLAT and 0 < region.mean() < 0.5
+    # saved and loaded by metadata, the mode comes back
+    path = tmp_path / "rgbd.safetensors"
+    moved.save(path)
+    again = load_model(path)
+    assert type(again) is RGBDPartRM and again.config == moved.config
+    with torch.inference_mode():
+        assert torch.equal(predict(again, item, statics=statics)[0], g)
+
+
+def test_the_geometric_database_is_the_static_input(rendered_dataset, geometric, model):
+    """Training reads the static input from the database; evaluation builds it on the fly:
+    both are the same bytes."""
+    db, statics = GaussianDatabase(geometric), StaticCache(rendered_dataset, SPLAT)
+    for state in db.states()[:3]:
+        assert np.array_equal(db.splatter(state), statics(state))
+
+
+def test_a_still_pair_carries_the_source_itself(rendered_dataset, geometric, model):
+    dataset = PairDataset(rendered_dataset, gsdb=geometric,
+                          config=pair_config(model, target_size=0, zero_drag_prob=1.0, stage1_target="carried"))
+    item = dataset[0]
+    assert item["target_state"] == item["source_state"]
+    assert torch.equal(item["gs_target"], item["gs_source"])
+    assert torch.equal(item["drags"][..., 2:], item["drags"][..., :2])
+
+
+def test_drag_region_uses_the_share_of_each_cell():
+    masks = torch.zeros(1, 8, 8, dtype=torch.bool)
+    masks[0, :4, :3] = True  # cells of 2 x 2: column pair (2, 3) is half covered
+    region = drag_region(masks, 4, 0.5)[0, 0]
+    assert region[:2, :2].all() and not region[2:].any() and not region[:, 2:].any()
+    assert drag_region(masks, 4, 1.0)[0, 0, :2, 1].logical_not().all()
