@@ -38,7 +38,7 @@ from partrm.evaluate import LEGEND, METHODS, EvalConfig, evaluate, group_table, 
 from partrm.gsdb import GaussianDatabase  # noqa: E402
 from partrm.gsdb_build import build_gsdb  # noqa: E402
 from partrm.gsdb_render import build_render_gsdb, reconstruction_psnr  # noqa: E402
-from partrm.models.partrm import PartRM  # noqa: E402
+from partrm.predict import load_model  # noqa: E402
 from partrm.recipe import load_recipe  # noqa: E402
 from partrm.train import latest_checkpoint, read_log, train  # noqa: E402
 
@@ -124,13 +124,16 @@ def main() -> None:
     quality = geometric_quality(data, geometric, recipe.gsdb.input_views, recipe.eval.eval_size)
     print(quality)
 
-    t = time.perf_counter()
-    teacher = train(recipe.teacher_config(data, out / "teacher", geometric))
-    times["teacher"] = time.perf_counter() - t
-    t = time.perf_counter()
-    teacher_db_path = out / "gsdb-teacher.h5"
-    build_gsdb(data, teacher.model_path, teacher_db_path)
-    times["teacher gsdb"] = time.perf_counter() - t
+    if recipe.mode == "rgbd":  # no teacher: the geometric database is the static input, static and oracle
+        teacher_model, teacher_db_path = None, geometric
+    else:
+        t = time.perf_counter()
+        teacher = train(recipe.teacher_config(data, out / "teacher", geometric))
+        times["teacher"] = time.perf_counter() - t
+        t = time.perf_counter()
+        teacher_model, teacher_db_path = teacher.model_path, out / "gsdb-teacher.h5"
+        build_gsdb(data, teacher_model, teacher_db_path)
+        times["teacher gsdb"] = time.perf_counter() - t
     db = GaussianDatabase(teacher_db_path)
 
     eval_cfg = EvalConfig(data=str(data), out=str(out / "eval-test"), split="test", eval_size=recipe.eval.eval_size, seed=d.seed)
@@ -139,7 +142,7 @@ def main() -> None:
                              progress=False).rows
     times["baselines"] = time.perf_counter() - t
 
-    partrm_cfg = recipe.partrm_config(data, out / "partrm", teacher.model_path, teacher_db_path)
+    partrm_cfg = recipe.partrm_config(data, out / "partrm", teacher_model, teacher_db_path)
     total = partrm_cfg.total_steps()
     every = recipe.eval.curve_every or total
     curve_path = out / "curve.json"
@@ -151,7 +154,7 @@ def main() -> None:
         if any(p["step"] == stop for p in curve):
             continue
         t1 = time.perf_counter()
-        model = PartRM.load(latest_checkpoint(out / "partrm") / "model.safetensors").eval()
+        model = load_model(latest_checkpoint(out / "partrm") / "model.safetensors")
         curve.append({"step": stop, "stage": partrm_cfg.stage_at(stop - 1), **held_out_point(eval_cfg, model, db, baseline_rows)})
         store.atomic_write_json(curve_path, curve)
         t_curve += time.perf_counter() - t1
@@ -159,7 +162,7 @@ def main() -> None:
     times["partrm"] = time.perf_counter() - t - t_curve
     times["learning-curve evals"] = t_curve
 
-    model = PartRM.load(result.model_path).eval()
+    model = load_model(result.model_path)
     t = time.perf_counter()
     result = evaluate(eval_cfg, model, db)
     write_outputs(result, Path(eval_cfg.out), eval_cfg)

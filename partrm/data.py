@@ -49,7 +49,7 @@ from partdrag4d.cameras import IMAGE_SIZE, NUM_VIEWS, Camera
 from partdrag4d.dragfile import DRAG_FILE
 from partrm.gsdb import GaussianDatabase
 from partrm.models.rgbd import RGBDConfig, drag_region
-from partrm.part_motion import carried_splatter, flat_splatter, moving_part_of, moving_part_splatter_mask
+from partrm.part_motion import carried_splatter, flat_splatter, moving_part_of, moving_part_splatter_mask, region_part_of
 
 DEFAULT_INPUT_VIEWS = (0, 3, 6, 9)
 STAGE1_TARGETS = ("target", "carried")
@@ -297,6 +297,9 @@ class PairDataset(torch.utils.data.Dataset):
                 self._gs = GaussianDatabase(self.gsdb_path)
             source = self._gs.splatter(ref.source_state)
             part_of = self._part_of.get(ref.source_state)
+            if part_of is None and cfg.region_size:  # RGB-D: the database is aligned with the input views, so the drag region says
+                part_of = self._part_of[ref.source_state] = region_part_of(  # which Gaussians are on the part, exactly
+                    flat_splatter(source)[:, :3], flat_splatter(item["region"].numpy())[:, 0], self.root, ref.source_state)
             if part_of is None:  # a state's database Gaussians never change: assign them to parts once
                 part_of = self._part_of[ref.source_state] = moving_part_of(flat_splatter(source)[:, :3], self.root, ref.source_state)
             item["gs_source"] = torch.from_numpy(source)

@@ -153,7 +153,7 @@ def _target_samples(root: Path, state_id: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def motion_errors_3d(gaussians: torch.Tensor, source: Optional[torch.Tensor], root: Path, source_state: str, target_state: str,
-                     truth=None, seed: int = 0) -> dict:
+                     truth=None, seed: int = 0, correspondence: bool = False) -> dict:
     """Chamfer of the predicted moving part against the target's moving-part samples and the
     joint recovered from ``source`` -> ``gaussians`` against the truth (see module docstring).
     ``gaussians`` / ``source``: activated [N, 14] in the object frame; ``source`` None skips the joint."""
@@ -174,8 +174,11 @@ def motion_errors_3d(gaussians: torch.Tensor, source: Optional[torch.Tensor], ro
         return out
     truth = truth if truth is not None else joints.dataset_truth(root, source_state, target_state)
     try:
-        est = joints.from_gaussians(source, gaussians, correspondence=False, seed=seed)
+        est = joints.from_gaussians(source, gaussians, correspondence=correspondence, seed=seed)
     except joints.NoMotionError:
+        if correspondence:  # Gaussian i of both sets is one point: none moved
+            out.update(joint_found=0.0, type_correct=0.0, amount_err_rel=1.0)
+            return out
         # Unordered inputs find motion through the points of A that B lost; a part that closes
         # onto another (a laptop lid shut on its base) loses none, so also look from B's side:
         # the reversed motion has the same axis line and amount, the axis pointing the other way.
@@ -264,7 +267,11 @@ def evaluate(cfg: EvalConfig, model=None, teacher_db=None, progress: bool = True
             }
             t2 = time.perf_counter()
             if cfg.motion_3d:
-                row.update(motion_errors_3d(g[0].float().cpu(), source_g, root, ref.source_state, ref.target_state, truth, seed=cfg.seed))
+                # the oracle, and an RGB-D prediction, change the source Gaussians in place: Gaussian i is one
+                # material point in both, so the joint comes from exact correspondences
+                aligned = (method == "oracle" or (method in ("partrm", "zero-drag") and statics is not None)) and g.shape[1] == len(source_g)
+                row.update(motion_errors_3d(g[0].float().cpu(), source_g, root, ref.source_state, ref.target_state, truth, seed=cfg.seed,
+                                            correspondence=aligned))
             row.update(seconds_forward=t_forward, seconds_render=t_render, seconds_3d=time.perf_counter() - t2)
             result.rows.append(row)
     result.tables = {m: aggregate([_numeric(r) for r in result.rows if r["method"] == m], by="category") for m in methods}

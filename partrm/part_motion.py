@@ -44,6 +44,18 @@ def moving_part_of(xyz: np.ndarray, root: Path, source_state: str, max_distance:
     return np.where(on_moving, part, -1)
 
 
+def region_part_of(xyz: np.ndarray, region: np.ndarray, root: Path, source_state: str) -> np.ndarray:
+    """The moving part of each Gaussian [N, 3] of a splatter image aligned with the source's
+    input views, whose drag region [N] (bool: the rendered moving-part mask, per cell) is
+    known: inside it, the moving part of its nearest surface sample (the driven link when
+    that sample lies on a static part: a flush door's edge), outside it -1. Exact where
+    ``moving_part_of``'s nearest-sample rule misassigns a part flush with the body."""
+    src = store.read_state(root, source_state)
+    nearest = moving_part_of(xyz, root, source_state, max_distance=np.inf)
+    part = np.where(nearest >= 0, nearest, int(src["moving_part_ids"][0]))
+    return np.where(np.asarray(region, bool), part, -1)
+
+
 def oracle_gaussians(source: torch.Tensor, root: Path, source_state: str, target_state: str,
                      max_distance: float = MAX_DISTANCE, part_of: np.ndarray | None = None) -> torch.Tensor:
     """Gaussians [N, 14] of ``source_state`` with the true rigid motion to ``target_state``

@@ -53,9 +53,14 @@ class Recipe:
         """The teacher's options; ``gsdb``: the database its L2 phase regresses (the geometric one)."""
         return load_config(**{**self.teacher, "data": str(data), "out": str(out), "gsdb": str(gsdb), "stage": "teacher"})
 
-    def partrm_config(self, data: Path, out: Path, init: Path, gsdb: Path) -> TrainConfig:
-        """PartRM's options, initialised from ``init`` (the teacher); ``gsdb``: stage 1's database."""
-        return load_config(**{**self.partrm, "data": str(data), "out": str(out), "init": str(init), "gsdb": str(gsdb)})
+    @property
+    def mode(self) -> str:
+        """``rgb`` (teacher -> PartRM) or ``rgbd`` (no teacher: the geometric database is the static input)."""
+        return self.partrm.get("mode", "rgb")
+
+    def partrm_config(self, data: Path, out: Path, init: Path | None, gsdb: Path) -> TrainConfig:
+        """PartRM's options, initialised from ``init`` (the teacher; None for RGB-D); ``gsdb``: stage 1's database."""
+        return load_config(**{**self.partrm, "data": str(data), "out": str(out), "init": str(init) if init else None, "gsdb": str(gsdb)})
 
 
 SECTIONS = ("dataset", "gsdb", "teacher", "partrm", "eval")

@@ -330,7 +330,7 @@ def rgbd_loss(model, batch: dict, stage: str, objective: Objective, render_size:
     exactly, so it adds nothing but a smaller mean), stage 2 the photometric loss."""
     inner = getattr(model, "module", model)
     x = inner.prepare_inputs(batch["input_rgb"], batch["input_depth"], batch["input_K"], batch["input_c2w"])
-    splatter = model(x, batch["gs_source"], batch["region"], batch["drags"], batch["drag_valid"])
+    splatter = model(x, batch["gs_source"], batch["region"], batch["drags"], batch["drag_valid"], (batch["input_K"], batch["input_c2w"]))
     if stage == "1":
         if splatter.shape != batch["gs_target"].shape:
             raise ValueError(f"the Gaussian database holds splatter images {tuple(batch['gs_target'].shape[1:])} but the RGB-D model "

@@ -48,7 +48,24 @@ MODES = ("rgb", "rgbd")
 """PartRM's input modes: the paper's RGB (LGM reconstructs), RGB-D (geometry reconstructs)."""
 INPUT_CHANNELS = 11  # RGB (3) + depth about the ring distance (1) + depth validity (1) + Plücker (6)
 HIDDEN = 32  # U-Net output channels before the zero-initialised change head
-CHANGE = {"xyz": slice(0, 3), "rotation": slice(3, 7), "scale": slice(7, 10), "opacity": slice(10, 11), "rgb": slice(11, 14)}
+CHANGE = {"scale": slice(0, 3), "opacity": slice(3, 4), "rgb": slice(4, 7)}
+"""Channels of the dense change head (per cell of the U-Net's output grid)."""
+DENSE_CHANNELS = 7
+MOTION_HIDDEN = 128
+DRAG_FEATURES = 18  # per drag: start point, camera centre, start and end rays (all relative to the region), 2D start, end, shift
+SURFACE_FEATURES = 6  # per Gaussian of the region: position relative to its centroid, normal
+
+
+def _set_encoder(inputs: int, width: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU())
+
+
+def _pool(feats: Tensor, keep: Tensor) -> Tensor:
+    """Masked mean and max over the set dim: feats [B, N, C], keep [B, N] -> [B, 2C] (zeros for an empty set)."""
+    w = keep.to(feats.dtype)[..., None]
+    mean = (feats * w).sum(1) / w.sum(1).clamp(min=1.0)
+    peak = torch.where(keep[..., None], feats, torch.full_like(feats, -1.0)).amax(1)
+    return torch.cat([mean, torch.where(keep.any(1, keepdim=True), peak, torch.zeros_like(peak))], dim=-1)
 
 
 @dataclass(frozen=True)
@@ -124,9 +141,17 @@ class RGBDPartRM(nn.Module):
                          mid_attention=c.mid_attention, up_channels=c.up_channels, up_attention=c.up_attention,
                          layers_per_block=c.layers_per_block, attention_heads=c.attention_heads, norm_groups=c.norm_groups,
                          num_views=c.num_views)
-        self.change = nn.Conv2d(HIDDEN, layout.NUM_CHANNELS, kernel_size=1)
+        self.change = nn.Conv2d(HIDDEN, DENSE_CHANNELS, kernel_size=1)
         nn.init.zeros_(self.change.weight)
         nn.init.zeros_(self.change.bias)
+        # the part's rigid motion (axis-angle, translation) from three pooled summaries: the U-Net's
+        # features over the drag region, the drags as 3D rays (a set encoder), the region's surface
+        self.drag_set = _set_encoder(DRAG_FEATURES, MOTION_HIDDEN)
+        self.surface = _set_encoder(SURFACE_FEATURES, MOTION_HIDDEN // 2)
+        self.motion = nn.Sequential(nn.Linear(2 * HIDDEN + 2 * MOTION_HIDDEN + MOTION_HIDDEN, MOTION_HIDDEN), nn.SiLU(),
+                                    nn.Linear(MOTION_HIDDEN, MOTION_HIDDEN), nn.SiLU(), nn.Linear(MOTION_HIDDEN, 6))
+        nn.init.zeros_(self.motion[-1].weight)
+        nn.init.zeros_(self.motion[-1].bias)
         self.drag = MultiScaleDragEmbedding(self.unet.hook_channels, c.hook_sizes, config.levels(), config.fourier_frequencies,
                                             config.mlp_hidden, config.merge_kernel)
         self.register_buffer("rgb_mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
@@ -158,29 +183,43 @@ class RGBDPartRM(nn.Module):
 
     # ------------------------------------------------------------ forward
 
-    def changes(self, x: Tensor, drags: Optional[Tensor], valid: Optional[Tensor]) -> Tensor:
-        """U-Net input [B, V, 11, s, s] + drags -> raw changes [B, V, 14, S_net, S_net]."""
+    def changes(self, x: Tensor, static: Tensor, region: Tensor, drags: Optional[Tensor], valid: Optional[Tensor],
+                cameras: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """U-Net input [B, V, 11, s, s], static splatter [B, V, 14, S, S], drag region
+        [B, V, 1, S, S], drags, cameras (K for the input size, c2w) -> (the part's rigid motion
+        [B, 6]: axis-angle about the region's centroid, translation; dense changes [B, V, 7, s, s])."""
         b, v = x.shape[:2]
-        hook = None
-        if drags is not None:
-            if valid is None:
-                valid = torch.ones(drags.shape[:-1], dtype=torch.bool, device=drags.device)
-            hook = self.drag.hook(drags.reshape(b * v, *drags.shape[2:]).to(x.dtype), valid.reshape(b * v, -1))
-        feats = self.unet(x.flatten(0, 1), down_hook=hook, num_views=v)
-        out = self.change(F.silu(feats))
-        return out.view(b, v, *out.shape[1:])
+        if drags is None:
+            drags = x.new_zeros(b, v, 1, 4)
+            valid = torch.zeros(b, v, 1, dtype=torch.bool, device=x.device)
+        elif valid is None:
+            valid = torch.ones(drags.shape[:-1], dtype=torch.bool, device=drags.device)
+        hook = self.drag.hook(drags.reshape(b * v, *drags.shape[2:]).to(x.dtype), valid.reshape(b * v, -1))
+        feats = F.silu(self.unet(x.flatten(0, 1), down_hook=hook, num_views=v))
+        dense = self.change(feats)
+        s = feats.shape[-1]
+        cells = F.adaptive_max_pool2d(region.flatten(0, 1).to(feats.dtype), s).view(b, v, 1, s, s) > 0  # any Gaussian of the cell
+        pooled = _pool(feats.view(b, v, -1, s * s).transpose(2, 3).flatten(1, 2), cells.flatten(1))
+        centroid = region_centroid(static, region)
+        drag_feats = drag_features(drags.to(x.dtype), static, centroid, *cameras)
+        surface = surface_features(static, centroid)
+        keep_surface = region.flatten(1)
+        summary = torch.cat([pooled, _pool(self.drag_set(drag_feats), valid.flatten(1)), _pool(self.surface(surface), keep_surface)], dim=1)
+        return self.motion(summary), dense.view(b, v, *dense.shape[1:])
 
     def forward(self, x: Tensor, static: Tensor, region: Tensor, drags: Optional[Tensor] = None,
-                valid: Optional[Tensor] = None) -> Tensor:
+                valid: Optional[Tensor] = None, cameras: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
         """U-Net input [B, V, 11, s, s], static splatter [B, V, 14, S, S], drag region
-        [B, V, 1, S, S] bool -> the predicted splatter [B, V, 14, S, S]."""
-        return apply_changes(static, self.changes(x, drags, valid), region, self.config.appearance_ring)
+        [B, V, 1, S, S] bool, drags, the input cameras (K at the input size, OpenCV c2w)
+        -> the predicted splatter [B, V, 14, S, S]."""
+        motion, dense = self.changes(x, static, region, drags, valid, cameras)
+        return apply_changes(static, motion, dense, region, self.config.appearance_ring)
 
     def reconstruct(self, rgb: Tensor, cameras: Any, drags: Optional[Tensor] = None, valid: Optional[Tensor] = None, *,
                     depth: Tensor, static: Tensor, region: Tensor) -> Tensor:
         """Inputs as ``prepare_inputs`` (cameras = (K, c2w)) -> Gaussians [B, V*S*S, 14] (object frame)."""
         K, c2w = cameras
-        return LGM.gaussians(self(self.prepare_inputs(rgb, depth, K, c2w), static, region, drags, valid))
+        return LGM.gaussians(self(self.prepare_inputs(rgb, depth, K, c2w), static, region, drags, valid, (K, c2w)))
 
     # ------------------------------------------------------------ weights
 
@@ -201,27 +240,92 @@ class RGBDPartRM(nn.Module):
         return model
 
 
-def apply_changes(static: Tensor, raw: Tensor, region: Tensor, appearance_ring: int) -> Tensor:
-    """The static splatter [B, V, 14, S, S] changed by ``raw`` [B, V, 14, s, s] (upsampled to S)
-    inside ``region`` [B, V, 1, S, S] (position, rotation, scale) and its ring (opacity, colour).
-    Zero changes give ``static`` bit for bit."""
+def region_centroid(static: Tensor, region: Tensor) -> Tensor:
+    """Mean position [B, 3] of the static Gaussians in the drag region (0 for an empty region)."""
+    w = region.to(static.dtype)
+    return (static[:, :, layout.XYZ] * w).sum(dim=(1, 3, 4)) / w.sum(dim=(1, 3, 4)).clamp(min=1.0)
+
+
+def drag_features(drags: Tensor, static: Tensor, centroid: Tensor, K: Tensor, c2w: Tensor) -> Tensor:
+    """Per drag [B, V*N, 18], in the object frame relative to the region's centroid: the 3D
+    point under the start (the static Gaussian of its cell), the camera centre, the unit rays
+    through start and end, and the normalised 2D start, end and shift. A drag's end is a ray
+    in 3D: these are what a rigid motion consistent with it must satisfy."""
+    b, v, n, _ = drags.shape
+    S = static.shape[-1]
+    col = (drags[..., 0] * S).floor().long().clamp(0, S - 1)
+    row = (drags[..., 1] * S).floor().long().clamp(0, S - 1)
+    xyz = static[:, :, layout.XYZ].flatten(3)  # [B, V, 3, S*S]
+    point = torch.gather(xyz, 3, (row * S + col)[:, :, None, :].expand(b, v, 3, n)).transpose(2, 3)  # [B, V, N, 3]
+    K = K.to(drags.dtype)
+    c2w = c2w.to(drags.dtype)
+    size = 2.0 * K[..., 0, 2]  # principal point at the image centre: K is for a size x size image
+    rays = []
+    for uv in (drags[..., :2], drags[..., 2:]):
+        pix = uv * size[..., None, None]
+        cam = torch.stack([(pix[..., 0] - K[..., None, 0, 2]) / K[..., None, 0, 0],
+                           (pix[..., 1] - K[..., None, 1, 2]) / K[..., None, 1, 1], torch.ones_like(pix[..., 0])], dim=-1)
+        rays.append(F.normalize(torch.einsum("bvij,bvnj->bvni", c2w[..., :3, :3], cam), dim=-1))
+    centre = (c2w[..., :3, 3] - centroid[:, None]).unsqueeze(2).expand(b, v, n, 3)
+    c = centroid[:, None, None]
+    out = torch.cat([point - c, centre, rays[0], rays[1], drags, drags[..., 2:] - drags[..., :2]], dim=-1)
+    return out.flatten(1, 2)
+
+
+def surface_features(static: Tensor, centroid: Tensor) -> Tensor:
+    """Per Gaussian [B, V*S*S, 6]: position relative to the region's centroid and the normal
+    (the rotation's local z, the geometric construction's surface normal)."""
+    b = static.shape[0]
+    g = static.permute(0, 1, 3, 4, 2).reshape(b, -1, static.shape[2])
+    w, x, y, z = F.normalize(g[..., layout.ROTATION], dim=-1).unbind(-1)
+    normal = torch.stack([2 * (x * z + w * y), 2 * (y * z - w * x), 1 - 2 * (x * x + y * y)], dim=-1)
+    return torch.cat([g[..., layout.XYZ] - centroid[:, None], normal], dim=-1)
+
+
+def rigid_from_axis_angle(motion: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """[B, 6] (axis-angle, translation) -> rotation [B, 3, 3], its quaternion (w, x, y, z) [B, 4]
+    and the translation [B, 3]; a zero vector gives exactly the identity."""
+    omega, t = motion[:, :3], motion[:, 3:]
+    theta2 = (omega * omega).sum(-1, keepdim=True)
+    theta = torch.sqrt(theta2.clamp(min=1e-24))
+    small = theta2 < 1e-12
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)  # sin(t) / t
+    bb = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2.clamp(min=1e-24))  # (1 - cos t) / t^2
+    half = torch.where(small, 0.5 - theta2 / 48.0, torch.sin(theta / 2) / theta)  # sin(t/2) / t
+    wx, wy, wz = omega.unbind(-1)
+    zero = torch.zeros_like(wx)
+    K = torch.stack([zero, -wz, wy, wz, zero, -wx, -wy, wx, zero], dim=-1).view(-1, 3, 3)
+    eye = torch.eye(3, dtype=motion.dtype, device=motion.device).expand_as(K)
+    R = eye + a[..., None] * K + bb[..., None] * (K @ K)
+    quat = torch.cat([torch.where(small, 1.0 - theta2 / 8.0, torch.cos(theta / 2)), half * omega], dim=-1)
+    return R, quat, t
+
+
+def apply_changes(static: Tensor, motion: Tensor, dense: Tensor, region: Tensor, appearance_ring: int) -> Tensor:
+    """The static splatter [B, V, 14, S, S] changed by the rigid ``motion`` [B, 6] (axis-angle
+    about the region's centroid, translation) inside ``region`` [B, V, 1, S, S] (position,
+    rotation), and by ``dense`` [B, V, 7, s, s] (upsampled to S): scale inside the region,
+    opacity and colour in its ring. Zero changes give ``static`` bit for bit."""
     b, v, c, S, _ = static.shape
-    if raw.shape[-1] != S:
-        raw = F.interpolate(raw.flatten(0, 1), size=(S, S), mode="bilinear", align_corners=False).view(b, v, c, S, S)
+    if dense.shape[-1] != S:
+        dense = F.interpolate(dense.flatten(0, 1), size=(S, S), mode="bilinear", align_corners=False).view(b, v, -1, S, S)
     region = region.to(torch.bool)
     around = ring(region, appearance_ring)
 
     def ch(t: Tensor, s: slice) -> Tensor:
         return t[:, :, s]
 
-    xyz = torch.where(region, ch(static, layout.XYZ) + ch(raw, CHANGE["xyz"]), ch(static, layout.XYZ))
-    turn = ch(raw, CHANGE["rotation"]) + torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=raw.dtype, device=raw.device).view(1, 1, 4, 1, 1)
-    turn = F.normalize(turn, dim=2)
-    rotated = quat_multiply(turn.movedim(2, -1), ch(static, layout.ROTATION).movedim(2, -1)).movedim(-1, 2)
+    R, quat, t = rigid_from_axis_angle(motion.to(static.dtype))
+    xyz = ch(static, layout.XYZ)
+    rel = xyz - region_centroid(static, region).view(b, 1, 3, 1, 1)
+    eye = torch.eye(3, dtype=R.dtype, device=R.device)
+    offset = torch.einsum("bij,bvjhw->bvihw", R - eye, rel) + t.view(b, 1, 3, 1, 1)  # x' = x + (R - I)(x - c) + t
+    moved = torch.where(region, xyz + offset, xyz)
+    rotated = quat_multiply(quat.view(b, 1, 1, 1, 4), ch(static, layout.ROTATION).movedim(2, -1)).movedim(-1, 2)
     rotation = torch.where(region, rotated, ch(static, layout.ROTATION))
-    scale = torch.where(region, ch(static, layout.SCALE) * torch.exp(ch(raw, CHANGE["scale"])), ch(static, layout.SCALE))
-    opacity = torch.where(around, (ch(static, layout.OPACITY) + ch(raw, CHANGE["opacity"])).clamp(0, 1), ch(static, layout.OPACITY))
-    rgb = torch.where(around, (ch(static, layout.RGB) + ch(raw, CHANGE["rgb"])).clamp(0, 1), ch(static, layout.RGB))
-    parts = {"xyz": xyz, "opacity": opacity, "scale": scale, "rotation": rotation, "rgb": rgb}
+    scale = torch.where(region, ch(static, layout.SCALE) * torch.exp(ch(dense, CHANGE["scale"])), ch(static, layout.SCALE))
+    opacity = torch.where(around, (ch(static, layout.OPACITY) + ch(dense, CHANGE["opacity"])).clamp(0, 1), ch(static, layout.OPACITY))
+    rgb = torch.where(around, (ch(static, layout.RGB) + ch(dense, CHANGE["rgb"])).clamp(0, 1), ch(static, layout.RGB))
+    parts = {"xyz": moved, "opacity": opacity, "scale": scale, "rotation": rotation, "rgb": rgb}
     order = sorted(parts, key=lambda k: getattr(layout, k.upper()).start)
     return torch.cat([parts[k] for k in order], dim=2)

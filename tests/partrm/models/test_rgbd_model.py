@@ -54,7 +54,7 @@ def test_changes_stay_inside_the_drag_region_and_its_ring(rendered_dataset, mode
     moved = RGBDPartRM(model.config)
     moved.load_state_dict(model.state_dict())
     with torch.no_grad():
-        moved.change.bias[CHANGE["xyz"]] = torch.tensor([0.1, 0.0, 0.0])
+        moved.motion[-1].bias[3:] = torch.tensor([0.1, 0.0, 0.0])  # translation of the part
         moved.change.bias[CHANGE["opacity"]] = 0.5
     statics = StaticCache(rendered_dataset, SPLAT)
     with torch.inference_mode():
@@ -101,3 +101,38 @@ def test_drag_region_uses_the_share_of_each_cell():
     region = drag_region(masks, 4, 0.5)[0, 0]
     assert region[:2, :2].all() and not region[2:].any() and not region[:, 2:].any()
     assert drag_region(masks, 4, 1.0)[0, 0, :2, 1].logical_not().all()
+
+
+def test_rgbd_training_moves_the_part_toward_the_carried_target(rendered_dataset, geometric, tmp_path, one_torch_thread):
+    """Both stages run on RGB-D items; stage 1 brings a training pair's drag region toward
+    its carried target (the network learns the change, the rest stays exact); the checkpoint
+    is an RGB-D one wherever a model is loaded. (Generalisation to held-out objects:
+    ``tests/partrm/test_motion_recipe.py``.)"""
+    from partrm.train import load_config, read_log, train
+
+    probe = RGBDPartRM(RGBDConfig(unet=LGMConfig.tiny(), splat_size=SPLAT))
+    dataset = PairDataset(rendered_dataset, gsdb=geometric, split="train",
+                          config=pair_config(probe, target_size=0, stage1_target="carried", num_drags=10))
+    sequence = dataset.pairs[0].sequence_id
+    cfg = load_config(data=str(rendered_dataset), out=str(tmp_path / "run"), mode="rgbd", splat_size=SPLAT, gsdb=str(geometric),
+                      stage="1+2", stage1_steps=60, stage2_steps=2, render_size=64, batch_size=2, lr=2e-3, warmup_steps=5,
+                      stage1_target="carried", drag_views="all", drag_noise_px=0.0, sequences=(sequence,), progress=False)
+    result = train(cfg)
+    log = read_log(tmp_path / "run")
+    stage1 = [float(r["loss"]) for r in log if r["stage"] == "1"]
+    assert np.mean(stage1[-10:]) < 0.5 * np.mean(stage1[:5]), (stage1[:5], stage1[-10:])
+    assert {r["stage"] for r in log} == {"1", "2"}
+    model = load_model(result.model_path)
+    assert type(model) is RGBDPartRM
+    k = next(k for k, p in enumerate(dataset.pairs) if p.sequence_id == sequence and abs(p.source_stage - p.target_stage) >= 3)
+    item = collate([dataset[k]])
+    with torch.inference_mode():
+        g = predict(model, item, statics=StaticCache(rendered_dataset, SPLAT))[0]
+    target = torch.from_numpy(flat_splatter(item["gs_target"][0].numpy()))
+    static = torch.from_numpy(flat_splatter(item["gs_source"][0].numpy()))
+    region = torch.from_numpy(flat_splatter(item["region"][0].numpy())[:, 0])
+    err_model = (g[region, :3] - target[region, :3]).norm(dim=1).mean()
+    err_static = (static[region, :3] - target[region, :3]).norm(dim=1).mean()
+    assert err_model < 0.6 * err_static, (float(err_model), float(err_static))
+    outside = ~torch.from_numpy(flat_splatter(ring(item["region"], model.config.appearance_ring)[0].numpy())[:, 0])
+    assert torch.equal(g[outside], static[outside])
