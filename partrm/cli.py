@@ -304,6 +304,8 @@ def gsdb_build(
             except ValueError as exc:  # a splat size the renders do not divide into, ...
                 raise BadInput(str(exc)) from None
     typer.echo(f"{summary.states} states ({summary.computed} computed) in {summary.seconds:.1f} s")
+    if summary.not_rendered:
+        typer.echo(f"{len(summary.not_rendered)} states not rendered, not in the database (first: {summary.not_rendered[0]})", err=True)
 
 
 def main() -> None:  # pragma: no cover
