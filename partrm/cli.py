@@ -203,6 +203,7 @@ def infer(
             views = inf.zero123pp_views(image, zero123_weights, size)
         else:
             raise inf.InputError("give --state (with --data) or --image")
+        inf.check_drags_in_image(drags_px, views.first_rgba.shape[1], views.first_rgba.shape[0])
         gaussians, used = inf.predict(model, views, drags_px, num_drags, region, sam_checkpoint, rule, seed)
     except ImportError as exc:  # an optional package (.[sam], .[diffusers]) that is not installed
         raise BadInput(str(exc)) from None
