@@ -177,6 +177,8 @@ def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.total_steps() == 0:
         raise ValueError(f"stage {cfg.stage!r} has no steps to run")
+    if not 0 <= cfg.seed < 2**32:
+        raise ValueError(f"seed must be an integer from 0 to {2**32 - 1}, got {cfg.seed}")
     if not 0.0 <= cfg.zero_drag_prob <= 1.0:
         raise ValueError(f"zero_drag_prob must be in [0, 1], got {cfg.zero_drag_prob}")
     if cfg.stage2_lr is not None and (cfg.stage2_lr <= 0 or cfg.schedule != "per-stage"):
