@@ -55,7 +55,7 @@ from partrm.data import STAGE1_TARGETS, PairConfig, PairDataset, StateDataset, c
 from partrm.gaussians.views import composite, render_views, scale_K
 from partrm.gsdb_render import RenderGsdbConfig
 from partrm.lpips import load_lpips
-from partrm.models.lgm import LGM, LGMConfig, read_checkpoint_metadata, read_checkpoint_tensors, reading_checkpoint
+from partrm.models.lgm import LGM, CheckpointError, LGMConfig, read_checkpoint_metadata, read_checkpoint_tensors, reading_checkpoint
 from partrm.models.partrm import PartRM, PartRMConfig
 from partrm.models.rgbd import MODES, RGBDConfig, RGBDPartRM, ring
 
@@ -429,7 +429,7 @@ def build_model(cfg: TrainConfig):
             raise FileNotFoundError(f"initial weights not found: {path} (pass --init PATH: a teacher/official LGM or a PartRM checkpoint)")
         meta = read_checkpoint_metadata(path, "--init weights")
         if "partrm_rgbd_config" in meta:
-            raise ValueError(f"{path} is an RGB-D PartRM checkpoint: train it with --mode rgbd")
+            raise CheckpointError(f"{path}: cannot load --init weights: an RGB-D PartRM checkpoint (train it with --mode rgbd)")
         if "partrm_config" in meta:
             return PartRM.load(path)
         lgm = LGM.from_pretrained(path, frame=cfg.lgm_frame)

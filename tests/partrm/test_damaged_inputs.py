@@ -87,6 +87,26 @@ def test_wrong_kind_and_truncated_checkpoints_are_one_line(data, files, tmp_path
     assert not (tmp_path / "eval").exists() and not (tmp_path / "infer").exists() and not (tmp_path / "g.h5").exists()
 
 
+def test_either_mode_of_checkpoint_is_refused_with_one_line_when_damaged(files, tmp_path):
+    """``predict.load_model`` (RGB and RGB-D checkpoints) and the loaders behind it."""
+    from partrm.models.lgm import CheckpointError
+    from partrm.models.rgbd import RGBDConfig, RGBDPartRM
+    from partrm.predict import load_model
+
+    rgbd = tmp_path / "rgbd.safetensors"
+    RGBDPartRM(RGBDConfig(unet=LGMConfig.tiny(), splat_size=32)).save(rgbd)
+    assert load_model(rgbd).mode == "rgbd"
+    _truncate(rgbd)
+    with pytest.raises(CheckpointError, match=f"^{rgbd}: cannot load PartRM checkpoint \\(SafetensorError: "):
+        load_model(rgbd)
+    with pytest.raises(CheckpointError, match=f"^{rgbd}: cannot load RGB-D PartRM checkpoint \\(SafetensorError: "):
+        RGBDPartRM.load(rgbd)
+    with pytest.raises(CheckpointError, match=f"^{files / 'gsdb.h5'}: cannot load PartRM checkpoint: it is an HDF5 file"):
+        load_model(files / "gsdb.h5")
+    with pytest.raises(CheckpointError, match="no partrm_rgbd_config metadata"):
+        RGBDPartRM.load(files / "partrm.safetensors")
+
+
 def test_damaged_dataset_files_stop_the_model_commands_with_one_line(data, files, tmp_path):
     gsdb = files / "gsdb.h5"
     # a truncated database and drag file
