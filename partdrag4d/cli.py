@@ -16,7 +16,7 @@ from blender_scripts.presets import DEFAULT_PRESET, PRESETS
 from partdrag4d import categories, export as exports, pipeline, store, verify as verification
 from partdrag4d.articulate import articulate_folder
 from partdrag4d.assets.synth import generate
-from partdrag4d.cliutil import WAIT_HELP, Typer, writing
+from partdrag4d.cliutil import WAIT_HELP, Typer, check_seed, writing
 from partdrag4d.dragfile import build_drag_file
 from partdrag4d.errors import BadInput
 from partdrag4d.executor import EXECUTORS
@@ -74,6 +74,7 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed writes identical files."),
 ):
     """Write procedural objects in the PartNet-Mobility folder format (the embedded default)."""
+    check_seed(seed)
     cats = _categories_option(category)
     jobs = [(c, i) for c in cats for i in range(count)]
     for c, i in tqdm(jobs, desc="synth", unit="obj", dynamic_ncols=True):
@@ -100,6 +101,7 @@ def articulate(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ):
     """Sweep every movable joint through its stages; write meshes, points and the manifest."""
+    check_seed(seed)
     _check_executor(executor, ray_address)
     id_set = _read_ids(ids) if ids else None
     with writing(out, "articulate", wait):
@@ -129,6 +131,7 @@ def render(
     device: Device = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ):
     """Render every articulated state: 12 RGBA views, depth, part ids, cameras (resumable)."""
+    check_seed(seed)
     _check_executor(executor, ray_address)
     shard_ = _shard(shard)
     with writing(dataset, "render", wait, shard_):
@@ -153,6 +156,7 @@ def drags(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ):
     """Sample visible surface drags for every pair of states (depth-tested) into HDF5."""
+    check_seed(seed)
     _check_executor(executor, ray_address)
     index, count = _shard(shard)
     if out is None and count > 1:
@@ -239,7 +243,9 @@ def make_dataset(
     threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help=THREADS_HELP),
     device: Device = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ):
-    """The main job: synth -> articulate -> render -> drags (then run `partdrag4d verify`)."""
+    """The main job: synth -> articulate -> render -> drags (then run `partdrag4d verify`).
+    Exits with code 1 when a state failed to render (as `render` does)."""
+    check_seed(seed)
     cats = _categories_option(category)
     _check_executor(executor, ray_address)
     with writing(out, "make-dataset", wait) as record:
@@ -248,6 +254,9 @@ def make_dataset(
                             device=device)
         record["seconds_per_step"] = summary.seconds
     typer.echo(json.dumps(summary.__dict__, indent=1))
+    if summary.rendered.get("failed"):
+        typer.echo(f"{summary.rendered['failed']} states failed to render (reasons above; rerun to retry them)", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

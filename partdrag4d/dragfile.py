@@ -99,6 +99,7 @@ def build_drag_file(root: Path, out: Path | None = None, category: str | None = 
 
 
 def _rendered(root: Path, record: dict) -> bool:
+    """The state has a render folder (one without its files raises ``DamagedFile``)."""
     return store.has_render(store.render_dir(root, record["state_id"]))
 
 
@@ -133,8 +134,8 @@ def sample_sequence(root: Path, seq: Sequence, seed: int, max_drags: int, every_
     """Sample every pair of one rendered sequence (reads the dataset, writes nothing)."""
     root = Path(root)
     stages = len(seq.records)
-    points = [np.load(root / r["paths"]["points"]) for r in seq.records]
-    moving = np.load(root / seq.records[0]["paths"]["moving"])
+    points = [store.read_state_points(root, r["state_id"]) for r in seq.records]
+    moving = store.read_state_moving(root, seq.records[0]["state_id"])
     moving_ids = np.asarray(seq.records[0]["moving_part_ids"], dtype=np.int64)
     renders, cams = [], None
     for r in seq.records:

@@ -19,5 +19,10 @@ class BadInput(ToolkitError, ValueError):
     """An argument or input file that cannot be used (the message says which and why)."""
 
 
+class DamagedFile(BadInput):
+    """A dataset, database or checkpoint file that is missing, truncated, undecodable or not
+    the kind of file expected; the message names the file and what is wrong."""
+
+
 class ClusterError(ToolkitError, RuntimeError):
     """The Ray cluster cannot be reached, or cannot hold what was asked of it."""

@@ -40,7 +40,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from partdrag4d import cameras, store
-from partdrag4d.errors import ToolkitError
+from partdrag4d.errors import DamagedFile, ToolkitError
 
 FORMATS = ("nerfstudio", "nerf-synthetic")
 IMAGE_MODES = ("copy", "link")
@@ -58,7 +58,7 @@ class ExportError(ToolkitError, ValueError):
 class ExportSummary:
     states: int = 0
     folders: list[Path] = field(default_factory=list)
-    not_rendered: list[str] = field(default_factory=list)  # --all: states without a complete render
+    not_rendered: list[str] = field(default_factory=list)  # --all: states without a render folder (skipped)
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -134,13 +134,22 @@ def _ok_records(root: Path) -> dict[str, dict]:
     return {r["state_id"]: r for r in store.manifest_states(root)}
 
 
+def _complete_render(root: Path, sid: str) -> Path:
+    """The state's render folder; one that is missing or damaged is refused with one line."""
+    render = store.render_dir(root, sid)
+    if not render.is_dir():
+        raise ExportError(f"{sid}: not rendered (run `partdrag4d render {root}`)")
+    problem = store.render_problem(render, cameras.NUM_VIEWS)
+    if problem is not None:
+        raise DamagedFile(f"{sid}: {problem}")
+    return render
+
+
 def export_state(root: Path, record: dict, out: Path, fmt: str, images: str = "copy", mask_path: bool = False,
                  input_views: tuple[int, ...] = INPUT_VIEWS) -> Path:
     """Write one state's folder ``out/<state_id>`` (assembled under a temporary name, renamed)."""
     sid = record["state_id"]
-    render = store.render_dir(root, record["state_id"])
-    if not store.is_render_complete(render, cameras.NUM_VIEWS):
-        raise ExportError(f"{sid}: render missing or incomplete (run `partdrag4d render {root}`)")
+    render = _complete_render(root, sid)
     depth, part_id, cams = store.read_render(render)
     if depth.shape[0] != len(cams) or any((c.width, c.height) != (depth.shape[2], depth.shape[1]) for c in cams):
         raise ExportError(f"{sid}: views.npz and cameras.json disagree on the views")
@@ -152,6 +161,7 @@ def export_state(root: Path, record: dict, out: Path, fmt: str, images: str = "c
             (tmp / sub).mkdir()
         for v in range(len(cams)):
             files = _frame_files(v)
+            store.read_rgba(render, v)  # a PNG that does not decode (DamagedFile) is not exported
             src = (render / store.view_png_name(v)).resolve()
             if images == "link":
                 os.symlink(src, tmp / files["image"])
@@ -186,7 +196,7 @@ def export(root: Path, out: Path, fmt: str = "nerfstudio", states: list[str] | N
     if all_states:
         chosen = []
         for sid, r in sorted(records.items()):
-            rendered = store.is_render_complete(store.render_dir(root, r["state_id"]), cameras.NUM_VIEWS)
+            rendered = store.render_dir(root, r["state_id"]).is_dir()  # an incomplete render is refused, not skipped
             (chosen.append(r) if rendered else not_rendered.append(sid))
         if not chosen:
             raise ExportError(f"{root}: no rendered states (run `partdrag4d render {root}`)")
@@ -195,6 +205,8 @@ def export(root: Path, out: Path, fmt: str = "nerfstudio", states: list[str] | N
         if missing:
             raise ExportError(f"state {missing[0]!r} is not in {root / store.MANIFEST}")
         chosen = [records[s] for s in states]
+    for r in chosen:  # refuse a damaged render before anything is written (PNG data is checked as it is copied)
+        _complete_render(root, r["state_id"])
     out.mkdir(parents=True, exist_ok=True)
     summary = ExportSummary(not_rendered=not_rendered)
     for r in tqdm(chosen, desc=f"export {fmt}", unit="state", disable=not progress, dynamic_ncols=True):

@@ -60,7 +60,7 @@ import numpy as np
 from PIL import Image
 
 from partdrag4d.cameras import NUM_VIEWS, Camera
-from partdrag4d.errors import BadInput
+from partdrag4d.errors import BadInput, DamagedFile
 
 # ---------------------------------------------------------------- layout: the file names
 
@@ -444,13 +444,27 @@ def state_paths(object_id: str, state_id: str) -> StatePaths:
 
 
 def read_manifest(root: Path) -> list[dict]:
-    """Every line of the dataset's manifest (state rows and error / skipped / note lines)."""
-    return list(read_jsonl(Path(root) / MANIFEST))
+    """Every line of the dataset's manifest (state rows and error / skipped / note lines).
+    A line that is not a JSON object raises ``DamagedFile`` naming the file and the line."""
+    path = Path(root) / MANIFEST
+    rows = []
+    with reading(path), open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DamagedFile(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DamagedFile(f"{path} line {number}: a {type(row).__name__}, not a JSON object")
+            rows.append(row)
+    return rows
 
 
 def manifest_states(root: Path) -> list[ManifestRow]:
     """The manifest's state rows (``status`` ok), in file order."""
-    return [r for r in read_jsonl(Path(root) / MANIFEST) if r.get("status") == "ok"]
+    return [r for r in read_manifest(root) if r.get("status") == "ok"]
 
 
 def has_manifest(root: Path) -> bool:
@@ -462,7 +476,9 @@ def write_manifest(root: Path, rows: Iterable[dict]) -> None:
 
 
 def read_object(root: Path, object_id: str) -> ObjectRecord:
-    return read_json(object_dir(root, object_id) / OBJECT_RECORD)
+    path = object_dir(root, object_id) / OBJECT_RECORD
+    with reading(path):
+        return read_json(path)
 
 
 def write_object(folder: Path, record: ObjectRecord) -> None:
@@ -472,7 +488,8 @@ def write_object(folder: Path, record: ObjectRecord) -> None:
 
 def read_object_points(root: Path, object_id: str) -> dict[str, np.ndarray]:
     """The rest-pose surface samples: points [N, 3], normals [N, 3], part_id [N]."""
-    with np.load(object_dir(root, object_id) / OBJECT_POINTS) as z:
+    path = object_dir(root, object_id) / OBJECT_POINTS
+    with reading(path), np.load(path) as z:
         return {k: z[k] for k in z.files}
 
 
@@ -481,7 +498,9 @@ def write_object_points(folder: Path, points: np.ndarray, normals: np.ndarray, p
 
 
 def read_state(root: Path, state_id: str) -> StateRecord:
-    return read_json(state_dir(root, state_id) / STATE_RECORD)
+    path = state_dir(root, state_id) / STATE_RECORD
+    with reading(path):
+        return read_json(path)
 
 
 def write_state(folder: Path, record: StateRecord, points: np.ndarray, moving: np.ndarray) -> None:
@@ -494,12 +513,16 @@ def write_state(folder: Path, record: StateRecord, points: np.ndarray, moving: n
 
 def read_state_points(root: Path, state_id: str) -> np.ndarray:
     """The object's samples carried to this state, [N, 3] float32."""
-    return np.load(state_dir(root, state_id) / STATE_POINTS)
+    path = state_dir(root, state_id) / STATE_POINTS
+    with reading(path):
+        return np.load(path)
 
 
 def read_state_moving(root: Path, state_id: str) -> np.ndarray:
     """[N] bool: sample i lies on the state's driven part."""
-    return np.load(state_dir(root, state_id) / STATE_MOVING)
+    path = state_dir(root, state_id) / STATE_MOVING
+    with reading(path):
+        return np.load(path)
 
 
 def state_files(meshes: bool = True) -> tuple[str, ...]:
@@ -509,7 +532,9 @@ def state_files(meshes: bool = True) -> tuple[str, ...]:
 
 def read_dataset_cameras(root: Path) -> list[Camera]:
     """The dataset's 12 ring cameras (``cameras.json`` at the dataset root, full size)."""
-    return [Camera.from_dict(c) for c in read_json(Path(root) / CAMERAS)["cameras"]]
+    path = Path(root) / CAMERAS
+    with reading(path):
+        return [Camera.from_dict(c) for c in read_json(path)["cameras"]]
 
 
 def write_dataset_cameras(root: Path, record: dict) -> None:
@@ -553,31 +578,46 @@ def write_render(folder: Path, depth: np.ndarray, part_id: np.ndarray, cameras: 
 
 def read_render(render_folder: Path) -> tuple[np.ndarray, np.ndarray, list]:
     """A rendered state's depth [V, H, W] float32, part ids [V, H, W] and cameras."""
-    with np.load(Path(render_folder) / RENDER_VIEWS) as z:
+    views = Path(render_folder) / RENDER_VIEWS
+    with reading(views), np.load(views) as z:
         depth, part_id = z["depth"], z["part_id"]
-    cams = [Camera(np.asarray(v["K"]), np.asarray(v["c2w_opencv"]), int(v["width"]), int(v["height"]))
-            for v in read_render_cameras(render_folder)]
+    with reading(Path(render_folder) / RENDER_CAMERAS):
+        cams = [Camera(np.asarray(v["K"]), np.asarray(v["c2w_opencv"]), int(v["width"]), int(v["height"]))
+                for v in read_render_cameras(render_folder)]
     return depth, part_id, cams
 
 
 def read_render_cameras(render_folder: Path) -> list[dict]:
     """The ``views`` of a render's ``cameras.json``."""
-    return read_json(Path(render_folder) / RENDER_CAMERAS)["views"]
+    path = Path(render_folder) / RENDER_CAMERAS
+    with reading(path):
+        return read_json(path)["views"]
 
 
 def read_render_record(render_folder: Path) -> dict:
-    return read_json(Path(render_folder) / RENDER_RECORD)
+    path = Path(render_folder) / RENDER_RECORD
+    with reading(path):
+        return read_json(path)
 
 
-def has_render(render_folder: Path) -> bool:
-    """The render's arrays and cameras exist (cheap; ``is_render_complete`` checks them)."""
+def has_render(render_folder: Path, num_views: int = NUM_VIEWS) -> bool:
+    """The state was rendered: its render folder exists (cheap: names only, nothing is read;
+    ``render_problem`` checks the files). Render folders are renamed into place complete, so
+    one that lacks a file is damaged: ``DamagedFile`` names the first missing file."""
     folder = Path(render_folder)
-    return (folder / RENDER_VIEWS).is_file() and (folder / RENDER_CAMERAS).is_file()
+    if not folder.is_dir():
+        return False
+    for name in (*RENDER_FILES, *(view_png_name(v) for v in range(num_views))):
+        if not (folder / name).is_file():
+            raise DamagedFile(f"{folder / name}: missing (an incomplete render: `partdrag4d render` redoes it)")
+    return True
 
 
 def read_rgba(render_folder: Path, view: int) -> np.ndarray:
-    """One rendered view as [H, W, 4] uint8 (straight alpha)."""
-    with Image.open(Path(render_folder) / view_png_name(view)) as im:
+    """One rendered view as [H, W, 4] uint8 (straight alpha), fully decoded (a damaged PNG
+    raises ``DamagedFile``)."""
+    path = Path(render_folder) / view_png_name(view)
+    with reading(path), Image.open(path) as im:
         return np.asarray(im.convert("RGBA"))
 
 
@@ -592,43 +632,9 @@ def _npy_header(z: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtyp
 
 
 def is_render_complete(out_dir: Path | str, num_views: int = NUM_VIEWS, deep: bool = False) -> bool:
-    """Cheap check that ``out_dir`` holds a finished render of ``num_views`` views.
-
-    All files present; every PNG is RGBA of one size (header only); ``cameras.json``
-    lists ``num_views`` views; ``views.npz`` holds ``depth`` float32 and ``part_id``
-    uint16 of shape [num_views, H, W] (npy headers only; ``deep=True`` loads the arrays).
-    """
-    out_dir = Path(out_dir)
-    try:
-        if not out_dir.is_dir():
-            return False
-        size = None
-        for v in range(num_views):
-            with Image.open(out_dir / view_png_name(v)) as im:
-                if im.format != "PNG" or im.mode != "RGBA" or (size is not None and im.size != size):
-                    return False
-                size = im.size
-        if size is None:
-            return False
-        width, height = size
-        with open(out_dir / RENDER_CAMERAS, encoding="utf-8") as f:
-            if len(json.load(f)["views"]) != num_views:
-                return False
-        with open(out_dir / RENDER_RECORD, encoding="utf-8") as f:
-            json.load(f)
-        expected = {"depth": np.dtype(np.float32), "part_id": np.dtype(np.uint16)}
-        with zipfile.ZipFile(out_dir / RENDER_VIEWS) as z:
-            for name, dtype in expected.items():
-                shape, dt = _npy_header(z, name + ".npy")
-                if tuple(shape) != (num_views, height, width) or dt != dtype:
-                    return False
-        if deep:
-            with np.load(out_dir / RENDER_VIEWS) as data:
-                if data["depth"].shape != (num_views, height, width) or data["part_id"].shape != (num_views, height, width):
-                    return False
-        return True
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, zipfile.BadZipFile, EOFError):
-        return False
+    """Cheap check that ``out_dir`` holds a finished render of ``num_views`` views
+    (``render_problem`` finds nothing wrong)."""
+    return render_problem(out_dir, num_views, deep) is None
 
 
 # ---------------------------------------------------------------- reproducibility
@@ -724,3 +730,88 @@ def remove_stale_tree(root: Path) -> int:
                 if sub == OBJECTS:
                     removed += remove_stale_staging(entry / TEXTURES)
     return removed
+
+
+# ---------------------------------------------------------------- damaged files
+
+_DAMAGE = (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error,
+           SyntaxError, Image.DecompressionBombError)
+"""What reading a damaged file raises: truncated or garbled archives (npz, HDF5), images (PIL
+reports some broken PNG chunks as ``SyntaxError``), JSON, and records of the wrong shape."""
+
+
+def damage_reason(exc: BaseException) -> str:
+    """What is wrong with a file whose reading raised ``exc``, in a few words."""
+    if isinstance(exc, FileNotFoundError):
+        return "missing"
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        return f"cannot read ({exc.strerror})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    text = str(exc).strip().splitlines()
+    detail = text[0] if text else ""
+    if isinstance(exc, (KeyError, TypeError)):  # a record or archive without what it must hold
+        detail = f"{type(exc).__name__}: {detail}"
+    return f"damaged ({detail or type(exc).__name__})"
+
+
+@contextmanager
+def reading(path: Path | str) -> Iterator[None]:
+    """Around the reading of one dataset file: a missing, unreadable or damaged file becomes
+    one ``DamagedFile`` naming ``path`` and what is wrong (the commands print it as one line,
+    exit code 2). Wrap only the reading, so that a bug elsewhere keeps its traceback."""
+    try:
+        yield
+    except DamagedFile:
+        raise
+    except _DAMAGE as exc:
+        raise DamagedFile(f"{path}: {damage_reason(exc)}") from None
+
+
+def render_problem(out_dir: Path | str, num_views: int = NUM_VIEWS, deep: bool = False) -> str | None:
+    """What keeps ``out_dir`` from being a finished render of ``num_views`` views, naming the
+    file (``None``: nothing). Checks that every file is present; every PNG is RGBA of one size
+    (header only); ``cameras.json`` lists ``num_views`` views; ``render.json`` is JSON;
+    ``views.npz`` holds ``depth`` float32 and ``part_id`` uint16 of shape [num_views, H, W]
+    (npy headers only; ``deep=True`` loads the arrays)."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return f"{out_dir}: not rendered"
+    size = None
+    for v in range(num_views):
+        path = out_dir / view_png_name(v)
+        try:
+            with Image.open(path) as im:
+                if im.format != "PNG" or im.mode != "RGBA" or (size is not None and im.size != size):
+                    return f"{path}: a {im.format} {im.mode} image of {im.size[0]} x {im.size[1]}, expected an RGBA PNG" + (
+                        f" of {size[0]} x {size[1]} like the other views" if size is not None else "")
+                size = im.size
+        except _DAMAGE as exc:
+            return f"{path}: {damage_reason(exc)}"
+    if size is None:
+        return f"{out_dir}: no views"
+    width, height = size
+    path = out_dir / RENDER_CAMERAS
+    try:
+        with open(path, encoding="utf-8") as f:
+            count = len(json.load(f)["views"])
+        if count != num_views:
+            return f"{path}: {count} views, expected {num_views}"
+        path = out_dir / RENDER_RECORD
+        with open(path, encoding="utf-8") as f:
+            json.load(f)
+        path = out_dir / RENDER_VIEWS
+        expected = {"depth": np.dtype(np.float32), "part_id": np.dtype(np.uint16)}
+        with zipfile.ZipFile(path) as z:
+            for name, dtype in expected.items():
+                shape, dt = _npy_header(z, name + ".npy")
+                if tuple(shape) != (num_views, height, width) or dt != dtype:
+                    return f"{path}: {name} is {dt} {tuple(shape)}, expected {dtype} {(num_views, height, width)}"
+        if deep:
+            with np.load(path) as data:
+                for name in expected:
+                    if data[name].shape != (num_views, height, width):
+                        return f"{path}: {name} holds {data[name].shape}, not {(num_views, height, width)}"
+    except _DAMAGE as exc:
+        return f"{path}: {damage_reason(exc)}"
+    return None

@@ -11,7 +11,7 @@ import torch
 import typer
 
 from partdrag4d import store
-from partdrag4d.cliutil import WAIT_HELP, Typer, writing
+from partdrag4d.cliutil import WAIT_HELP, Typer, check_seed, writing
 from partdrag4d.errors import BadInput
 from partrm import evaluate as evaluation, infer as inf, train as training
 from partrm.gaussians.ply import SH_DEGREES, UP_AXES
@@ -43,6 +43,17 @@ app = Typer(help="PartRM: drag-conditioned Gaussian reconstruction of part-level
 
 def _sizes(text: Optional[str]) -> Optional[tuple[int, ...]]:
     return tuple(int(s) for s in text.split(",")) if text else None
+
+
+def _drag_counts(text: str) -> list[int]:
+    """``--num-drags``: one count or a comma list of counts, each >= 1."""
+    try:
+        counts = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise BadInput(f"--num-drags must be a count or a comma list of counts (e.g. 1,5,10), got {text!r}") from None
+    if any(n < 1 for n in counts):
+        raise BadInput(f"--num-drags counts must be >= 1, got {text!r}")
+    return counts
 
 
 def _device(device: str) -> str:
@@ -146,8 +157,8 @@ def evaluate(
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Folder for results.md, samples.csv, results.json."),
     split: Split = typer.Option("test", "--split", help="Held-out objects (test), the training objects, or all."),
     num_drags: str = typer.Option("10", "--num-drags", help="Drags per view; a comma list runs the Table-2 ablation."),
-    eval_size: int = typer.Option(256, "--eval-size"),
-    max_sequences: Optional[int] = typer.Option(None, "--max-sequences"),
+    eval_size: int = typer.Option(256, "--eval-size", help=f"Evaluation render size in pixels (at least {evaluation.MIN_EVAL_SIZE})."),
+    max_sequences: Optional[int] = typer.Option(None, "--max-sequences", help="Evaluate at most this many sequences (>= 1; default all)."),
     vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights"),
     lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights"),
     seed: int = typer.Option(0, "--seed"),
@@ -155,6 +166,13 @@ def evaluate(
 ):
     """Benchmark on held-out objects: full-image and motion-region PSNR/SSIM/LPIPS of the 8 non-input views at 256x256,
     3D motion errors, per group (seen categories / unseen category) and category, with static, oracle and zero-drag rows."""
+    check_seed(seed)
+    counts = _drag_counts(num_drags)
+    configs = [evaluation.EvalConfig(data=str(data), out=str(out if len(counts) == 1 else out / f"drags{n}"),
+                                     split=None if split == "all" else split, num_drags=n, eval_size=eval_size, seed=seed,
+                                     max_sequences=max_sequences, vgg_weights=str(vgg_weights) if vgg_weights else None,
+                                     lpips_weights=str(lpips_weights) if lpips_weights else None)
+               for n in counts]  # every value is checked before the model loads
     dev = _device(device)
     model = PartRM.load(checkpoint).to(dev).eval() if checkpoint else None
     db_path = gsdb or store.gsdb_file(data)
@@ -163,13 +181,10 @@ def evaluate(
         typer.echo(f"baselines off: no Gaussian database at {db_path} (pass --gsdb PATH)", err=True)
     if model is None and db is None:
         raise BadInput("nothing to evaluate: give --checkpoint and/or a Gaussian database")
-    for n in [int(x) for x in num_drags.split(",")]:
-        cfg = evaluation.EvalConfig(data=str(data), out=str(out if "," not in num_drags else out / f"drags{n}"), split=None if split == "all" else split,
-                         num_drags=n, eval_size=eval_size, seed=seed, max_sequences=max_sequences,
-                         vgg_weights=str(vgg_weights) if vgg_weights else None, lpips_weights=str(lpips_weights) if lpips_weights else None)
+    for cfg in configs:
         result = evaluation.evaluate(cfg, model, db)
         evaluation.write_outputs(result, Path(cfg.out), cfg)
-        typer.echo(f"num_drags={n}")
+        typer.echo(f"num_drags={cfg.num_drags}")
         typer.echo(result.markdown)
 
 
@@ -193,6 +208,7 @@ def infer(
 ):
     """Predict the moved state from one view + drags: PLY, turntable strip/GIF, drags image."""
     _check_sh_degree(sh_degree)
+    check_seed(seed)
     try:
         drags_px = inf.parse_drags(drag, drags_json)
         model = PartRM.load(checkpoint).eval()
@@ -203,6 +219,7 @@ def infer(
             views = inf.zero123pp_views(image, zero123_weights, size)
         else:
             raise inf.InputError("give --state (with --data) or --image")
+        inf.check_drags_in_image(drags_px, views.first_rgba.shape[1], views.first_rgba.shape[0])
         gaussians, used = inf.predict(model, views, drags_px, num_drags, region, sam_checkpoint, rule, seed)
     except ImportError as exc:  # an optional package (.[sam], .[diffusers]) that is not installed
         raise BadInput(str(exc)) from None
@@ -228,6 +245,7 @@ def articulation(
 ):
     """Segment the moving part of two states, estimate its joint and write a URDF for simulators
     (MuJoCo keeps its meshes: the file carries MuJoCo's discardvisual="false" hint)."""
+    check_seed(seed)
     try:
         result = extract(out, source, target, data, state_a, state_b, correspondence, world, min_opacity, samples, threshold, seed,
                          collision=collision)
@@ -304,6 +322,8 @@ def gsdb_build(
             except ValueError as exc:  # a splat size the renders do not divide into, ...
                 raise BadInput(str(exc)) from None
     typer.echo(f"{summary.states} states ({summary.computed} computed) in {summary.seconds:.1f} s")
+    if summary.not_rendered:
+        typer.echo(f"{len(summary.not_rendered)} states not rendered, not in the database (first: {summary.not_rendered[0]})", err=True)
 
 
 def main() -> None:  # pragma: no cover

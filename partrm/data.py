@@ -97,8 +97,9 @@ class PairRef:
 
 def load_view(path: Path, size: int, background: float | None) -> tuple[np.ndarray, np.ndarray]:
     """A rendered RGBA view resized to ``size``: rgb [3,S,S] (composited if background
-    is given) and alpha [1,S,S], float32 in [0, 1]."""
-    with Image.open(path) as im:
+    is given) and alpha [1,S,S], float32 in [0, 1]. A missing or damaged image raises
+    ``DamagedFile`` naming it."""
+    with store.reading(path), Image.open(path) as im:
         im = im.convert("RGBA")
         if im.size != (size, size):
             im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
@@ -189,7 +190,7 @@ class PairDataset(torch.utils.data.Dataset):
         self._part_of: dict[str, np.ndarray] = {}  # source state -> its database Gaussians' moving part (-1: none)
         self.pairs: list[PairRef] = []
         first = config.input_views[0]
-        with h5py.File(self.drag_path, "r") as f:
+        with store.reading(self.drag_path), h5py.File(self.drag_path, "r") as f:  # damaged: one line naming it
             for sid, g in f["sequences"].items():
                 if split and g.attrs["split"] != split:
                     continue
@@ -352,7 +353,10 @@ class StateDataset(torch.utils.data.Dataset):
         if states is not None:
             wanted = set(states)
             records = [r for r in records if r["state_id"] in wanted]
-        self.records = [r for r in records if (store.render_dir(self.root, r["state_id"]) / store.RENDER_CAMERAS).is_file()]
+        # states not rendered are left out (listed in not_rendered); a render folder without its files raises DamagedFile
+        rendered = [store.has_render(store.render_dir(self.root, r["state_id"])) for r in records]
+        self.records = [r for r, ok in zip(records, rendered) if ok]
+        self.not_rendered = [r["state_id"] for r, ok in zip(records, rendered) if not ok]
         self.cameras = store.read_dataset_cameras(self.root)
 
     def __len__(self) -> int:

@@ -69,6 +69,7 @@ from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from partdrag4d import categories, store
+from partdrag4d.errors import BadInput
 from partrm import joints
 from partrm.data import PairConfig, PairDataset, collate, resize_mask
 from partrm.gaussians import layout
@@ -89,6 +90,10 @@ TRAIN_GROUP = "train objects (seen in training)"
 GROUP_ORDER = (SEEN_NEW, UNSEEN, TRAIN_GROUP)
 
 
+MIN_EVAL_SIZE = 16
+"""The smallest evaluation render size (SSIM's Gaussian window is 11 pixels wide)."""
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     data: str = "data"
@@ -106,6 +111,16 @@ class EvalConfig:
     dilation: int = 3  # motion-region dilation in pixels at 256 x 256
     motion_3d: bool = True
     bootstrap_resamples: int = 2000
+
+    def __post_init__(self) -> None:
+        if self.num_drags < 1:
+            raise BadInput(f"num_drags must be >= 1, got {self.num_drags}")
+        if self.eval_size < MIN_EVAL_SIZE:
+            raise BadInput(f"eval_size must be >= {MIN_EVAL_SIZE} pixels (SSIM's 11-pixel window), got {self.eval_size}")
+        if self.max_sequences is not None and self.max_sequences < 1:
+            raise BadInput(f"max_sequences must be >= 1 (or unset: all), got {self.max_sequences}")
+        if self.seed < 0:
+            raise BadInput(f"seed must be >= 0, got {self.seed}")
 
 
 def group_of(split: str, seen: bool) -> str:

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from partdrag4d import store
+from partdrag4d.errors import DamagedFile
 
 GSDB_FILE = store.GSDB_FILE
 SCHEMA_VERSION = 1
@@ -29,8 +30,11 @@ class GaussianDatabase:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"Gaussian database not found: {self.path} (build it with `partrm gsdb build`, or pass --gsdb PATH)")
-        self.file = h5py.File(self.path, "r")
-        self.attrs = dict(self.file.attrs)
+        with store.reading(self.path):  # damaged: one line naming it
+            self.file = h5py.File(self.path, "r")
+            self.attrs = dict(self.file.attrs)
+            if "states" not in self.file:
+                raise DamagedFile(f"{self.path}: not a Gaussian database (no 'states' group)")
 
     def __contains__(self, state_id: str) -> bool:
         return state_id in self.file["states"]
@@ -42,7 +46,8 @@ class GaussianDatabase:
         """[V, 14, S, S] float32."""
         if state_id not in self.file["states"]:
             raise KeyError(f"state {state_id!r} is not in the Gaussian database {self.path}")
-        return self.file["states"][state_id][...].astype(np.float32)
+        with store.reading(self.path):
+            return self.file["states"][state_id][...].astype(np.float32)
 
     def close(self) -> None:
         self.file.close()

@@ -32,6 +32,7 @@ class GsdbSummary:
     computed: int = 0
     seconds: float = 0.0
     parts: list[str] = field(default_factory=list)
+    not_rendered: list[str] = field(default_factory=list)  # states of the manifest without a render: not in the database
 
 
 def build_gsdb(root: Path, teacher: Path, out: Path | None = None, batch_size: int = 4, part_size: int = 64,
@@ -68,6 +69,7 @@ def build_gsdb(root: Path, teacher: Path, out: Path | None = None, batch_size: i
     t0 = time.perf_counter()
     summary = build_parts(out, ids, compute, attrs, part_size=part_size, progress=progress, desc="gsdb")
     summary.seconds = time.perf_counter() - t0
+    summary.not_rendered = data.not_rendered
     return summary
 
 

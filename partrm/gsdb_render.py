@@ -240,8 +240,8 @@ def splatter_from_view(rgba: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: 
 def read_state_views(root: Path, state_id: str, views) -> tuple[list[np.ndarray], np.ndarray, list]:
     """RGBA [H, W, 4] uint8 of ``views``, depth [V_all, H, W] and the state's cameras."""
     folder = store.render_dir(root, state_id)
-    if not (folder / store.RENDER_VIEWS).is_file():
-        raise FileNotFoundError(f"state {state_id}: {folder / store.RENDER_VIEWS} not found (render the dataset first)")
+    if not store.has_render(folder):  # an incomplete render folder: DamagedFile
+        raise FileNotFoundError(f"state {state_id}: {folder} not found (render the dataset first)")
     depth, _, cams = store.read_render(folder)
     return [store.read_rgba(folder, v) for v in views], depth, cams
 
@@ -338,7 +338,9 @@ def build_render_gsdb(root: Path, out: Path | None = None, cfg: RenderGsdbConfig
     root = Path(root)
     out = Path(out) if out else root / GSDB_FILE
     records = [r for r in store.manifest_states(root) if split is None or r.get("split") == split]
-    ids = [r["state_id"] for r in records if (store.render_dir(root, r["state_id"]) / store.RENDER_VIEWS).is_file()]
+    # states not rendered are left out (and listed); a render folder without its files raises DamagedFile
+    rendered = {r["state_id"]: store.has_render(store.render_dir(root, r["state_id"])) for r in records}
+    ids = [sid for sid, ok in rendered.items() if ok]
 
     def compute(chunk: list[str]):
         for sid in chunk:
@@ -352,6 +354,7 @@ def build_render_gsdb(root: Path, out: Path | None = None, cfg: RenderGsdbConfig
     t0 = time.perf_counter()
     summary = build_parts(out, ids, compute, attrs, part_size=part_size, progress=progress, desc="gsdb (render)")
     summary.seconds = time.perf_counter() - t0
+    summary.not_rendered = [sid for sid, ok in rendered.items() if not ok]
     return summary
 
 

@@ -37,7 +37,8 @@ class InputError(ToolkitError, ValueError):
 
 
 def parse_drags(texts: list[str] | None, json_path: Optional[Path] = None) -> np.ndarray:
-    """``x0,y0:x1,y1`` strings and/or a JSON list of [x0, y0, x1, y1] -> [K, 4] pixels."""
+    """``x0,y0:x1,y1`` strings and/or a JSON list of [x0, y0, x1, y1] (or of
+    ``{"start": [x0, y0], "end": [x1, y1]}``) -> [K, 4] pixels, every coordinate finite."""
     drags = []
     for t in texts or []:
         try:
@@ -45,17 +46,49 @@ def parse_drags(texts: list[str] | None, json_path: Optional[Path] = None) -> np
             drags.append([*map(float, a.split(",")), *map(float, b.split(","))])
         except ValueError:
             raise InputError(f"bad drag {t!r}: expected x0,y0:x1,y1 in input-image pixels") from None
+        if len(drags[-1]) != 4:
+            raise InputError(f"bad drag {t!r}: expected x0,y0:x1,y1 in input-image pixels")
     if json_path is not None:
-        data = json.loads(Path(json_path).read_text())
-        for d in data:
-            d = d if isinstance(d, (list, tuple)) else [*d["start"], *d["end"]]
-            drags.append([float(x) for x in d])
+        drags += _json_drags(Path(json_path))
     if not drags:
         raise InputError("no drags given: use --drag x0,y0:x1,y1 (repeatable) or --drags FILE.json")
     arr = np.asarray(drags, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise InputError("each drag needs 4 numbers: x0, y0, x1, y1")
+    for k, d in enumerate(arr):
+        if not np.isfinite(d).all():
+            raise InputError(f"drag {k + 1} ({_drag_text(d)}): coordinates must be finite numbers")
     return arr
+
+
+def _json_drags(path: Path) -> list[list[float]]:
+    """The drags of a ``--drags`` file; anything else is one line naming the file and the drag."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: {store.damage_reason(exc)}; expected a JSON list of [x0, y0, x1, y1]") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: a JSON {type(data).__name__}, expected a list of [x0, y0, x1, y1]")
+    drags = []
+    for k, d in enumerate(data):
+        if isinstance(d, dict) and isinstance(d.get("start"), list) and isinstance(d.get("end"), list):
+            d = [*d["start"], *d["end"]]
+        if not (isinstance(d, list) and len(d) == 4 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in d)):
+            raise InputError(f"{path}: drag {k + 1} is {json.dumps(d)[:60]}, expected 4 numbers [x0, y0, x1, y1] "
+                             '(or {"start": [x0, y0], "end": [x1, y1]})')
+        drags.append([float(x) for x in d])
+    return drags
+
+
+def _drag_text(d: np.ndarray) -> str:
+    return f"{d[0]:g},{d[1]:g}:{d[2]:g},{d[3]:g}"
+
+
+def check_drags_in_image(drags_px: np.ndarray, width: int, height: int) -> None:
+    """Refuse a drag whose start or end lies outside the ``width`` x ``height`` input image."""
+    for k, d in enumerate(drags_px):
+        for name, (x, y) in (("starts", d[:2]), ("ends", d[2:])):
+            if not (0 <= x <= width and 0 <= y <= height):
+                raise InputError(f"drag {k + 1} ({_drag_text(d)}) {name} outside the {width} x {height} input image "
+                                 f"(pixels, x in [0, {width}], y in [0, {height}])")
 
 
 @dataclass
@@ -69,7 +102,7 @@ class MultiView:
 
 def dataset_views(root: Path, state_id: str, size: int, input_views=(0, 3, 6, 9)) -> MultiView:
     folder = store.render_dir(root, state_id)
-    if not (folder / store.RENDER_CAMERAS).is_file():
+    if not store.has_render(folder):  # a render folder without its files: DamagedFile
         raise InputError(f"state {state_id!r} has no render in {root}")
     views = [load_view(folder / store.view_png_name(v), size, 1.0) for v in input_views]
     K, c2w = camera_tensors(store.read_dataset_cameras(root), input_views, size)

@@ -13,11 +13,11 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 
 from partdrag4d.errors import BadInput
 from partrm.data import PairConfig
 from partrm.gsdb_render import RenderGsdbConfig, state_splatter
+from partrm.models.lgm import read_checkpoint_metadata
 from partrm.models.partrm import PartRM
 from partrm.models.rgbd import RGBDPartRM
 
@@ -33,11 +33,7 @@ def load_model(path: Union[str, Path], map_location: str = "cpu") -> Model:
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"PartRM checkpoint not found: {path} (pass --checkpoint PATH)")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise BadInput(f"{path} is not a readable safetensors checkpoint ({exc})") from None
+    meta = read_checkpoint_metadata(path, "PartRM checkpoint")  # CheckpointError (one line) when it is not one
     if "partrm_rgbd_config" in meta:
         return RGBDPartRM.load(path, map_location).eval()
     return PartRM.load(path, map_location).eval()

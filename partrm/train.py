@@ -47,8 +47,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from safetensors import safe_open
-from safetensors.torch import load_file
 from tqdm import tqdm
 
 from partdrag4d import store
@@ -57,7 +55,7 @@ from partrm.data import STAGE1_TARGETS, PairConfig, PairDataset, StateDataset, c
 from partrm.gaussians.views import composite, render_views, scale_K
 from partrm.gsdb_render import RenderGsdbConfig
 from partrm.lpips import load_lpips
-from partrm.models.lgm import LGM, LGMConfig
+from partrm.models.lgm import LGM, CheckpointError, LGMConfig, read_checkpoint_metadata, read_checkpoint_tensors, reading_checkpoint
 from partrm.models.partrm import PartRM, PartRMConfig
 from partrm.models.rgbd import MODES, RGBDConfig, RGBDPartRM, ring
 
@@ -179,6 +177,8 @@ def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
             raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.total_steps() == 0:
         raise ValueError(f"stage {cfg.stage!r} has no steps to run")
+    if not 0 <= cfg.seed < 2**32:
+        raise ValueError(f"seed must be an integer from 0 to {2**32 - 1}, got {cfg.seed}")
     if not 0.0 <= cfg.zero_drag_prob <= 1.0:
         raise ValueError(f"zero_drag_prob must be in [0, 1], got {cfg.zero_drag_prob}")
     if cfg.stage2_lr is not None and (cfg.stage2_lr <= 0 or cfg.schedule != "per-stage"):
@@ -427,10 +427,9 @@ def build_model(cfg: TrainConfig):
         path = Path(cfg.init)
         if not path.is_file():
             raise FileNotFoundError(f"initial weights not found: {path} (pass --init PATH: a teacher/official LGM or a PartRM checkpoint)")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        meta = read_checkpoint_metadata(path, "--init weights")
         if "partrm_rgbd_config" in meta:
-            raise ValueError(f"{path} is an RGB-D PartRM checkpoint: train it with --mode rgbd")
+            raise CheckpointError(f"{path}: cannot load --init weights: an RGB-D PartRM checkpoint (train it with --mode rgbd)")
         if "partrm_config" in meta:
             return PartRM.load(path)
         lgm = LGM.from_pretrained(path, frame=cfg.lgm_frame)
@@ -554,10 +553,15 @@ def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = Non
     ckpt = latest_checkpoint(run) if resume else None
     state = None
     if ckpt is not None:
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=True)
-        state = torch.load(ckpt / "optimizer.pt", weights_only=False)
-        _set_rng_state(state["rng"])
-        info = store.read_json(ckpt / "state.json")
+        what = "the checkpoint to resume from (--restart ignores it)"
+        with reading_checkpoint(ckpt / "model.safetensors", what):
+            model.load_state_dict(read_checkpoint_tensors(ckpt / "model.safetensors", what=what), strict=True)
+        with reading_checkpoint(ckpt / "optimizer.pt", what):
+            state = torch.load(ckpt / "optimizer.pt", weights_only=False)
+            rng = state["rng"]
+        _set_rng_state(rng)
+        with reading_checkpoint(ckpt / "state.json", what):
+            info = store.read_json(ckpt / "state.json")
         start = info["step"]
         if cfg.schedule == "per-stage" and info.get("optimizer_stage", cfg.stage_at(start - 1)) != cfg.stage_at(start):
             state = None  # the checkpoint closed a stage: the next one starts with a fresh optimiser

@@ -33,20 +33,16 @@ from PIL import Image, ImageDraw
 from scipy.spatial.transform import Rotation
 
 from partdrag4d import store
-from partdrag4d.errors import ToolkitError
 from partdrag4d.viewer import DatasetViewer, wxyz_from_matrix
 from partrm.gaussians import gaussians_from_lgm, layout, write_ply
 from partrm.infer import InputError, dataset_views, predict
 from partrm.joints import MIN_OPACITY, NoMotionError, from_gaussians, write_urdf
+from partrm.models.lgm import CheckpointError
 from partrm.models.partrm import PartRM
 
 SLOT_SPACING = 1.8
 """Distance between the input mesh and each Gaussian slot along -Y (screen right from the front)."""
 SLOTS = ("static", "predicted", "ground truth")
-
-
-class CheckpointError(ToolkitError, ValueError):
-    """A checkpoint that does not load (the message names the file and the reason)."""
 
 
 def load_checkpoint(path: Path):
@@ -56,7 +52,9 @@ def load_checkpoint(path: Path):
         return PartRM.load(path).eval()
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except Exception as exc:  # safetensors / config / state-dict errors all mean "not loadable"
+    except CheckpointError:
+        raise
+    except Exception as exc:  # anything else the loader raises also means "not loadable"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: cannot load PartRM checkpoint ({type(exc).__name__}: {reason})") from None
 

@@ -22,18 +22,19 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from partdrag4d.errors import ToolkitError
+from partdrag4d.errors import DamagedFile, ToolkitError
 from partdrag4d.rigid import quat_multiply, quat_to_rotmat
 from partrm.gaussians import layout
 from partrm.models.unet import DownHook, UNet
@@ -315,6 +316,55 @@ class CheckpointMismatchError(ToolkitError, RuntimeError):
     """The checkpoint's tensors do not match the model built from the config."""
 
 
+class CheckpointError(DamagedFile):
+    """A checkpoint that cannot be used: not a safetensors file (e.g. a dataset file passed as
+    one), truncated or damaged, or without what its loader needs; the message names the file."""
+
+
+_MAGIC = {b"\x89HDF\r\n\x1a\n": "an HDF5 file (a drags.h5 or gsdb.h5?)", b"\x89PNG": "a PNG image",
+          b"PK\x03\x04": "a zip archive (a .npz, or a torch .pt file?)", b"{": "a JSON file"}
+
+
+def _file_kind(path: Path) -> Optional[str]:
+    """What a file that is not a safetensors checkpoint is, from its first bytes (None: unknown)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+
+
+@contextmanager
+def reading_checkpoint(path: Union[str, Path], what: str = "checkpoint") -> Iterator[None]:
+    """Around the reading of a checkpoint file: whatever a damaged or wrong-kind file makes the
+    readers raise becomes one ``CheckpointError`` naming the file and ``what`` it should be (a
+    missing file stays a ``FileNotFoundError``, a tensor mismatch a ``CheckpointMismatchError``)."""
+    try:
+        yield
+    except (DamagedFile, CheckpointMismatchError, FileNotFoundError):
+        raise
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, EOFError, RuntimeError) as exc:
+        kind = _file_kind(Path(path)) if isinstance(exc, SafetensorError) else None
+        if kind is not None:
+            raise CheckpointError(f"{path}: cannot load {what}: it is {kind}, not a safetensors file") from None
+        lines = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot load {what} ({reason})") from None
+
+
+def read_checkpoint_metadata(path: Union[str, Path], what: str = "checkpoint") -> dict[str, str]:
+    """A safetensors file's metadata (header only); ``CheckpointError`` when it is not one."""
+    with reading_checkpoint(path, what), safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
+def read_checkpoint_tensors(path: Union[str, Path], device: str = "cpu", what: str = "checkpoint") -> dict[str, Tensor]:
+    """Every tensor of a safetensors file; ``CheckpointError`` when it is damaged or not one."""
+    with reading_checkpoint(path, what):
+        return load_file(str(path), device=device)
+
+
 LGM_PRESETS = ("tiny", "small", "big")
 """``LGMConfig.preset`` names, smallest first."""
 FRAMES = ("object", "lgm")
@@ -326,7 +376,7 @@ released ``model_fp16_fixrot.safetensors``)."""
 
 def checkpoint_layout(path: Union[str, Path]) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape of a safetensors file, read from its header only (no data)."""
-    with safe_open(str(path), framework="pt") as f:
+    with reading_checkpoint(path, "LGM weights"), safe_open(str(path), framework="pt") as f:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
 
 
@@ -510,7 +560,7 @@ class LGM(nn.Module):
     def load_official(self, path: Union[str, Path]) -> "LGM":
         """Load a local safetensors checkpoint (fp16 is cast to the model's dtype). Never downloads."""
         path = _existing_weights(path)
-        return self.load_weights(load_file(str(path), device="cpu"), source=str(path))
+        return self.load_weights(read_checkpoint_tensors(path, what="LGM weights"), source=str(path))
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], config: Optional[LGMConfig] = None, frame: Optional[str] = None,
@@ -525,10 +575,10 @@ class LGM(nn.Module):
         """
         path = _existing_weights(path)  # fail before building a 415 M-parameter model
         if config is None:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
+            meta = read_checkpoint_metadata(path, "LGM weights")
             if "lgm_config" in meta:
-                config = LGMConfig.from_json(meta["lgm_config"])
+                with reading_checkpoint(path, "LGM weights"):
+                    config = LGMConfig.from_json(meta["lgm_config"])
             else:
                 layout = checkpoint_layout(path)
                 name = detect_preset(layout)

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save as safetensors_bytes
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from partdrag4d.store import atomic_write_bytes
 from partrm.models.drag_embedding import MultiScaleDragEmbedding, levels_for_sizes
-from partrm.models.lgm import LGM, LGMConfig
+from partrm.models.lgm import LGM, CheckpointError, LGMConfig, read_checkpoint_metadata, read_checkpoint_tensors, reading_checkpoint
 
 
 @dataclass(frozen=True)
@@ -103,10 +102,12 @@ class PartRM(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"PartRM checkpoint not found: {path} (pass --checkpoint PATH)")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        what = "PartRM checkpoint"
+        meta = read_checkpoint_metadata(path, what)
         if "partrm_config" not in meta:
-            raise ValueError(f"{path} is not a PartRM checkpoint (no partrm_config metadata)")
-        model = cls(PartRMConfig.from_json(meta["partrm_config"]))
-        model.load_state_dict(load_file(str(path), device=map_location), strict=True)
+            hint = "; these are LGM weights, which training takes as --init" if "lgm_config" in meta else ""
+            raise CheckpointError(f"{path}: cannot load {what}: no partrm_config metadata{hint}")
+        with reading_checkpoint(path, what):  # a config or tensors that do not fit: damaged
+            model = cls(PartRMConfig.from_json(meta["partrm_config"]))
+            model.load_state_dict(read_checkpoint_tensors(path, map_location, what), strict=True)
         return model

@@ -33,15 +33,15 @@ from typing import Any, Optional, Union
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import load_file, save as safetensors_bytes
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from partdrag4d.rigid import quat_multiply
 from partdrag4d.store import atomic_write_bytes
 from partrm.gaussians import layout
 from partrm.models.drag_embedding import MultiScaleDragEmbedding, levels_for_sizes
-from partrm.models.lgm import DATASET_CAM_DISTANCE, IMAGENET_MEAN, IMAGENET_STD, LGM, LGMConfig, plucker_rays
+from partrm.models.lgm import (DATASET_CAM_DISTANCE, IMAGENET_MEAN, IMAGENET_STD, LGM, CheckpointError, LGMConfig, plucker_rays,
+                              read_checkpoint_metadata, read_checkpoint_tensors, reading_checkpoint)
 from partrm.models.unet import UNet
 
 MODES = ("rgb", "rgbd")
@@ -231,12 +231,13 @@ class RGBDPartRM(nn.Module):
     @classmethod
     def load(cls, path: Union[str, Path], map_location: str = "cpu") -> "RGBDPartRM":
         path = Path(path)
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        what = "RGB-D PartRM checkpoint"
+        meta = read_checkpoint_metadata(path, what)
         if "partrm_rgbd_config" not in meta:
-            raise ValueError(f"{path} is not an RGB-D PartRM checkpoint (no partrm_rgbd_config metadata)")
-        model = cls(RGBDConfig.from_json(meta["partrm_rgbd_config"]))
-        model.load_state_dict(load_file(str(path), device=map_location), strict=True)
+            raise CheckpointError(f"{path}: cannot load {what}: no partrm_rgbd_config metadata")
+        with reading_checkpoint(path, what):  # a config or tensors that do not fit: damaged
+            model = cls(RGBDConfig.from_json(meta["partrm_rgbd_config"]))
+            model.load_state_dict(read_checkpoint_tensors(path, map_location, what), strict=True)
         return model
 
 
