@@ -52,7 +52,8 @@ CHANGE = {"scale": slice(0, 3), "opacity": slice(3, 4), "rgb": slice(4, 7)}
 """Channels of the dense change head (per cell of the U-Net's output grid)."""
 DENSE_CHANNELS = 7
 MOTION_HIDDEN = 128
-DRAG_FEATURES = 18  # per drag: start point, camera centre, start and end rays (all relative to the region), 2D start, end, shift
+DRAG_FEATURES = 21  # per drag: start point, camera centre, start and end rays (relative to the region), 2D start, end, shifts
+SHIFT_GAIN = 10.0
 SURFACE_FEATURES = 6  # per Gaussian of the region: position relative to its centroid, normal
 
 
@@ -248,9 +249,10 @@ def region_centroid(static: Tensor, region: Tensor) -> Tensor:
 
 
 def drag_features(drags: Tensor, static: Tensor, centroid: Tensor, K: Tensor, c2w: Tensor) -> Tensor:
-    """Per drag [B, V*N, 18], in the object frame relative to the region's centroid: the 3D
+    """Per drag [B, V*N, 21], in the object frame relative to the region's centroid: the 3D
     point under the start (the static Gaussian of its cell), the camera centre, the unit rays
-    through start and end, and the normalised 2D start, end and shift. A drag's end is a ray
+    through start and end, the normalised 2D start and end, and the 2D and ray shifts
+    (magnified). A drag's end is a ray
     in 3D: these are what a rigid motion consistent with it must satisfy."""
     b, v, n, _ = drags.shape
     S = static.shape[-1]
@@ -269,7 +271,9 @@ def drag_features(drags: Tensor, static: Tensor, centroid: Tensor, K: Tensor, c2
         rays.append(F.normalize(torch.einsum("bvij,bvnj->bvni", c2w[..., :3, :3], cam), dim=-1))
     centre = (c2w[..., :3, 3] - centroid[:, None]).unsqueeze(2).expand(b, v, n, 3)
     c = centroid[:, None, None]
-    out = torch.cat([point - c, centre, rays[0], rays[1], drags, drags[..., 2:] - drags[..., :2]], dim=-1)
+    # the shift is a few hundredths of the image: magnified so the encoder sees amounts, not only directions
+    out = torch.cat([point - c, centre, rays[0], rays[1], drags, SHIFT_GAIN * (drags[..., 2:] - drags[..., :2]),
+                     SHIFT_GAIN * (rays[1] - rays[0])], dim=-1)
     return out.flatten(1, 2)
 
 
