@@ -203,8 +203,9 @@ class RGBDPartRM(nn.Module):
         pooled = _pool(feats.view(b, v, -1, s * s).transpose(2, 3).flatten(1, 2), cells.flatten(1))
         centroid = region_centroid(static, region)
         drag_feats = drag_features(drags.to(x.dtype), static, centroid, *cameras)
-        surface = surface_features(static, centroid)
-        keep_surface = region.flatten(1)
+        stride = max(1, static.shape[-1] // s)  # the surface summary reads one Gaussian per change cell: 1/16 of them at 128 vs 32
+        surface = surface_features(static[..., ::stride, ::stride], centroid)
+        keep_surface = region[..., ::stride, ::stride].flatten(1)
         summary = torch.cat([pooled, _pool(self.drag_set(drag_feats), valid.flatten(1)), _pool(self.surface(surface), keep_surface)], dim=1)
         return self.motion(summary), dense.view(b, v, *dense.shape[1:])
 
