@@ -268,8 +268,9 @@ class DatasetViewer:
     laptop's lid had been turned to).
     """
 
-    show_cameras = True
-    """Whether the ring cameras are shown when the page opens."""
+    show_cameras = False
+    """Whether the ring cameras are shown when the page opens (off: they would cover the
+    object; one toggle, "Ring cameras", shows them)."""
 
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 8080, server: Any = None, title: str = "PartDrag-4D"):
         t0 = time.perf_counter()
@@ -298,6 +299,7 @@ class DatasetViewer:
         self.last_error: Optional[str] = None
         self.index = index_dataset(self.root)
         self._build_gui()
+        self.server.on_client_connect(self.frame_client)
         self.open_seconds: Optional[float] = None
         self._pending_thread: Optional[threading.Thread] = None
         first = self._first_sequence()
@@ -306,6 +308,25 @@ class DatasetViewer:
         self.open_seconds = time.perf_counter() - t0
         if self._pending_thread is not None:
             self._pending_thread.start()
+
+    # ------------------------------------------------------------------ framing
+
+    def frame(self) -> tuple[np.ndarray, float]:
+        """The centre and radius of what a page opens on: the object (the canonical frame fits
+        it in a sphere of about radius 1 at the origin, what every ring view frames)."""
+        return np.zeros(3), 1.0
+
+    def frame_client(self, client) -> None:
+        """Point a newly opened page at ``frame()`` from the input view's direction (view 0,
+        where drags are taken), close enough that it fills most of the view."""
+        c = self.index.cameras[0] if self.index.cameras else cam.ring_cameras()[0]
+        fov = float(2.0 * np.arctan(c.height / (2.0 * c.K[1, 1])))
+        center, radius = self.frame()
+        direction = c.c2w[:3, 3] / np.linalg.norm(c.c2w[:3, 3])
+        client.camera.up_direction = (0.0, 0.0, 1.0)
+        client.camera.fov = fov
+        client.camera.position = center + direction * radius * cam.CAMERA_DISTANCE
+        client.camera.look_at = center
 
     # ------------------------------------------------------------------ GUI
 

@@ -21,7 +21,8 @@ from partrm.gsdb_build import build_gsdb
 from partrm.gsdb_render import RenderGsdbConfig, build_render_gsdb
 from partrm.joints import COLLISION_MODES, extract
 from partrm.models.lgm import FRAMES, LGM_PRESETS
-from partrm.models.partrm import PartRM
+from partrm.models.rgbd import MODES
+from partrm.predict import input_size, load_model, mode_of
 from partrm.propagation import REGIONS, RULES
 from partrm.viewer import PartRMViewer, load_checkpoint
 
@@ -37,6 +38,7 @@ UpAxis = Literal[UP_AXES]
 Collision = Literal[COLLISION_MODES]
 GsdbSource = Literal["teacher", "render"]
 Stage1Target = Literal[STAGE1_TARGETS]
+Mode = Literal[MODES]
 
 app = Typer(help="PartRM: drag-conditioned Gaussian reconstruction of part-level dynamics.", no_args_is_help=True, add_completion=False)
 
@@ -114,6 +116,9 @@ def train(
     data: Path = typer.Option(Path("data"), "--data", help="Rendered dataset with drags.h5."),
     out: Path = typer.Option(Path("runs/partrm"), "--out", help="Run folder."),
     stage: Optional[Stage] = typer.Option(None, "--stage", help="1 (motion, needs --gsdb) | 2 (appearance) | 1+2 (default 1+2; a --config file may set it)."),
+    mode: Optional[Mode] = typer.Option(None, "--mode", help="rgb: the paper's PartRM (LGM reconstructs) | rgbd: the static reconstruction is the geometric one "
+                                                        "from RGB-D views (--gsdb: `gsdb build --source render`), the network learns the motion (default rgb; a --config file may set it)."),
+    splat_size: Optional[int] = typer.Option(None, "--splat-size", min=1, help="--mode rgbd: Gaussians per view side of the static reconstruction, the --gsdb's (default 128; a --config file may set it)."),
     init: Optional[Path] = typer.Option(None, "--init", "--lgm-weights", help="Teacher/official LGM weights or a PartRM checkpoint."),
     lgm_frame: Frame = typer.Option("auto", "--lgm-frame", help=FRAME_HELP),
     gsdb: Optional[Path] = typer.Option(None, "--gsdb", help="Gaussian database (default DATA/gsdb.h5)."),
@@ -138,7 +143,7 @@ def train(
     resume: bool = typer.Option(True, "--resume/--restart"),
 ):
     """Two-stage PartRM training (stage 1: L2 to the Gaussian database; stage 2: MSE + LPIPS + alpha)."""
-    cfg = _train_options(config, data=str(data), out=str(out), stage=stage, init=str(init) if init else None, lgm_frame=_frame(lgm_frame),
+    cfg = _train_options(config, data=str(data), out=str(out), stage=stage, mode=mode, splat_size=splat_size, init=str(init) if init else None, lgm_frame=_frame(lgm_frame),
                          gsdb=str(gsdb) if gsdb else None, model=model, drag_sizes=_sizes(drag_sizes), stage1_steps=stage1_steps,
                          stage2_steps=stage2_steps, steps=steps, batch_size=batch_size, lr=lr, stage2_lr=stage2_lr, num_drags=num_drags, drag_noise_px=drag_noise,
                          stage1_target=stage1_target, stage1_motion_weight=stage1_motion_weight,
@@ -174,7 +179,7 @@ def evaluate(
                                      lpips_weights=str(lpips_weights) if lpips_weights else None)
                for n in counts]  # every value is checked before the model loads
     dev = _device(device)
-    model = PartRM.load(checkpoint).to(dev).eval() if checkpoint else None
+    model = load_model(checkpoint).to(dev) if checkpoint else None
     db_path = gsdb or store.gsdb_file(data)
     db = GaussianDatabase(db_path) if db_path.is_file() else None
     if db is None:
@@ -211,10 +216,14 @@ def infer(
     check_seed(seed)
     try:
         drags_px = inf.parse_drags(drag, drags_json)
-        model = PartRM.load(checkpoint).eval()
-        size = model.config.lgm.input_size
+        model = load_model(checkpoint)
+        size = input_size(model)
         if state is not None:
-            views = inf.dataset_views(data, state, size)
+            rgbd = mode_of(model) == "rgbd"
+            views = inf.dataset_views(data, state, size, depth=rgbd, splat_size=model.config.splat_size if rgbd else 128)
+        elif image is not None and mode_of(model) == "rgbd":
+            raise inf.InputError(f"{checkpoint} is an RGB-D model: it needs depth for every input view; give --state (with --data) "
+                                 "instead of --image (generated views have no depth)")
         elif image is not None:
             views = inf.zero123pp_views(image, zero123_weights, size)
         else:

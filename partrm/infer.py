@@ -26,9 +26,11 @@ from PIL import Image, ImageDraw
 
 from partdrag4d import cameras, store
 from partdrag4d.errors import ToolkitError
-from partrm.data import camera_tensors, load_view
+from partrm.data import camera_tensors, load_view, resize_depth
 from partrm.gaussians import gaussians_from_lgm, write_ply
 from partrm.gaussians.views import render_views, scale_K
+from partrm.models.rgbd import drag_region
+from partrm.predict import StaticCache, mode_of
 from partrm.propagation import propagate, region_provider
 
 
@@ -98,18 +100,69 @@ class MultiView:
     c2w: torch.Tensor  # [V, 4, 4] OpenCV, object frame
     first_rgba: np.ndarray  # the user's image [H, W, 4] uint8
     mask: Optional[np.ndarray] = None  # dataset part mask of the first view [H, W]
+    depth: Optional[torch.Tensor] = None  # RGB-D: planar depth [V, 1, S, S] (inf: background)
+    full_depth: Optional[np.ndarray] = None  # RGB-D: planar depth [V, H, W] at the render size
+    masks: Optional[np.ndarray] = None  # RGB-D: the moving part's mask in every input view [V, H, W]
+    static: Optional[torch.Tensor] = None  # RGB-D: the geometric static reconstruction [V, 14, S', S']
+    full_K: Optional[np.ndarray] = None  # RGB-D: K [V, 3, 3] at the render size
+    full_c2w: Optional[np.ndarray] = None
 
 
-def dataset_views(root: Path, state_id: str, size: int, input_views=(0, 3, 6, 9)) -> MultiView:
+def dataset_views(root: Path, state_id: str, size: int, input_views=(0, 3, 6, 9), depth: bool = False,
+                  splat_size: int = 128) -> MultiView:
+    """A dataset state's input views; ``depth``: also what an RGB-D model reads (depth, the
+    moving part's masks in every view, the geometric static reconstruction at ``splat_size``)."""
     folder = store.render_dir(root, state_id)
     if not store.has_render(folder):  # a render folder without its files: DamagedFile
         raise InputError(f"state {state_id!r} has no render in {root}")
     views = [load_view(folder / store.view_png_name(v), size, 1.0) for v in input_views]
     K, c2w = camera_tensors(store.read_dataset_cameras(root), input_views, size)
     record = store.read_state(root, state_id)
-    _, part_id, _ = store.read_render(folder)
-    mask = np.isin(part_id[input_views[0]], record["moving_part_ids"])
-    return MultiView(torch.from_numpy(np.stack([v[0] for v in views])), K, c2w, store.read_rgba(folder, input_views[0]), mask)
+    full_depth, part_id, cams = store.read_render(folder)
+    masks = np.isin(part_id[list(input_views)], record["moving_part_ids"])
+    out = MultiView(torch.from_numpy(np.stack([v[0] for v in views])), K, c2w, store.read_rgba(folder, input_views[0]), masks[0])
+    if depth:
+        out.full_depth = full_depth[list(input_views)]
+        out.depth = torch.from_numpy(np.stack([resize_depth(d, size) for d in out.full_depth])[:, None])
+        out.masks = masks
+        out.static = torch.from_numpy(StaticCache(root, splat_size)(state_id))
+        out.full_K = np.stack([cams[v].K for v in input_views])
+        out.full_c2w = np.stack([cams[v].c2w for v in input_views])
+    return out
+
+
+def lift_drags(drags_px: np.ndarray, views: MultiView) -> list[np.ndarray]:
+    """The user's drags [K, 4] (pixels of the first view) carried into every input view of an
+    RGB-D input: each start is the surface point under it (its depth); its end is taken at the
+    start's depth in the first camera (a motion parallel to that image plane: one view cannot
+    tell depth change). A view keeps a drag whose start lands on the moving part there and is
+    not hidden (its depth agrees with the view's depth map). Returns [K_v, 4] pixels per view."""
+    depth, K, c2w = views.full_depth, views.full_K, views.full_c2w
+    h, w = depth.shape[1:]
+    starts, ends = drags_px[:, :2], drags_px[:, 2:]
+    cols = np.clip(starts[:, 0].astype(int), 0, w - 1)
+    rows = np.clip(starts[:, 1].astype(int), 0, h - 1)
+    z = depth[0, rows, cols]
+    ok = np.isfinite(z)
+
+    def unproject(px: np.ndarray) -> np.ndarray:
+        cam = np.stack([(px[:, 0] - K[0, 0, 2]) / K[0, 0, 0] * z, (px[:, 1] - K[0, 1, 2]) / K[0, 1, 1] * z, z], axis=1)
+        return cam @ c2w[0, :3, :3].T + c2w[0, :3, 3]
+
+    p0, p1 = unproject(starts), unproject(ends)
+    out = [drags_px[ok]]
+    for v in range(1, len(depth)):
+        w2c = np.linalg.inv(c2w[v])
+        uv = []
+        for p in (p0, p1):
+            cam = p @ w2c[:3, :3].T + w2c[:3, 3]
+            uv.append(np.stack([K[v, 0, 0] * cam[:, 0] / cam[:, 2] + K[v, 0, 2], K[v, 1, 1] * cam[:, 1] / cam[:, 2] + K[v, 1, 2], cam[:, 2]], 1))
+        c = np.clip(uv[0][:, 0].astype(int), 0, w - 1)
+        r = np.clip(uv[0][:, 1].astype(int), 0, h - 1)
+        inside = (uv[0][:, 0] >= 0) & (uv[0][:, 0] < w) & (uv[0][:, 1] >= 0) & (uv[0][:, 1] < h)
+        seen = inside & ok & views.masks[v, r, c] & (np.abs(depth[v, r, c] - uv[0][:, 2]) < 0.02 * uv[0][:, 2])
+        out.append(np.concatenate([uv[0][seen, :2], uv[1][seen, :2]], axis=1))
+    return out
 
 
 def on_white(image: Image.Image) -> Image.Image:
@@ -167,11 +220,24 @@ def predict(model, views: MultiView, drags_px: np.ndarray, num_drags: int = 10, 
     v = views.rgb.shape[0]
     drags = torch.zeros(1, v, num_drags, 4)
     valid = torch.zeros(1, v, num_drags, dtype=torch.bool)
-    drags[0, 0, : len(used)] = torch.tensor(used / np.array([w, h, w, h]), dtype=torch.float32)
-    valid[0, 0, : len(used)] = True
+    per_view = [used]
+    if mode_of(model) == "rgbd" and model.config.drag_views == "all":  # trained with drags in every view: give it them
+        per_view = lift_drags(used, views)
+    for a, d in enumerate(per_view):
+        d = d[:num_drags]
+        drags[0, a, : len(d)] = torch.tensor(d / np.array([w, h, w, h]), dtype=torch.float32)
+        valid[0, a, : len(d)] = True
     device = next(model.parameters()).device
     with torch.inference_mode():
-        g = model.reconstruct(views.rgb[None].to(device), (views.K[None].to(device), views.c2w[None].to(device)), drags.to(device), valid.to(device))
+        if mode_of(model) == "rgbd":
+            if views.depth is None:
+                raise InputError("an RGB-D model needs depth for every input view (give --state with --data)")
+            region = drag_region(torch.from_numpy(views.masks), model.config.splat_size, model.config.gate_fraction)
+            g = model.reconstruct(views.rgb[None].to(device), (views.K[None].to(device), views.c2w[None].to(device)), drags.to(device),
+                                  valid.to(device), depth=views.depth[None].to(device), static=views.static[None].to(device),
+                                  region=region[None].to(device))
+        else:
+            g = model.reconstruct(views.rgb[None].to(device), (views.K[None].to(device), views.c2w[None].to(device)), drags.to(device), valid.to(device))
     return g[0].float().cpu(), used
 
 

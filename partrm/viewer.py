@@ -38,7 +38,9 @@ from partrm.gaussians import gaussians_from_lgm, layout, write_ply
 from partrm.infer import InputError, dataset_views, predict
 from partrm.joints import MIN_OPACITY, NoMotionError, from_gaussians, write_urdf
 from partrm.models.lgm import CheckpointError
-from partrm.models.partrm import PartRM
+from partrm.models.lgm import LGM
+from partrm.data import DEFAULT_INPUT_VIEWS
+from partrm.predict import input_size, load_model, mode_of
 
 SLOT_SPACING = 1.8
 """Distance between the input mesh and each Gaussian slot along -Y (screen right from the front)."""
@@ -46,10 +48,10 @@ SLOTS = ("static", "predicted", "ground truth")
 
 
 def load_checkpoint(path: Path):
-    """PartRM from a checkpoint, or CheckpointError with one line naming the file and the reason."""
+    """PartRM (either mode) from a checkpoint, or CheckpointError with one line naming the file and the reason."""
     path = Path(path)
     try:
-        return PartRM.load(path).eval()
+        return load_model(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except CheckpointError:
@@ -99,7 +101,8 @@ class PartRMViewer(DatasetViewer):
                  num_drags: int = 10, model=None):
         self.model = model if model is not None else load_checkpoint(checkpoint)
         self.checkpoint = Path(checkpoint)
-        self.size = self.model.config.lgm.input_size
+        self.size = input_size(self.model)
+        self.rgbd = mode_of(self.model) == "rgbd"
         self.out = Path(out)
         self.num_drags = num_drags
         self.results: list[DragResult] = []
@@ -118,9 +121,10 @@ class PartRMViewer(DatasetViewer):
         super()._build_gui()
         gui = self.server.gui
         with gui.add_folder("PartRM"):
-            gui.add_markdown(f"checkpoint `{self.checkpoint.name}` ({self.model.config.lgm.name}, {self.size} px input). "
+            kind = "RGB-D" if self.rgbd else self.model.config.lgm.name
+            gui.add_markdown(f"checkpoint `{self.checkpoint.name}` ({kind}, {self.size} px input). "
                              "Drag the object with the left button: the drag is taken in the input view (view 0).")
-            self.layout_dd = gui.add_dropdown("Gaussians", ("side by side",) + SLOTS, initial_value="side by side")
+            self.layout_dd = gui.add_dropdown("Gaussians", ("side by side",) + SLOTS, initial_value="predicted")
             self.input_view_btn = gui.add_button("Look from the input view")
             self.result_md = gui.add_markdown("no drag yet")
             self.input_image = gui.add_image(np.full((64, 64, 3), 255, np.uint8), label="input view + drags")
@@ -131,6 +135,10 @@ class PartRMViewer(DatasetViewer):
         self.input_view_btn.on_click(lambda ev: self._guarded(lambda: self.look_from_input_view(ev.client)))
         self.ply_btn.on_click(lambda ev: self._guarded(lambda: self.export_ply(ev.client), self.export_md))
         self.urdf_btn.on_click(lambda ev: self._guarded(lambda: self.export_urdf(ev.client), self.export_md))
+
+    def frame(self) -> tuple[np.ndarray, float]:
+        """The input mesh and the predicted Gaussians beside it (the page opens on that layout)."""
+        return np.array([0.0, -SLOT_SPACING / 2, 0.0]), 1.0 + SLOT_SPACING / 2
 
     def look_from_input_view(self, client) -> None:
         c = self.index.cameras[0]
@@ -160,14 +168,18 @@ class PartRMViewer(DatasetViewer):
 
     def _input_views(self, state_id: str):
         if state_id not in self._views_cache:
-            self._views_cache[state_id] = dataset_views(self.root, state_id, self.size)
+            self._views_cache[state_id] = dataset_views(self.root, state_id, self.size, depth=self.rgbd,
+                                                        splat_size=self.model.config.splat_size if self.rgbd else 128)
         return self._views_cache[state_id]
 
     def _static(self, state_id: str) -> torch.Tensor:
         if state_id not in self._static_cache:
             mv = self._input_views(state_id)
-            with torch.inference_mode():
-                g = self.model.reconstruct(mv.rgb[None], (mv.K[None], mv.c2w[None]))
+            if self.rgbd:  # the geometric reconstruction the RGB-D model starts from
+                g = LGM.gaussians(mv.static[None])
+            else:
+                with torch.inference_mode():
+                    g = self.model.reconstruct(mv.rgb[None], (mv.K[None], mv.c2w[None]))
             self._static_cache[state_id] = g[0].float().cpu()
         return self._static_cache[state_id]
 
@@ -223,13 +235,13 @@ class PartRMViewer(DatasetViewer):
             drag_px = np.asarray(drag_px, np.float64)
             h, w = mv.first_rgba.shape[:2]
             x, y = int(np.clip(drag_px[0], 0, w - 1)), int(np.clip(drag_px[1], 0, h - 1))
-            if state_id not in self._part_ids:
-                self._part_ids[state_id] = store.read_render(store.render_dir(self.root, state_id))[1][0]
+            if state_id not in self._part_ids:  # the part ids of the input views
+                self._part_ids[state_id] = store.read_render(store.render_dir(self.root, state_id))[1][list(DEFAULT_INPUT_VIEWS)]
             part_ids = self._part_ids[state_id]
-            part_id = int(part_ids[y, x])
+            part_id = int(part_ids[0, y, x])
             if part_id == 0:
                 raise InputError(f"the drag starts on the background of the input view at pixel ({x}, {y})")
-            views = replace(mv, mask=part_ids == part_id)
+            views = replace(mv, mask=part_ids[0] == part_id, masks=part_ids == part_id if self.rgbd else None)
             t1 = time.perf_counter()
             g, used = predict(self.model, views, drag_px[None], self.num_drags, "mask")
             t2 = time.perf_counter()

@@ -111,11 +111,14 @@ def test_scene_graph_and_stage_slider_reposes_moving_link(rendered_dataset, view
     assert not v.index.problems
     assert set(v.index.tree) == {"laptop", "storage-furniture"}
     v.select_sequence("laptop", "syn-laptop-0-000", LAPTOP)
-    # mesh: one frame per link with a textured GLB and a part-colour mesh; 12 frustums with images
+    # mesh: one frame per link with a textured GLB and a part-colour mesh; 12 frustums, hidden until
+    # their toggle shows them with their images (they would cover the object when the page opens)
     assert v.wait_for_textures()
     assert set(v.link_frames) == set(v.link_meshes) == set(v.link_parts) and len(v.link_frames) >= 2
     assert all(v.link_meshes[k].visible and not v.link_parts[k].visible for k in v.link_frames)
-    assert sorted(v.frustums) == list(range(12)) and all(f.visible and f.image is not None for f in v.frustums.values())
+    assert sorted(v.frustums) == list(range(12)) and not any(f.visible for f in v.frustums.values())
+    v.cameras_cb.value = True
+    assert wait_until(lambda: all(f.visible and f.image is not None for f in v.frustums.values()), 5)
     v.parts_cb.value = True
     assert wait_until(lambda: all(v.link_parts[k].visible and not v.link_meshes[k].visible for k in v.link_frames), 5)
     # drags of the pair (0 -> 5) as arrows, one per material point, coloured per visibility
@@ -218,6 +221,30 @@ def test_browser_screenshot_draws_the_object(rendered_dataset, viewer_of, browse
     blender[inside] = mask[vv[inside].astype(int), u[inside].astype(int)]
     iou = (ours & blender).sum() / (ours | blender).sum()
     assert blender.sum() > 500 and iou >= 0.85, iou
+
+
+def test_a_page_opens_framed_on_the_object(rendered_dataset, viewer_of, browser, tmp_path):
+    """Without touching the camera, a new page shows the object large, from the input view's
+    direction, with no camera frustum in front of it."""
+    v = viewer_of(DatasetViewer, rendered_dataset)
+    v.select_sequence("laptop", "syn-laptop-0-000", LAPTOP, stage=3)
+    assert v.wait_for_textures()
+    client = connect(browser, v)
+    assert wait_until(lambda: np.linalg.norm(np.asarray(client.camera.position) - v.index.cameras[0].c2w[:3, 3]) < 1e-3, 10)
+    x, y, w, h = canvas_rect(browser)
+    deadline = time.monotonic() + 20.0
+    while True:
+        time.sleep(1.0)
+        shot = browser.screenshot()
+        canvas = shot[int(y):int(y + h), int(x):int(x + w)]
+        drawn = np.abs(canvas.astype(int) - 255).max(-1) > 12
+        if (drawn.mean() > 0.05 and np.array_equal(shot, browser.screenshot())) or time.monotonic() > deadline:
+            break
+    Image.fromarray(shot).save(tmp_path / "opened.png")
+    rows, cols = np.nonzero(drawn)
+    # the object spans a good part of the canvas height (the grid floor adds faint lines only)
+    assert drawn.mean() > 0.05 and (np.percentile(rows, 99) - np.percentile(rows, 1)) > 0.4 * h, drawn.mean()
+    assert not any(f.visible for f in v.frustums.values())
 
 
 def test_thousand_state_dataset_opens_lazily_in_under_3_s(rendered_dataset, tmp_path, viewer_of):

@@ -136,3 +136,35 @@ def test_rgbd_training_moves_the_part_toward_the_carried_target(rendered_dataset
     assert err_model < 0.6 * err_static, (float(err_model), float(err_static))
     outside = ~torch.from_numpy(flat_splatter(ring(item["region"], model.config.appearance_ring)[0].numpy())[:, 0])
     assert torch.equal(g[outside], static[outside])
+
+
+def test_infer_with_an_rgbd_checkpoint(rendered_dataset, model, tmp_path):
+    """``partrm infer --state`` runs an RGB-D checkpoint on the state's RGB-D views (an
+    untrained one returns the static reconstruction); ``--image`` has no depth: one line."""
+    from typer.testing import CliRunner
+
+    from partdrag4d import store
+    from partrm.cli import app
+    from partrm.infer import dataset_views, lift_drags
+
+    ckpt = tmp_path / "rgbd.safetensors"
+    model.save(ckpt)
+    dataset, item = _item(rendered_dataset, model)
+    state = item["source_state"][0]
+    views = dataset_views(rendered_dataset, state, model.input_size, depth=True, splat_size=SPLAT)
+    rows, cols = np.nonzero(views.masks[0])
+    x, y = float(cols[len(cols) // 2]) + 0.5, float(rows[len(rows) // 2]) + 0.5
+    # a drag lifted into the other input views starts on the moving part there; no shift stays no shift
+    lifted = lift_drags(np.array([[x, y, x, y]]), views)
+    assert np.array_equal(lifted[0], [[x, y, x, y]])
+    for v, d in enumerate(lifted[1:], start=1):
+        for x0, y0, x1, y1 in d:
+            assert views.masks[v, int(y0), int(x0)] and abs(x1 - x0) < 1e-6 and abs(y1 - y0) < 1e-6
+    result = CliRunner().invoke(app, ["infer", "--checkpoint", str(ckpt), "--state", state, "--data", str(rendered_dataset),
+                                      "--drag", f"{x},{y}:{x + 6},{y}", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "prediction.ply").is_file()
+    image = tmp_path / "view.png"
+    image.write_bytes((store.render_dir(rendered_dataset, state) / store.view_png_name(0)).read_bytes())
+    refused = CliRunner().invoke(app, ["infer", "--checkpoint", str(ckpt), "--image", str(image), "--drag", "1,1:2,2"])
+    assert refused.exit_code == 2 and "RGB-D model" in refused.output and "--state" in refused.output
