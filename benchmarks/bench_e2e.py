@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 import time
 from collections import Counter
 from pathlib import Path
@@ -101,9 +102,13 @@ def main() -> None:
     parser.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE, help="TOML recipe (partrm/recipe.py)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--data", type=Path, default=None, help="an existing dataset made with the recipe's [dataset] (default OUT/data)")
+    parser.add_argument("--seed", type=int, default=None, help="training seed of the teacher and PartRM (default: the recipe's); "
+                                                                "a rerun with another seed on the same --data measures the spread")
     args = parser.parse_args()
 
     recipe = load_recipe(args.recipe)
+    if args.seed is not None:
+        recipe = replace(recipe, teacher={**recipe.teacher, "seed": args.seed}, partrm={**recipe.partrm, "seed": args.seed})
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +178,7 @@ def main() -> None:
                            title=f"{Path(recipe.path).name}: PartRM on train objects, R on held-out test objects")
     times["figures"] = time.perf_counter() - t
     report = "\n".join([
-        f"Recipe `{recipe.path}`. Split `test` (held-out objects; training read `train` only). {split_summary(data)}.",
+        f"Recipe `{recipe.path}`, training seed {recipe.partrm.get('seed', 0)}. Split `test` (held-out objects; training read `train` only). {split_summary(data)}.",
         "",
         group_table(result.groups, [m for m in METHODS if any(r["method"] == m for r in result.rows)]),
         LEGEND,

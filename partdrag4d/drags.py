@@ -58,13 +58,21 @@ class PairDrags:
     num_candidates: int
 
 
+def pixel_index(uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The one pixel rule for drag coordinates: (column, row) of the pixel holding each
+    point [N, 2], taken from the float32 value the drag file stores (a projection at
+    127.99999999 is stored as 128.0 and lies in pixel 128). The sampler tests visibility at
+    this pixel and ``verify`` reads the stored value with it, so the two always agree."""
+    stored = np.asarray(uv, dtype=np.float32)
+    return np.floor(stored[:, 0]).astype(np.int64), np.floor(stored[:, 1]).astype(np.int64)
+
+
 def visible_mask(points: np.ndarray, camera: Camera, depth: np.ndarray, part_id: np.ndarray, moving_ids: np.ndarray,
                  tolerance: float = DEPTH_TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
     """Which ``points`` [N, 3] are visible in one view on the moving part; also their pixels [N, 2]."""
     uv, z = camera.project(points)
     h, w = depth.shape
-    col = np.floor(uv[:, 0]).astype(np.int64)
-    row = np.floor(uv[:, 1]).astype(np.int64)
+    col, row = pixel_index(uv)
     inside = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
     ok = np.zeros(len(points), dtype=bool)
     idx = np.flatnonzero(inside)

@@ -26,7 +26,7 @@ from scipy.ndimage import maximum_filter, minimum_filter
 from tqdm import tqdm
 
 from partdrag4d import cameras, store
-from partdrag4d.drags import DEPTH_TOLERANCE
+from partdrag4d.drags import DEPTH_TOLERANCE, pixel_index
 from partdrag4d.errors import DamagedFile
 
 PART_AGREEMENT = 0.99
@@ -168,7 +168,7 @@ def check_sequence(root: Path, drag_path: Path, sid: str, g: h5py.Group, cat: st
             if n == 0:
                 continue
             s2, e2, p = start[k, v, :n].astype(np.float64), end[k, v, :n].astype(np.float64), idx[k, v, :n]
-            col, row = np.floor(s2[:, 0]).astype(int), np.floor(s2[:, 1]).astype(int)
+            col, row = pixel_index(start[k, v, :n])  # the sampler's own pixel rule, on the stored values
             if not np.isin(parts[i][v, row, col], moving_ids).all():
                 bad.append(f"view {v}: a drag starts off the moving part")
             if not np.allclose(start3[k, v, :n], pts[i][p], atol=1e-5):

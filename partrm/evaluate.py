@@ -348,6 +348,8 @@ def summarise_groups(rows: list[dict], methods: list[str], resamples: int = 2000
             if "static" in by_method:
                 e["R"] = (recovery_ratio(means[m]["psnr_motion"], means["static"]["psnr_motion"], means["oracle"]["psnr_motion"])
                           if "oracle" in by_method else None)
+                e["R_full"] = (recovery_ratio(means[m]["psnr"], means["static"]["psnr"], means["oracle"]["psnr"])
+                               if "oracle" in by_method else None)
                 for metric in ("psnr_motion", "psnr"):
                     deltas = [r[metric] - by_method["static"][k][metric] for k, r in by_method[m].items()
                               if k in by_method["static"] and r[metric] is not None and by_method["static"][k][metric] is not None]

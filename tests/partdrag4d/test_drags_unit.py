@@ -7,7 +7,7 @@ import numpy as np
 
 from partdrag4d.cameras import Camera, intrinsics, look_at
 from partdrag4d.drags import (ViewRender, adjacent_pairs, all_pairs, farthest_point_sample, farthest_point_sample_batched,
-                              sample_pair, visible_mask)
+                              pixel_index, sample_pair, visible_mask)
 
 
 def _camera(size: int = 32) -> Camera:
@@ -27,6 +27,30 @@ def test_visibility_needs_the_moving_part_id_and_the_rendered_depth():
     ok, uv = visible_mask(np.concatenate([front_left, behind_occluder, far_side]), cam, depth, part, np.array([2]))
     assert ok.tolist() == [True, False, False]
     assert 0 <= uv[0, 0] < 16  # the left half of the image is -X (x right in the camera)
+
+
+def test_one_pixel_rule_for_points_on_a_pixel_boundary():
+    """A hinge on the object's centre line seen on the image's centre column: its projection
+    lands a hair left of the boundary between pixels 15 and 16, which float32 (what the drag
+    file stores) rounds onto 16.0. The sampler must judge the point at pixel 16, the pixel
+    ``verify`` reads from the stored value: here that pixel is the static part, so the point
+    is no drag start."""
+    assert pixel_index(np.array([[15.99999999, 3.0]])) == (np.array([16]), np.array([3]))
+    assert pixel_index(np.array([[15.9999, 3.0]]))[0][0] == 15
+    cam = _camera()
+    size = 32
+    depth = np.full((size, size), 2.0, np.float32)
+    part = np.full((size, size), 1, np.uint16)
+    part[:, :16] = 2  # moving part up to column 15, static from column 16
+    # a point on the centre line (x = 0 projects onto u = 16.0), nudged to 15.99999999 in float64
+    focal = cam.K[0, 0]
+    x = -1e-8 * 2.0 / focal
+    point = np.array([[x, 0.0, 0.0]])
+    ok, uv = visible_mask(point, cam, depth, part, np.array([2]))
+    assert uv[0, 0] < 16.0 and np.float32(uv[0, 0]) == 16.0
+    assert not ok[0]  # judged at the stored pixel, 16: the static part
+    col, row = pixel_index(uv.astype(np.float32))
+    assert part[row[0], col[0]] == 1
 
 
 def test_batched_farthest_point_sampling_matches_the_greedy_definition():
