@@ -122,7 +122,7 @@ def plan_specs(obj: ArticulatedObject, seed: int = 0, num_configs: int = 1, num_
             for stage in range(num_stages):
                 qpos = dict(base)
                 qpos[joint.name] = joint.lower + (joint.upper - joint.lower) * stage / (num_stages - 1)
-                specs.append(StateSpec(obj.object_id, joint.name, config, stage, num_stages, qpos))
+                specs.append(StateSpec(obj.object_id, joint.name, config, stage, num_stages, obj.follow(qpos)))
     return specs
 
 
@@ -186,8 +186,40 @@ def plan_object(obj: ArticulatedObject, seed: int = 0, num_configs: int = 1, num
         poses = {link: n_mat @ world[link] @ rest_inv[link] @ n_inv for link in obj.links}
         states.append(ArticulatedState(spec, poses, obj.subtree(obj.joint(spec.joint))))
     samples = sample_surface(obj, rest_world, norm, num_points, seed)
-    skipped = [(j.name, j.note) for j in obj.joints if j.kind != "fixed" and not j.movable]
+    skipped = [(j.name, j.note) for j in obj.joints if j.kind != "fixed" and not j.movable and j.mimic is None]
+    still = _invisible_joints(plan_states=states, samples=samples, obj=obj)
+    skipped += [(name, reason) for name, reason in still.items()]
+    states = [s for s in states if s.spec.joint not in still]
     return ObjectPlan(obj, states, norm, samples, seed, skipped)
+
+
+VISIBLE_MOTION_PX = 2.0
+"""A swept joint must move some surface sample by at least this many pixels of a 512 x 512
+ring view between its first and last stage; otherwise its six states would look the same."""
+
+
+def _pixels_per_unit(size: int = 512) -> float:
+    """Pixels per canonical unit at the ring's distance (the object's centre) in a ``size`` view."""
+    focal = size / (2.0 * np.tan(np.radians(cameras.FOV_Y_DEG) / 2.0))
+    return focal / cameras.CAMERA_DISTANCE
+
+
+def _invisible_joints(plan_states: list, samples: SurfaceSamples, obj: ArticulatedObject) -> dict[str, str]:
+    """Swept joints whose largest surface-sample displacement between stage 0 and the last
+    stage (configuration 0) is below ``VISIBLE_MOTION_PX`` at 512²: {joint: reason}."""
+    first = {st.spec.joint: st for st in plan_states if st.spec.config == 0 and st.spec.stage == 0}
+    last = {st.spec.joint: st for st in plan_states if st.spec.config == 0 and st.spec.stage == st.spec.num_stages - 1}
+    out = {}
+    for name, a in first.items():
+        b = last.get(name)
+        if b is None:
+            continue
+        moved = np.linalg.norm(carry_points(samples, obj, b.link_poses) - carry_points(samples, obj, a.link_poses), axis=1)
+        px = float(moved.max(initial=0.0)) * _pixels_per_unit()
+        if px < VISIBLE_MOTION_PX:
+            out[name] = (f"its range moves the surface by at most {px:.2f} px in a 512 x 512 view (below {VISIBLE_MOTION_PX:g} px: "
+                         "six identical states); not swept")
+    return out
 
 
 def carry_points(samples: SurfaceSamples, obj: ArticulatedObject, link_poses: dict[str, np.ndarray]) -> np.ndarray:
@@ -331,7 +363,7 @@ def articulate_object(
     ]
     records += [  # adjusted limits (swapped when inverted): the joint is swept, the manifest says how
         {"object_id": obj.object_id, "category": obj.category, "joint": j.name, "status": "note", "note": f"{obj.object_id}: joint {j.name}: {j.note}"}
-        for j in obj.joints if j.movable and j.note and j.kind != "continuous"
+        for j in obj.joints if (j.movable or j.mimic is not None) and j.note and j.kind != "continuous"
     ]
     records += [  # one line per visual whose mesh file does not exist (skipped, the object is kept)
         {"object_id": obj.object_id, "category": obj.category, "link": link, "file": name, "status": "note",

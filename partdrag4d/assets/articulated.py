@@ -47,10 +47,12 @@ class Joint:
     lower: float = 0.0
     upper: float = 0.0
     note: str = ""
+    mimic: tuple[str, float, float] | None = None  # (leader joint, multiplier, offset): value = multiplier * leader + offset
 
     @property
     def movable(self) -> bool:
-        return self.kind in MOVABLE_KINDS and self.upper > self.lower
+        """Swept and drawn on its own: a mimic joint only follows its leader."""
+        return self.kind in MOVABLE_KINDS and self.upper > self.lower and self.mimic is None
 
     @property
     def is_rotation(self) -> bool:
@@ -76,6 +78,7 @@ class Joint:
             "lower": self.lower,
             "upper": self.upper,
             "note": self.note,
+            "mimic": None if self.mimic is None else {"joint": self.mimic[0], "multiplier": self.mimic[1], "offset": self.mimic[2]},
         }
 
 
@@ -118,10 +121,20 @@ class ArticulatedObject:
         return [j for j in self.joints if j.movable]
 
     def zero_qpos(self) -> dict[str, float]:
-        return {j.name: 0.0 for j in self.joints if j.kind != "fixed"}
+        return self.follow({j.name: 0.0 for j in self.joints if j.kind != "fixed"})
+
+    def follow(self, qpos: dict[str, float]) -> dict[str, float]:
+        """``qpos`` with every mimic joint set from its leader (multiplier x leader + offset)."""
+        out = dict(qpos)
+        for j in self.joints:
+            if j.mimic is not None:
+                leader, multiplier, offset = j.mimic
+                out[j.name] = multiplier * float(out.get(leader, 0.0)) + offset
+        return out
 
     def forward_kinematics(self, qpos: dict[str, float]) -> dict[str, np.ndarray]:
-        """World-from-link transforms (the URDF root frame is the world)."""
+        """World-from-link transforms (the URDF root frame is the world); mimic joints follow their leaders."""
+        qpos = self.follow(qpos)
         poses = {self.root: np.eye(4)}
         for j in self.joints:
             q = float(qpos.get(j.name, 0.0))
@@ -131,8 +144,9 @@ class ArticulatedObject:
         return poses
 
     def subtree(self, joint: Joint) -> list[str]:
-        """Links moved by ``joint``: its child and every descendant."""
-        moved = [joint.child]
+        """Links moved by ``joint``: its child and every descendant, and those of the joints
+        that mimic it."""
+        moved = [joint.child] + [j.child for j in self.joints if j.mimic is not None and j.mimic[0] == joint.name]
         for j in self.joints:
             if j.parent in moved and j.child not in moved:
                 moved.append(j.child)

@@ -351,6 +351,26 @@ def _safe_names(object_id: str, kind: str, names: list[str]) -> dict[str, str]:
     return {name: safe_id(name) for name in names}
 
 
+def _check_mimics(object_id: str, joints: list[Joint]) -> None:
+    """A mimic joint must follow a movable joint that itself follows nobody."""
+    by_name = {j.name: j for j in joints}
+    for j in joints:
+        if j.mimic is None:
+            continue
+        leader = by_name.get(j.mimic[0])
+        if leader is None:
+            raise AssetError(object_id, f"joint {j.name} mimics joint {j.mimic[0]!r}, which does not exist")
+        if leader.mimic is not None or leader.kind not in ("revolute", "prismatic", "continuous"):
+            raise AssetError(object_id, f"joint {j.name} mimics joint {leader.name}, which is not a movable joint of its own "
+                                        "(mimic chains are not followed)")
+
+
+MAX_SCALE = 1000.0
+"""A visual's ``scale`` component outside [1/MAX_SCALE, MAX_SCALE] (in magnitude) is refused."""
+MAX_LINK_EXTENT_RATIO = 1000.0
+"""A link whose rest-pose extent is this many times the median link's is refused."""
+
+
 def _held(j, kind: str, origin: np.ndarray, axis: np.ndarray, reason: str) -> Joint:
     """A joint that cannot be swept: kept at 0 (the pose the meshes were modelled in) and
     reported as a skipped joint with ``reason``."""
@@ -371,6 +391,13 @@ def _joint_record(object_id: str, j) -> Joint:
     axis = axis / norm if norm > 0 else axis
     if kind == "fixed":
         return Joint(j.name, kind, j.parent, j.child, origin, axis)
+    if j.mimic is not None:  # follows its leader: never swept or drawn on its own
+        multiplier = 1.0 if j.mimic.multiplier is None else float(j.mimic.multiplier)
+        offset = 0.0 if j.mimic.offset is None else float(j.mimic.offset)
+        if not (math.isfinite(multiplier) and math.isfinite(offset)):
+            raise AssetError(object_id, f"joint {j.name} mimics {j.mimic.joint} with a non-finite multiplier or offset")
+        return Joint(j.name, kind, j.parent, j.child, origin, axis, 0.0, 0.0, f"follows joint {j.mimic.joint} (mimic)",
+                     mimic=(j.mimic.joint, multiplier, offset))
     if kind == "continuous":
         return Joint(j.name, kind, j.parent, j.child, origin, axis, *CONTINUOUS_RANGE, note="continuous: range [0, 5/3 pi]")
     if j.limit is None or j.limit.lower is None or j.limit.upper is None:
@@ -481,6 +508,20 @@ def category_of(folder: Path) -> str | None:
     return categories.from_model_cat(str(read_meta(folder).get("model_cat", "")))
 
 
+def _check_extents(object_id: str, joints: list[Joint], root: str, geometry: dict[str, list[MeshPart]]) -> None:
+    """Refuse a link far larger than the others (``MAX_LINK_EXTENT_RATIO`` x the median link's
+    extent): normalising the object to the views would shrink the rest to a point."""
+    if len(geometry) < 2:
+        return
+    extents = {link: float(np.ptp(np.concatenate([p.vertices for p in parts]), axis=0).max()) for link, parts in geometry.items()}
+    median = float(np.median(list(extents.values())))
+    link, largest = max(extents.items(), key=lambda kv: kv[1])
+    if median > 0 and largest > MAX_LINK_EXTENT_RATIO * median:
+        raise AssetError(object_id, f"link {link} spans {largest:.3g} units, {largest / median:.0f} x the median link "
+                                    f"({median:.3g}): an absurd size (over {MAX_LINK_EXTENT_RATIO:g} x) that would shrink the "
+                                    "rest of the object to a point")
+
+
 def _rest_diagonal(joints: list[Joint], root: str, geometry: dict[str, list[MeshPart]]) -> float:
     poses = {root: np.eye(4)}
     for j in joints:
@@ -505,6 +546,8 @@ def _to_tokens(object_id: str, robot) -> dict[str, dict[str, str]]:
     for j in robot.joints:
         j.name = joint_map[j.name]
         j.parent, j.child = link_map.get(j.parent, safe_id(j.parent)), link_map.get(j.child, safe_id(j.child))
+        if j.mimic is not None:
+            j.mimic.joint = joint_map.get(j.mimic.joint, safe_id(j.mimic.joint or ""))
     return {"links": {t: n for n, t in link_map.items()}, "joints": {t: n for n, t in joint_map.items()}}
 
 
@@ -543,6 +586,7 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
         if j.parent not in links or j.child not in links:
             raise AssetError(object_id, f"joint {j.name} names a missing link")
     root, joints = _topological(object_id, joints, links)
+    _check_mimics(object_id, joints)
 
     textures = TextureStore()
     table = _MaterialTable(textures)
@@ -572,7 +616,12 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
                     raise AssetError(object_id, _too_many_faces(max_faces, total_faces, mesh.filename))
             transform = np.asarray(visual.origin if visual.origin is not None else np.eye(4), dtype=np.float64)
             if mesh.scale is not None:
-                transform = transform @ np.diag(list(np.broadcast_to(np.asarray(mesh.scale, float), (3,))) + [1.0])
+                scale = np.broadcast_to(np.asarray(mesh.scale, float), (3,))
+                if not np.isfinite(scale).all() or (np.abs(scale) > MAX_SCALE).any() or (np.abs(scale) < 1.0 / MAX_SCALE).any():
+                    raise AssetError(object_id, f"link {link.name}: visual {mesh.filename!r} has an absurd scale "
+                                                f"{tuple(float(x) for x in scale)} (each component must lie within "
+                                                f"1/{MAX_SCALE:g}..{MAX_SCALE:g} in magnitude)")
+                transform = transform @ np.diag(list(scale) + [1.0])
             loaded = _load_mesh_file(object_id, mesh_path, folder_root, transform, table)
             if mesh_path.suffix.lower() != ".obj":
                 total_faces += sum(len(p.faces) for p in loaded)
@@ -585,6 +634,7 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
     if not geometry:
         reason = "the object has no visual geometry"
         raise AssetError(object_id, reason + (f" (missing mesh files: {', '.join(sorted({f for _, f in missing}))})" if missing else ""))
+    _check_extents(object_id, joints, root, geometry)
     joints = check_joint_ranges(joints, _rest_diagonal(joints, root, geometry))
     _check_moving_geometry(object_id, joints, geometry, missing)
     notes = [f"{j.name}: {j.note}" for j in joints if j.note]

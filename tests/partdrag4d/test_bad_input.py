@@ -373,3 +373,67 @@ def test_real_object_whose_moving_link_lost_every_mesh_is_rejected(fixture_40147
     (error,) = [r["error"] for r in store.read_jsonl(tmp_path / "data" / "manifest.jsonl") if r["status"] == "error"]
     assert error.startswith("40147: movable link link_0 has no geometry: its mesh files are missing (textured_objs/")
     assert "\n" not in error
+
+
+# --------------------------------------------------------------------------- motion that is not really motion
+
+
+def _laptop_with(synth_objects, root: Path, name: str, extra: str = "", replace: tuple[str, str] | None = None) -> Path:
+    folder = _copy(synth_objects["laptop"], root, name)
+    if replace is not None:
+        _replace(folder / "mobility.urdf", *replace)
+    if extra:
+        _replace(folder / "mobility.urdf", "</robot>", extra + "</robot>")
+    return folder
+
+
+def test_a_mimic_joint_follows_its_leader(synth_objects, tmp_path):
+    """A second lid on a joint that mimics the first with multiplier -1: never swept on its
+    own, set from its leader in every state, and moved with it."""
+    mesh = _first_mesh(synth_objects["laptop"])
+    extra = (f'<link name="lid2"><visual><geometry><mesh filename="{mesh}"/></geometry></visual></link>'
+             '<joint name="joint_2" type="revolute"><origin xyz="0 0.0015 -0.1194998318"/><axis xyz="-1 0 0"/>'
+             '<child link="lid2"/><parent link="link_1"/><limit lower="-3" upper="3"/>'
+             '<mimic joint="joint_0" multiplier="-1" offset="0.1"/></joint>')
+    _laptop_with(synth_objects, tmp_path / "src", "mimic", extra)
+    summary = articulate_folder(tmp_path / "src", tmp_path / "out", num_points=512, progress=False)
+    assert summary.objects_ok == 1, summary.errors
+    rows = [r for r in store.read_manifest(tmp_path / "out") if r["status"] == "ok"]
+    assert {r["joint"] for r in rows} == {"joint_0"} and len(rows) == 6
+    for r in rows:
+        assert math.isclose(r["qpos"]["joint_2"], -r["qpos"]["joint_0"] + 0.1, abs_tol=1e-12)
+        assert "lid2" in r["moving_links"]
+    notes = [r for r in store.read_manifest(tmp_path / "out") if r["status"] == "note"]
+    assert any("joint_2" in r["note"] and "follows joint joint_0" in r["note"] for r in notes)
+    joint = next(j for j in store.read_object(tmp_path / "out", "mimic")["joints"] if j["name"] == "joint_2")
+    assert joint["mimic"] == {"joint": "joint_0", "multiplier": -1.0, "offset": 0.1}
+
+
+def test_a_mimic_of_a_missing_joint_is_refused(synth_objects, tmp_path):
+    extra = ('<link name="lid2"/><joint name="joint_2" type="revolute"><axis xyz="1 0 0"/><child link="lid2"/>'
+             '<parent link="link_1"/><limit lower="0" upper="1"/><mimic joint="nope"/></joint>')
+    _laptop_with(synth_objects, tmp_path / "src", "bad_mimic", extra)
+    summary = articulate_folder(tmp_path / "src", tmp_path / "out", num_points=512, progress=False)
+    assert summary.objects_failed == 1 and "mimics joint 'nope', which does not exist" in summary.errors[0]
+
+
+def test_joints_that_move_nothing_visibly_are_skipped(synth_objects, tmp_path):
+    """A joint whose link has no geometry, and one whose range moves the surface by less than
+    2 px at 512², get a skipped record instead of six identical states."""
+    ghost = ('<link name="ghost"/><joint name="joint_ghost" type="prismatic"><axis xyz="1 0 0"/><child link="ghost"/>'
+             '<parent link="link_1"/><limit lower="0" upper="0.3"/></joint>')
+    _laptop_with(synth_objects, tmp_path / "src", "ghostly", ghost)
+    _laptop_with(synth_objects, tmp_path / "src", "tiny_range", replace=('upper="2.061985679"', 'upper="0.0001"'))
+    summary = articulate_folder(tmp_path / "src", tmp_path / "out", num_points=2048, progress=False)
+    rows = store.read_manifest(tmp_path / "out")
+    skipped = {(r["object_id"], r["joint"]): r["error"] for r in rows if r["status"] == "skipped"}
+    assert "below 2 px" in skipped[("ghostly", "joint_ghost")] and "below 2 px" in skipped[("tiny_range", "joint_0")]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {(r["object_id"], r["joint"]) for r in ok} == {("ghostly", "joint_0")} and summary.objects_failed == 0
+
+
+def test_an_absurd_visual_scale_is_refused(synth_objects, tmp_path):
+    mesh = _first_mesh(synth_objects["laptop"])
+    _laptop_with(synth_objects, tmp_path / "src", "huge", replace=(f'<mesh filename="{mesh}"/>', f'<mesh filename="{mesh}" scale="1e6 1e6 1e6"/>'))
+    summary = articulate_folder(tmp_path / "src", tmp_path / "out", num_points=512, progress=False)
+    assert summary.objects_failed == 1 and "absurd scale" in summary.errors[0]
