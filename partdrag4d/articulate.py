@@ -12,6 +12,7 @@ once on the rest-pose surface (all joints at 0) and carried by their link's tran
 
 from __future__ import annotations
 
+import errno
 import platform
 import sys
 import time
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from partdrag4d import __version__, cameras, categories, store
 from partdrag4d.assets.articulated import ArticulatedObject
 from partdrag4d.assets.partnet_mobility import MAX_FACES, AssetError, category_of, find_objects, load_object, read_meta, safe_id, urdf_joint_names
+from partdrag4d.errors import DiskFull
 from partdrag4d.executor import map_ordered
 from partdrag4d.meshio import MeshPart, write_obj
 
@@ -433,6 +435,11 @@ def articulate_one(folder: Path, out: Path, seed: int, num_configs: int, num_sta
         recs, info = articulate_object(obj, Path(out), seed, num_configs, num_stages, num_points, meshes, max_joints=max_joints)
     except AssetError as exc:
         return oid, None, None, str(exc)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk, not the object: stop the run, blame nobody
+            raise DiskFull(f"{out}: no space left on the device while writing {oid} ({exc.strerror}); free space and rerun: "
+                           "finished objects are kept") from None
+        return oid, None, None, f"{oid}: {type(exc).__name__}: {exc}"
     except Exception as exc:  # one bad object never stops the others
         return oid, None, None, f"{oid}: {type(exc).__name__}: {exc}"
     return oid, recs, info, None

@@ -88,11 +88,17 @@ def build_drag_file(root: Path, out: Path | None = None, category: str | None = 
         sampled = map_ordered(sample_sequence, args, desc="drags", unit="seq", progress=progress, address=ray_address)
     else:
         sampled = (sample_sequence(*a) for a in tqdm(args, desc="drags", unit="seq", disable=not progress, dynamic_ncols=True))
-    with store.atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        _write_header(f, root, out, seed, max_drags, every_pair)
-        group = f.create_group("sequences")
-        for drags in sampled:
-            _write_sequence(group, drags, summary)
+    with store.atomic_path(out) as tmp:
+        ballast = store.Ballast(out.parent, "drags.h5")  # a full disk stops the run with one line, before HDF5 could crash on it
+        f = h5py.File(tmp, "w")
+        try:
+            _write_header(f, root, out, seed, max_drags, every_pair)
+            group = f.create_group("sequences")
+            for drags in sampled:
+                _write_sequence(group, drags, summary)
+        finally:
+            ballast.release()
+            f.close()
     for line in summary.skipped:
         print(f"skipped {line}", file=sys.stderr)
     return summary
@@ -154,6 +160,9 @@ def sample_sequence(root: Path, seq: Sequence, seed: int, max_drags: int, every_
 
 def _write_sequence(group: h5py.Group, drags: SequenceDrags, summary: DragSummary) -> None:
     seq, moving_ids, pairs, results, masks = drags.sequence, drags.moving_ids, drags.pairs, drags.results, drags.masks
+    # room for this sequence before HDF5 writes it (a bound: arrays as they are, the masks at a quarter of a byte per pixel)
+    arrays = sum(getattr(r, n).nbytes for r in results for n in ("count", "start_2d", "end_2d", "start_3d", "end_3d", "point_index"))
+    store.ensure_space(Path(group.file.filename).parent, arrays + masks.size // 4 + (64 << 10), f"the drags of {seq.sequence_id}")
     g = group.create_group(seq.sequence_id)
     first = seq.records[0]
     for key in ("object_id", "category", "split", "joint", "joint_type", "config"):

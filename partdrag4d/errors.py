@@ -26,3 +26,8 @@ class DamagedFile(BadInput):
 
 class ClusterError(ToolkitError, RuntimeError):
     """The Ray cluster cannot be reached, or cannot hold what was asked of it."""
+
+
+class DiskFull(ToolkitError, OSError):
+    """The output's file system is full (or over quota): the run stops with this one line; no
+    object is blamed, nothing half-written is left, and a rerun after freeing space resumes."""

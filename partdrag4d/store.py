@@ -39,6 +39,7 @@ start and end in UTC, seconds per step) and ``provenance/render/<state_id>.json`
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -47,6 +48,7 @@ import re
 import shutil
 import socket
 import stat
+import sys
 import tempfile
 import unicodedata
 import zipfile
@@ -60,7 +62,7 @@ import numpy as np
 from PIL import Image
 
 from partdrag4d.cameras import NUM_VIEWS, Camera
-from partdrag4d.errors import BadInput, DamagedFile
+from partdrag4d.errors import BadInput, DiskFull, DamagedFile
 
 # ---------------------------------------------------------------- layout: the file names
 
@@ -704,10 +706,28 @@ def utc_now() -> str:
 def append_provenance(root: Path, record: dict) -> None:
     """One line in ``provenance/runs.jsonl`` (not data: times, host, pid, arguments)."""
     path = provenance_dir(root) / RUNS
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({**record, **host_facts()}, default=json_default) + "\n"
-    with open(path, "a", encoding="utf-8") as f:  # appends of one short line; a torn last line is skipped by readers
-        f.write(line)
+    line = (json.dumps({**record, **host_facts()}, default=json_default) + "\n").encode("utf-8")
+    existed = path.exists()
+    size = path.stat().st_size if existed else 0
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            if os.write(fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "short write")
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        # Provenance is not data: a full disk must not leave a torn line or an empty file, nor
+        # hide the run's own error behind this one.
+        try:
+            if existed:
+                os.truncate(path, size)
+            elif path.exists():
+                path.unlink()
+        except OSError:
+            pass
+        print(f"warning: could not record the run in {path} ({exc.strerror or exc})", file=sys.stderr)
 
 
 def remove_stale_tree(root: Path) -> int:
@@ -815,3 +835,49 @@ def render_problem(out_dir: Path | str, num_views: int = NUM_VIEWS, deep: bool =
     except _DAMAGE as exc:
         return f"{path}: {damage_reason(exc)}"
     return None
+
+
+METADATA_RESERVE = 1 << 20
+"""Room kept for an HDF5 file's closing metadata (``ensure_space``)."""
+
+
+def _allocate(folder: Path, nbytes: int, what: str) -> str:
+    """A hidden staging file holding ``nbytes`` of ``folder``'s disk (``posix_fallocate``), or
+    ``DiskFull`` naming ``what``; file systems without fallocate pass unchecked."""
+    fd, tmp = tempfile.mkstemp(prefix=".reserve.", suffix=".tmp", dir=folder)
+    try:
+        os.posix_fallocate(fd, 0, int(nbytes))
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(tmp)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(f"{folder}: no space left on the device for {what} (about {nbytes / 1e6:.1f} MB more); "
+                           "free space and rerun") from None
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            return ""
+        raise
+    os.close(fd)
+    return tmp
+
+
+def ensure_space(folder: Path, nbytes: int, what: str) -> None:
+    """``DiskFull`` (one line) unless ``nbytes`` can be allocated in ``folder`` now. HDF5 does
+    not survive a full disk (the library crashes closing a file whose write failed), so its
+    writers check before each block they add, and hold a ``Ballast`` for the file's closing
+    metadata."""
+    tmp = _allocate(folder, nbytes, what)
+    if tmp:
+        os.unlink(tmp)
+
+
+class Ballast:
+    """``METADATA_RESERVE`` bytes of disk held while an HDF5 file is written and given back
+    (``release``) right before the file is closed, so closing always has room."""
+
+    def __init__(self, folder: Path, what: str):
+        self.path = _allocate(folder, METADATA_RESERVE, what)
+
+    def release(self) -> None:
+        if self.path:
+            os.unlink(self.path)
+            self.path = ""
