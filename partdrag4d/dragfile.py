@@ -89,7 +89,7 @@ def build_drag_file(root: Path, out: Path | None = None, category: str | None = 
     else:
         sampled = (sample_sequence(*a) for a in tqdm(args, desc="drags", unit="seq", disable=not progress, dynamic_ncols=True))
     with store.atomic_path(out) as tmp:
-        ballast = store.Ballast(out.parent, "drags.h5")  # a full disk stops the run with one line, before HDF5 could crash on it
+        ballast = store.Ballast(out.parent, out.name)  # a full disk stops the run with one line, before HDF5 could crash on it
         f = h5py.File(tmp, "w")
         try:
             _write_header(f, root, out, seed, max_drags, every_pair)

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -77,8 +76,7 @@ from partrm.gaussians import layout
 from partrm.gaussians.views import render_views
 from partrm.lpips import load_lpips
 from partrm.metrics import aggregate, bootstrap_ci, dilate_mask, lpips_distance, psnr, recovery_ratio, region_lpips, region_psnr, region_ssim, ssim
-from partrm.models.rgbd import RGBDConfig, drag_region
-from partrm.part_motion import flat_splatter, oracle_gaussians, region_part_of
+from partrm.part_motion import flat_splatter, oracle_gaussians
 from partrm.predict import StaticCache, mode_of, pair_config, predict
 
 METRICS = ("psnr", "ssim", "lpips")
@@ -146,21 +144,6 @@ def choose_pairs(dataset: PairDataset, seed: int, max_sequences: Optional[int] =
         source = sources[int(rng.integers(len(sources)))]
         chosen.extend(k for k in by_seq[sid] if dataset.pairs[k].source_stage == source)
     return chosen
-
-
-def aligned_part_of(dataset: PairDataset, ref, source: torch.Tensor, db) -> Optional[np.ndarray]:
-    """For a geometric database (``gsdb build --source render``: Gaussian i sits on a cell of
-    an input view), the moving part of each source Gaussian from the rendered drag region
-    (``part_motion.region_part_of``, exact at flush part edges); None for a teacher's
-    database (whose Gaussians are no pixels: the nearest-sample rule decides)."""
-    if db is None or db.attrs.get("source") != "render":
-        return None
-    views = tuple(json.loads(db.attrs.get("input_views", "[0, 3, 6, 9]")))
-    size = int(db.attrs["splat_size"])
-    g = dataset._file()["sequences"][ref.sequence_id]
-    masks = torch.from_numpy(np.stack([g["masks"][ref.source_stage, v] for v in views]))
-    region = drag_region(masks, size, RGBDConfig.gate_fraction).numpy()
-    return region_part_of(source[:, :3].numpy(), flat_splatter(region)[:, 0], Path(dataset.root), ref.source_state)
 
 
 def zero_drags(drags: torch.Tensor) -> torch.Tensor:
@@ -274,8 +257,7 @@ def evaluate(cfg: EvalConfig, model=None, teacher_db=None, progress: bool = True
             elif method == "static":
                 g = source_g[None].to(device)
             else:
-                g = oracle_gaussians(source_g, root, ref.source_state, ref.target_state,
-                                     part_of=aligned_part_of(dataset, ref, source_g, teacher_db))[None].to(device)
+                g = oracle_gaussians(source_g, root, ref.source_state, ref.target_state)[None].to(device)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t_forward = time.perf_counter() - t0

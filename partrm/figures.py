@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from partdrag4d.preview import START_DOT, draw_arrow  # noqa: E402
 from partdrag4d.store import atomic_write_bytes  # noqa: E402
 from partrm.data import PairDataset, collate  # noqa: E402
-from partrm.evaluate import EVAL_STREAM, aligned_part_of, motion_region, zero_drags  # noqa: E402
+from partrm.evaluate import EVAL_STREAM, motion_region, zero_drags  # noqa: E402
 from partrm.gaussians.views import render_views  # noqa: E402
 from partrm.part_motion import flat_splatter, oracle_gaussians  # noqa: E402
 from partrm.predict import StaticCache, mode_of, pair_config, predict  # noqa: E402
@@ -79,8 +79,7 @@ def qualitative_grid(data: Path, model, teacher_db, samples: list[dict], out: Pa
                 "PartRM": predict(model, item, item["drags"], statics),
                 "zero-drag": predict(model, item, zero_drags(item["drags"]), statics),
                 "static": source_g[None],
-                "oracle": oracle_gaussians(source_g, Path(data), ref.source_state, ref.target_state,
-                                           part_of=aligned_part_of(dataset, ref, source_g, teacher_db))[None],
+                "oracle": oracle_gaussians(source_g, Path(data), ref.source_state, ref.target_state)[None],
             }
             row = [_source_with_drags(item, size)]
             for name in COLUMNS[1:-1]:

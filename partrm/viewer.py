@@ -50,6 +50,8 @@ SLOTS = ("static", "predicted", "ground truth")
 def load_checkpoint(path: Path):
     """PartRM (either mode) from a checkpoint, or CheckpointError with one line naming the file and the reason."""
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
     try:
         return load_model(path)
     except FileNotFoundError:

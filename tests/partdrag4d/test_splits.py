@@ -116,7 +116,8 @@ def test_training_pairs_and_states_never_include_a_test_object(default_dataset):
         if r.get("status") == "ok":
             folder = default_dataset / r["paths"]["state"] / "render"
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / "cameras.json").write_text("{}")
+            for name in (*store.RENDER_FILES, *(store.view_png_name(v) for v in range(12))):  # names only: nothing is read
+                (folder / name).write_text("{}")
     states = build_dataset(load_config(data=str(default_dataset), stage="teacher"), _tiny_partrm().lgm, "teacher")
     assert {r["object_id"] for r in states.records} == train_objects
 

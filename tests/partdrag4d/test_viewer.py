@@ -294,6 +294,8 @@ def test_bad_datasets_open_with_a_message_and_show_what_is_there(rendered_datase
     v = viewer_of(DatasetViewer, part)
     assert any("no drags.h5" in p for p in v.index.problems)
     v.select_sequence("laptop", "syn-laptop-0-000", LAPTOP)
+    v.cameras_cb.value = True  # the frustums are one toggle away
+    assert wait_until(lambda: v.frustums[0].image is not None, 5)
     assert v.link_frames and v.frustums[0].image is not None  # what is there is shown
     v.drags_cb.value = True
     assert wait_until(lambda: "no drags.h5" in v.drags_md.content, 5)
