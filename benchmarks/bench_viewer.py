@@ -39,10 +39,11 @@ def screenshot(viewer, path: Path, camera: tuple, look_at: tuple, size=(960, 540
         if not wait_until(lambda: viewer.server.get_clients(), 60):
             sys.exit("the page never connected")
         client = list(viewer.server.get_clients().values())[-1]
-        client.camera.up_direction = (0.0, 0.0, 1.0)
-        client.camera.position = camera
-        client.camera.look_at = look_at
-        client.camera.fov = 0.75
+        if camera is not None:  # None: the page as it opens (framed on the object by the viewer)
+            client.camera.up_direction = (0.0, 0.0, 1.0)
+            client.camera.position = camera
+            client.camera.look_at = look_at
+            client.camera.fov = 0.75
         wait_until(lambda: b.evaluate("document.querySelector('canvas') !== null"), 30)
         time.sleep(settle)
         b.evaluate("document.querySelectorAll('[class*=\"Notification-closeButton\"]').forEach(b => b.click())")
@@ -123,7 +124,7 @@ def main() -> None:
           f"model {1000 * statistics.median(model_s):.0f} ms; then ground-truth slot {1000 * statistics.median(gt_s):.0f} ms")
     print(f"  last joint: {r.joint_note}")
     if args.partrm_screenshot:
-        screenshot(v, args.partrm_screenshot, camera=(-3.4, -6.0, 2.6), look_at=(0.0, -3.6, 0.0))
+        screenshot(v, args.partrm_screenshot, camera=None, look_at=None)
     v.stop()
 
 
