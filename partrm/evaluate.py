@@ -319,7 +319,8 @@ SUMMARY_KEYS = ("psnr", "ssim", "lpips", "psnr_motion", "ssim_motion", "lpips_mo
 def summarise_groups(rows: list[dict], methods: list[str], resamples: int = 2000, seed: int = 0) -> dict:
     """Per report group and method: means, paired deltas to static with bootstrap 95 % CI, R."""
     out: dict = {}
-    for group in [g for g in GROUP_ORDER if any(r["group"] == g for r in rows)]:
+    present = list(dict.fromkeys(r["group"] for r in rows))
+    for group in [g for g in GROUP_ORDER if g in present] + [g for g in present if g not in GROUP_ORDER]:
         in_group = [r for r in rows if r["group"] == group]
         key = lambda r: (r["sequence_id"], r["source_state"], r["target_state"])  # noqa: E731
         by_method = {m: {key(r): r for r in in_group if r["method"] == m} for m in methods}
