@@ -71,6 +71,7 @@ class PairConfig:
     zero_drag_prob: float = 0.0  # share of items whose drags have zero displacement and whose target is the source state
     depth: bool = False  # RGB-D mode: items carry the input views' planar depth (input_depth)
     region_size: int = 0  # RGB-D mode: items carry the drag region at this splat size (region; 0: none)
+    region_fraction: float = RGBDConfig.gate_fraction  # RGB-D mode: share of a cell's pixels on the part that puts it in the region
 
     def __post_init__(self) -> None:
         if self.stage1_target not in STAGE1_TARGETS:
@@ -287,7 +288,7 @@ class PairDataset(torch.utils.data.Dataset):
             depth, _, _ = store.read_render(src_dir)
             item["input_depth"] = torch.from_numpy(np.stack([resize_depth(depth[v], cfg.input_size) for v in cfg.input_views])[:, None])
         if cfg.region_size:
-            item["region"] = drag_region(torch.from_numpy(np.stack(full_masks)), cfg.region_size, RGBDConfig.gate_fraction)
+            item["region"] = drag_region(torch.from_numpy(np.stack(full_masks)), cfg.region_size, cfg.region_fraction)
         if cfg.target_size:  # 0: no target views (stage 1 compares splatter images only)
             targets = [load_view(dst_dir / store.view_png_name(v), cfg.target_size, None) for v in range(NUM_VIEWS)]
             item["target_rgb"] = torch.from_numpy(np.stack([x[0] for x in targets]))

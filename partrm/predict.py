@@ -40,14 +40,18 @@ def load_model(path: Union[str, Path], map_location: str = "cpu") -> Model:
 
 
 def input_size(model) -> int:
+    """The input views' size of a PartRM of either mode, or of a bare LGM (the teacher)."""
     model = getattr(model, "module", model)
-    return model.input_size if mode_of(model) == "rgbd" else model.lgm.config.input_size
+    if mode_of(model) == "rgbd":
+        return model.input_size
+    return (model.lgm if hasattr(model, "lgm") else model).config.input_size
 
 
 def pair_config(model, **options) -> PairConfig:
     """The ``PairConfig`` whose items this model reads (input size, drag views, RGB-D inputs)."""
     model = getattr(model, "module", model)
-    extra = {"depth": True, "region_size": model.config.splat_size} if mode_of(model) == "rgbd" else {}
+    extra = ({"depth": True, "region_size": model.config.splat_size, "region_fraction": model.config.gate_fraction}
+             if mode_of(model) == "rgbd" else {})
     return PairConfig(input_size=input_size(model), drag_views=model.config.drag_views, **extra, **options)
 
 

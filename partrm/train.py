@@ -58,6 +58,7 @@ from partrm.lpips import load_lpips
 from partrm.models.lgm import LGM, CheckpointError, LGMConfig, read_checkpoint_metadata, read_checkpoint_tensors, reading_checkpoint
 from partrm.models.partrm import PartRM, PartRMConfig
 from partrm.models.rgbd import MODES, RGBDConfig, RGBDPartRM, ring
+from partrm.predict import input_size as input_size_of, mode_of
 
 
 STAGES = ("teacher", "1", "2", "1+2")
@@ -319,11 +320,6 @@ def lgm_of(model):
     return model.lgm if hasattr(model, "lgm") else model
 
 
-def model_input_size(model) -> int:
-    model = getattr(model, "module", model)
-    return model.input_size if getattr(model, "mode", "rgb") == "rgbd" else lgm_of(model).config.input_size
-
-
 def rgbd_loss(model, batch: dict, stage: str, objective: Objective, render_size: int) -> dict[str, torch.Tensor]:
     """RGB-D PartRM: stage 1 is the L2 to the carried target over the Gaussians the model may
     change (the drag region and its ring; everything else equals the target's static part
@@ -343,7 +339,7 @@ def rgbd_loss(model, batch: dict, stage: str, objective: Objective, render_size:
 
 
 def compute_loss(model, batch: dict, stage: str, objective: Objective, render_size: int) -> dict[str, torch.Tensor]:
-    if getattr(getattr(model, "module", model), "mode", "rgb") == "rgbd":
+    if mode_of(model) == "rgbd":
         return rgbd_loss(model, batch, stage, objective, render_size)
     lgm = lgm_of(model)
     x, frame = lgm.object_frame_inputs(batch["input_rgb"], (batch["input_K"], batch["input_c2w"]))
@@ -439,8 +435,8 @@ def build_model(cfg: TrainConfig):
 
 
 def build_dataset(cfg: TrainConfig, model, stage: str):
-    rgbd = getattr(model, "mode", "rgb") == "rgbd"
-    input_size = model_input_size(model)
+    rgbd = mode_of(model) == "rgbd"
+    input_size = input_size_of(model)
     render = cfg.render_size or input_size
     cats = list(cfg.categories) if cfg.categories else None
     split = "train"  # always: held-out objects are never trained on (TrainConfig refuses others)
@@ -458,7 +454,8 @@ def build_dataset(cfg: TrainConfig, model, stage: str):
                             states=list(cfg.states) if cfg.states else None, gsdb=gsdb)
     pair_cfg = PairConfig(input_size=input_size, target_size=0 if stage == "1" else render, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode,
                           drag_noise_px=cfg.drag_noise_px, drag_views=model.config.drag_views, stage1_target=cfg.stage1_target,
-                          zero_drag_prob=cfg.zero_drag_prob, depth=rgbd, region_size=model.config.splat_size if rgbd else 0)
+                          zero_drag_prob=cfg.zero_drag_prob, depth=rgbd, region_size=model.config.splat_size if rgbd else 0,
+                          region_fraction=model.config.gate_fraction if rgbd else RGBDConfig.gate_fraction)
     pairs = PairDataset(Path(cfg.data), split="train", categories=cats, config=pair_cfg, gsdb=gsdb, seed=cfg.seed,
                         sequences=list(cfg.sequences) if cfg.sequences else None)
     # drags.h5 carries each sequence's split from when it was built; the manifest is the truth
@@ -575,7 +572,7 @@ def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = Non
     model, optimizer = accelerator.prepare(model, optimizer)
     total = cfg.total_steps()
     end = min(total, stop_after) if stop_after is not None else total
-    render_size = cfg.render_size or model_input_size(accelerator.unwrap_model(model))
+    render_size = cfg.render_size or input_size_of(accelerator.unwrap_model(model))
     loaders: dict[str, Any] = {}
 
     def loader_for(stage: str, step: int):

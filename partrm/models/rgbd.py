@@ -9,16 +9,17 @@ construction) reaches 28 dB on held-out states at S = 128. What is left to learn
 the drags change.
 
 The network is LGM's multi-view U-Net (``unet.py``) on RGB + depth + Plücker rays, with the
-paper's multi-scale drag embedding (Eq. 3-4, zero-initialised merges), and a 1x1 output
-convolution initialised to zero that predicts, per cell of its output grid, a change of
-each Gaussian: position offset, rotation (a quaternion multiplied on the left), log-scale,
-opacity and colour. The output grid is coarser than the Gaussians (32 vs 128 per side in
-the CPU recipe); the change is upsampled bilinearly and **gated at full splat resolution**
-by the propagated drag region (the moving part's mask in each input view, what the paper's
-drag propagation produces): position, rotation and scale change only inside it, so a part
-boundary is as sharp as the mask, and nothing outside the part can move. Opacity and colour
-may also change in a ring of ``appearance_ring`` cells around it, where opening a part
-uncovers what the source views did not see (stage 2 learns that).
+paper's multi-scale drag embedding (Eq. 3-4, zero-initialised merges), and two heads whose
+last layers start at zero: the moving part's **rigid motion** (axis-angle about the drag
+region's centroid + translation, one per sample) from three pooled summaries — the U-Net
+features over the region, the drags as 3D rays (``drag_features``) and the region's surface
+(``surface_features``) — and a dense **appearance** change (log-scale, opacity, colour) on
+the U-Net's output grid (32 vs 128 Gaussians per side in the CPU recipe), upsampled
+bilinearly. Both are **gated at full splat resolution** by the propagated drag region (the
+moving part's mask in each input view): position, rotation and scale change only inside it,
+so a part boundary is as sharp as the mask and nothing outside the part moves; opacity and
+colour may also change in a ring of ``appearance_ring`` cells around it, where opening a
+part uncovers what the source views did not see (stage 2 learns that).
 
 An untrained model returns the static reconstruction exactly (every change is an exact 0,
 a multiplication by exactly 1 or by the identity quaternion).
