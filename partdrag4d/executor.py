@@ -44,14 +44,15 @@ def check_executor(name: str) -> str:
 
 
 def node_label() -> str:
-    """This node as the per-node counts name it: host name and IP address."""
+    """This node as the per-node counts name it: host name, IP address and the first 8 hex
+    digits of Ray's node id (several raylets can share one host and address)."""
     try:
         import ray  # lazy here and below: ray starts nothing on import, but it is 0.5 s and only --executor ray needs it
 
-        ip = ray.util.get_node_ip_address()
+        where = f"{ray.util.get_node_ip_address()}, node {ray.get_runtime_context().get_node_id()[:8]}"
     except Exception:  # noqa: BLE001 - outside Ray
-        ip = "local"
-    return f"{socket.gethostname()} ({ip})"
+        where = "local"
+    return f"{socket.gethostname()} ({where})"
 
 
 @contextmanager

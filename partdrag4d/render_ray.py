@@ -9,11 +9,13 @@ object that has the most states left. Ray places actors by ``num_cpus`` (= Cycle
 threads per actor, ``--threads``) and, for ``--device gpu`` on a cluster with GPUs,
 ``num_gpus=1``.
 
-Faults: a state whose attempt fails (its Blender worker died, the actor or its node was
-lost, or Blender reported an error) is tried again, up to ``MAX_ATTEMPTS`` times in all;
-then it is recorded as failed with the reason of its last attempt and the rest carry
-on. Ctrl-C kills the actors (their Blender workers die with them) and leaves only hidden
-staging folders, which the next run deletes; a rerun skips every complete state.
+Faults: a state whose attempt fails (its Blender worker died, or Blender reported an
+error) is tried again, up to ``MAX_ATTEMPTS`` times in all; then it is recorded as failed
+with the reason of its last attempt and the rest carry on. A render actor that is lost
+(its process died or its node left the cluster) is retired, its states go back to the
+queue without using an attempt, and a replacement is started where the remaining nodes
+have room. Ctrl-C kills the actors (their Blender workers die with them) and leaves only
+hidden staging folders, which the next run deletes; a rerun skips every complete state.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any, Iterable
@@ -39,8 +42,11 @@ IN_FLIGHT = 2
 """Calls queued per render actor: the next state is already there when one finishes."""
 DEFAULT_THREADS = 4
 """Cycles threads per render actor when ``--threads`` is not given (capped by the largest node)."""
-ACTOR_RESTARTS = 2
-"""Times Ray restarts a render actor whose process died (its states are retried meanwhile)."""
+MAX_LOSSES = 3
+"""Times a state is sent again because its render actor was lost (its process or node died);
+these do not count as the state's attempts, since the state did nothing wrong."""
+REPLACEMENT_WAIT = 300.0
+"""Seconds to wait for a replacement actor to be placed when every render actor was lost."""
 
 
 class RenderActor:
@@ -164,21 +170,43 @@ def render_jobs_ray(jobs: Iterable[dict], workers: int | None = None, shard: tup
             print(f"render: {workers} actors requested, the cluster fits {slots} with --threads {threads}; using {slots}",
                   file=sys.stderr)
         actor_class = ray.remote(RenderActor).options(num_cpus=threads, num_gpus=1 if gpu else 0,
-                                                      max_restarts=ACTOR_RESTARTS, max_task_retries=0)
+                                                      max_restarts=0, max_task_retries=0)
         log = str(log_dir) if log_dir is not None else None
-        actors = [actor_class.remote(threads, "gpu" if gpu else "cpu", verbose, log, a) for a in range(count)]
         headers = {j: ray.put({k: v for k, v in jobs[j].items() if k != "states"}) for j in queues}
 
-        alive = [True] * count
-        actor_errors = [0] * count
+        actors: list = []
+        alive: list[bool] = []  # ready for work (answered where()) and not lost
+        starting: dict[Any, int] = {}  # where() ref -> actor still being placed or started
         current: dict[int, int] = {}  # actor -> the object it works on
         inflight: dict[Any, tuple[int, int, int, int]] = {}  # ref -> (actor, job, state, attempt)
-        load = [0] * count
+        load: list[int] = []
+        losses: Counter = Counter()  # (job, state) -> times its actor was lost under it
         notes: set[tuple[str, str]] = set()
         nodes: Counter = Counter()
         failed = retried = 0
         skipped = len(results)
+        all_lost_at: float | None = None
         bar = tqdm(total=total, desc="render", unit="state", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+
+        def start_actor() -> None:
+            a = len(actors)
+            actors.append(actor_class.remote(threads, "gpu" if gpu else "cpu", verbose, log, a))
+            alive.append(False)
+            load.append(0)
+            starting[actors[a].where.remote()] = a
+
+        def lose_actor(a: int) -> None:
+            """An actor whose process or node is gone: retire it, and start a replacement
+            where the cluster's remaining nodes still have room for one."""
+            nonlocal all_lost_at
+            if not alive[a]:
+                return
+            alive[a] = False
+            ray.kill(actors[a], no_restart=True)
+            if _actor_slots(ray, threads, gpu) > sum(alive) + len(starting):
+                start_actor()
+            if not any(alive):
+                all_lost_at = time.monotonic()
 
         def postfix() -> None:
             parts = [f"{len({n for n in nodes})} nodes"] if len(nodes) > 1 else []
@@ -227,43 +255,66 @@ def render_jobs_ray(jobs: Iterable[dict], workers: int | None = None, shard: tup
             postfix()
             bar.update(1)
 
+        def outcome(a: int, j: int, s: int, attempt: int, ref) -> None:
+            nonlocal retried
+            try:
+                out = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:  # the actor's process or node is gone: not the state's fault
+                lose_actor(a)
+                losses[(j, s)] += 1
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                if losses[(j, s)] <= MAX_LOSSES:
+                    queues[j].appendleft((s, attempt))
+                    return
+                out = {"status": "failed", "error": f"its render actor was lost {losses[(j, s)]} times; last: {first}"}
+            note = out.get("note")
+            if note and (out.get("node"), note) not in notes:
+                notes.add((out.get("node"), note))
+                bar.write(f"render device on {out.get('node')}: {note}", file=sys.stderr)
+            if out.get("fatal"):
+                alive[a] = False
+            if out["status"] == "failed" and attempt < max_attempts and losses[(j, s)] <= MAX_LOSSES:
+                retried += 1
+                queues[j].appendleft((s, attempt + 1))
+                postfix()
+                return
+            error = out.get("error")
+            if out["status"] == "failed" and attempt > 1:
+                error = f"failed {attempt} times; last: {error}"
+            finish(j, s, out["status"], float(out.get("seconds") or 0.0), error, out.get("node"))
+
+        def pending() -> bool:
+            """Work left that an actor can still do: states in flight, or queued states and an
+            actor ready or starting (a replacement gets ``REPLACEMENT_WAIT`` s to be placed)."""
+            if inflight:
+                return True
+            if not any(queues.values()):
+                return False
+            if any(alive):
+                return True
+            return bool(starting) and (all_lost_at is None or time.monotonic() - all_lost_at < REPLACEMENT_WAIT)
+
         try:
-            for a in range(count):
-                fill(a)
-            while inflight:
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            for _ in range(count):
+                start_actor()
+            while pending():
+                ready, _ = ray.wait(list(inflight) + list(starting), num_returns=1, timeout=1.0)
                 for ref in ready:
-                    a, j, s, attempt = inflight.pop(ref)
-                    load[a] -= 1
-                    try:
-                        out = ray.get(ref)
-                        actor_errors[a] = 0
-                    except ray.exceptions.RayActorError as exc:
-                        actor_errors[a] += 1
-                        if actor_errors[a] > ACTOR_RESTARTS + 1:
-                            alive[a] = False
-                        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                        out = {"status": "failed", "error": f"render actor {a} died: {first}", "node": None, "note": None,
-                               "fatal": False, "seconds": 0.0}
-                    note = out.get("note")
-                    if note and (out.get("node"), note) not in notes:
-                        notes.add((out.get("node"), note))
-                        bar.write(f"render device on {out.get('node')}: {note}", file=sys.stderr)
-                    if out.get("fatal"):
-                        alive[a] = False
-                    if out["status"] == "failed" and attempt < max_attempts:
-                        retried += 1
-                        queues[j].appendleft((s, attempt + 1))
-                        postfix()
+                    if ref in starting:
+                        a = starting.pop(ref)
+                        try:
+                            ray.get(ref)
+                            alive[a] = True
+                            all_lost_at = None
+                        except ray.exceptions.RayActorError:  # lost before it started
+                            alive[a] = True
+                            lose_actor(a)
                     else:
-                        error = out.get("error")
-                        if out["status"] == "failed" and attempt > 1:
-                            error = f"failed {attempt} times; last: {error}"
-                        finish(j, s, out["status"], float(out.get("seconds") or 0.0), error, out.get("node"))
-                    for b in range(count):
+                        a, j, s, attempt = inflight.pop(ref)
+                        load[a] -= 1
+                        outcome(a, j, s, attempt, ref)
+                    for b in range(len(actors)):
                         fill(b)
-                if not any(alive) and not inflight:
-                    break
         except BaseException:
             for actor in actors:
                 ray.kill(actor, no_restart=True)  # its Blender worker dies with it
@@ -273,8 +324,10 @@ def render_jobs_ray(jobs: Iterable[dict], workers: int | None = None, shard: tup
         for j, queue in queues.items():  # no actor left to render these
             while queue:
                 s, _ = queue.popleft()
-                finish(j, s, "failed", 0.0, "not rendered: no render actor could start a Blender worker", None)
-        closing = [actors[a].close.remote() for a in range(count) if alive[a]]
+                why = ("every render actor was lost with its node and no node has room for another" if losses
+                       else "no render actor could start a Blender worker")
+                finish(j, s, "failed", 0.0, f"not rendered: {why}", None)
+        closing = [actors[a].close.remote() for a in range(len(actors)) if alive[a]]
         try:
             ray.get(closing, timeout=120)
         except Exception:  # noqa: BLE001 - the results are in; a slow close only leaks a tmp folder

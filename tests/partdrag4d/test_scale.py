@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import threading
@@ -92,7 +93,7 @@ def test_ray_makes_the_same_dataset_as_local(work):
     assert summary["states"] == 48 and summary["rendered"]["rendered"] == 48 and summary["rendered"]["failed"] == 0
     assert sum(summary["rendered"]["nodes"].values()) == 48
     (node,) = summary["rendered"]["nodes"]
-    assert node.endswith("(127.0.0.1)")
+    assert re.fullmatch(r".+ \(127\.0\.0\.1, node [0-9a-f]{8}\)", node), node
     assert f"render per node: {node}: 48 states" in result.stderr  # the per-node count at the end
     assert f"articulate per node: {node}: 8 objs" in result.stderr and f"drags per node: {node}: 8 seqs" in result.stderr
     count = assert_same_outputs(work / "local", work / "data")
