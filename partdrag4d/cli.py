@@ -119,7 +119,7 @@ def articulate(
 def render(
     dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Dataset folder (after articulate)."),
     category: Optional[Category] = typer.Option(None, "--category", "-c", help="Only states of this category."),
-    quality: Quality = typer.Option(DEFAULT_PRESET, "--quality", "-q", help="Render preset (see README for costs)."),
+    quality: Quality = typer.Option(DEFAULT_PRESET, "--quality", "-q", help="Render preset (see docs/rendering.md for costs)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Blender worker processes (cores are split between them; default 1); with --executor ray: render actors (default: as many as the cluster fits)."),
     shard: str = typer.Option("0/1", "--shard", help="I/N: render the I-th of N object shards (cluster job arrays)."),
     resolution: int = typer.Option(512, "--resolution", min=16, help="Image size in pixels."),

@@ -1,5 +1,5 @@
 """A minimal DevTools-protocol client for a headless Chromium: open a page, screenshot
-it, send mouse drags. Used by the viewer tests and the README screenshot.
+it, send mouse drags. Used by the viewer tests and the screenshot in docs/viewers.md.
 
 The browser is Debian's ``chromium-headless-shell`` (its path in the environment
 variable ``CHROMIUM_HEADLESS``, which ``.ci/run`` sets); WebGL runs on SwiftShader, so
