@@ -22,6 +22,17 @@ def fixture_40147() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def partnet_fixtures() -> Path:
+    """The folder of every real PartNet-Mobility fixture object (40147, 7310, 10797)."""
+    root = os.environ.get("PARTNET_MOBILITY_FIXTURES")
+    if not root:
+        pytest.skip("PARTNET_MOBILITY_FIXTURES is not set")
+    path = Path(root)
+    assert path.is_dir(), f"PARTNET_MOBILITY_FIXTURES is set but {path} does not exist"
+    return path
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small renders and models: one thread is faster, and 2-thread OpenMP barriers stall
