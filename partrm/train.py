@@ -38,7 +38,7 @@ import sys
 import time
 import tomllib
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -51,11 +51,12 @@ from tqdm import tqdm
 
 from partdrag4d import store
 from partdrag4d.errors import BadInput
+from partdrag4d.options import SEED_MAX, check as check_options, like, none_words, option
 from partrm.data import STAGE1_TARGETS, PairConfig, PairDataset, StateDataset, collate
 from partrm.gaussians.views import composite, render_views, scale_K
 from partrm.gsdb_render import RenderGsdbConfig
 from partrm.lpips import load_lpips
-from partrm.models.lgm import LGM, CheckpointError, LGMConfig, read_checkpoint_metadata, read_checkpoint_tensors, reading_checkpoint
+from partrm.models.lgm import FRAMES, LGM, LGM_PRESETS, CheckpointError, LGMConfig, read_checkpoint_metadata, read_checkpoint_tensors, reading_checkpoint
 from partrm.models.partrm import PartRM, PartRMConfig
 from partrm.models.rgbd import MODES, RGBDConfig, RGBDPartRM, ring
 from partrm.predict import input_size as input_size_of, mode_of
@@ -65,60 +66,98 @@ STAGES = ("teacher", "1", "2", "1+2")
 """``teacher`` (LGM's own objective), PartRM's stage ``1`` (motion) and ``2`` (appearance), or both."""
 
 
+PARTRM_STAGES = tuple(s for s in STAGES if s != "teacher")
+"""The stages ``partrm train`` runs (the teacher is ``partrm pretrain-lgm``)."""
+PARTRM, TEACHER = ("train",), ("pretrain-lgm",)
+"""The commands that offer an option (``partdrag4d.options.option``'s ``commands``)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    data: str = "data"
-    out: str = "runs/partrm"
-    stage: str = "1+2"  # teacher | 1 | 2 | 1+2
-    mode: str = "rgb"  # rgb: the paper's (LGM reconstructs) | rgbd: geometric static reconstruction + learned change (models/rgbd.py)
-    splat_size: int = 128  # rgbd: Gaussians per view side of the static reconstruction (the --gsdb must be built at it)
-    model: str = "tiny"  # LGM preset: tiny | small | big
-    init: Optional[str] = None  # LGM weights (teacher or official) / PartRM checkpoint to start from
-    lgm_frame: Optional[str] = None  # frame of LGM weights given as init: None = auto (official layout -> lgm) | lgm | object
-    gsdb: Optional[str] = None  # Gaussian database for stage 1 (default: <data>/gsdb.h5)
-    drag_sizes: Optional[tuple[int, ...]] = None  # None: every down-block input
-    steps: int = 0  # total steps for a single stage (teacher / 1 / 2); 0 = use the stage's own count
-    stage1_steps: int = 200
-    stage2_steps: int = 100
-    teacher_steps: int = 300
-    teacher_l2_steps: int = 0  # teacher: steps of L2 to the Gaussian database (--gsdb) before the photometric steps
-    batch_size: int = 4
-    lr: float = 4e-4
-    stage2_lr: Optional[float] = None  # stage 2's own peak learning rate (schedule per-stage; None: lr)
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.05
-    schedule: str = "per-stage"  # per-stage: fresh optimiser + warm-up/cosine per stage | shared: one across the run
-    grad_clip: float = 1.0
-    mixed_precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | no | bf16 | fp16
-    num_drags: int = 10
-    drag_mode: str = "propagated"  # propagated | visible
-    drag_noise_px: float = 2.0
-    drag_views: str = "first"  # first (the user's image, as at inference) | all input views
-    stage1_target: str = "target"  # target: the target state's splatter image (Eq. 5) | carried: the source's moved by the true part motion
-    zero_drag_prob: float = 0.0  # share of training pairs turned still: zero-displacement drags, target = source state
-    stage1_motion_weight: float = 0.0  # stage 1: + this x the L2 mean over the source's Gaussians on the moving part (0: the paper's plain L2)
-    lambda_lpips: float = 1.0
-    lambda_alpha: float = 1.0
-    vgg_weights: Optional[str] = None
-    lpips_weights: Optional[str] = None
-    render_size: int = 0  # stage 2 / teacher render size; 0 = the model's input size
-    supervise: str = "novel"  # novel (8 views not used as input) | all | a comma list of view indices
-    split: str = "train"  # always train: held-out (test) objects are never trained on
-    categories: Optional[tuple[str, ...]] = None
-    sequences: Optional[tuple[str, ...]] = None  # restrict pair training to these sequences
-    states: Optional[tuple[str, ...]] = None  # restrict teacher training to these states
-    workers: int = 0
-    log_every: int = 10
-    ckpt_every: int = 100
-    keep_checkpoints: int = 2
-    seed: int = 0
-    progress: bool = True
+    """Every training option, with its help, choices and range (``partdrag4d.options``): the
+    command lines (``partrm train``, ``partrm pretrain-lgm``) and config files go through
+    these definitions. A new option is a new field here."""
+
+    data: str = option("data", "Rendered dataset (PartRM's stages: with drags.h5).", path=True)
+    out: str = option("runs/partrm", "Run folder (checkpoints, log.csv, model.safetensors).", path=True)
+    stage: str = option("1+2", "1 (motion, needs --gsdb) | 2 (appearance) | 1+2.", choices=STAGES, commands=PARTRM)
+    mode: str = option("rgb", "rgb: the paper's PartRM (LGM reconstructs) | rgbd: the static reconstruction is the geometric one "
+                       "from RGB-D views (--gsdb: `gsdb build --source render`), the network learns the motion (models/rgbd.py).",
+                       choices=MODES, commands=PARTRM)
+    splat_size: int = option(128, "--mode rgbd: Gaussians per view side of the static reconstruction (the --gsdb must be built at it).",
+                             min=1, commands=PARTRM)
+    model: str = option("tiny", "LGM preset when starting without --init.", choices=LGM_PRESETS)
+    init: Optional[str] = option(None, "Start from these weights: a teacher/official LGM (e.g. model_fp16_fixrot.safetensors) "
+                                 "or a PartRM checkpoint.", flags=("--init", "--lgm-weights"), path=True)
+    lgm_frame: Optional[str] = option(None, "Camera frame of the --init LGM weights: auto (a file without this project's metadata "
+                                      "whose tensors match an LGM preset, e.g. the official model_fp16_fixrot.safetensors, is in "
+                                      "LGM's frame; ours record theirs) | lgm | object.", choices=FRAMES, none="auto")
+    gsdb: Optional[str] = option(None, "Gaussian database: stage 1's targets, the teacher's L2 phase (--l2-steps), --mode rgbd's "
+                                 "static input (default DATA/gsdb.h5).", path=True)
+    drag_sizes: Optional[tuple[int, ...]] = option(None, "Comma list of feature sizes with drag maps (unset: every down block).",
+                                                   commands=PARTRM)
+    steps: int = option(0, "Steps of a single stage, overriding its own count (pretrain-lgm: the photometric steps); "
+                        "0: the stage's own (--stage1-steps, --stage2-steps, --teacher-steps).", min=0)
+    stage1_steps: int = option(200, "Stage 1's steps (stage 1+2, or stage 1 without --steps).", min=0, commands=PARTRM)
+    stage2_steps: int = option(100, "Stage 2's steps (stage 1+2, or stage 2 without --steps).", min=0, commands=PARTRM)
+    teacher_steps: int = option(300, "The teacher's photometric steps (without --steps).", min=0, commands=TEACHER)
+    teacher_l2_steps: int = option(0, "Steps of L2 to the Gaussian database's splatter images (--gsdb, e.g. `gsdb build --source "
+                                   "render`) before the photometric steps.", flags=("--l2-steps",), min=0, commands=TEACHER)
+    batch_size: int = option(4, "Items per step (per process).", min=1)
+    lr: float = option(4e-4, "Peak learning rate (AdamW).", min=0.0)
+    stage2_lr: Optional[float] = option(None, "Stage 2's own peak learning rate (needs --schedule per-stage; unset: --lr).",
+                                        commands=PARTRM)
+    weight_decay: float = option(0.05, "AdamW weight decay.", min=0.0)
+    betas: tuple[float, float] = option((0.9, 0.95), "AdamW betas, a comma pair.")
+    warmup_steps: int = option(20, "Linear warm-up steps (per stage with --schedule per-stage).", min=0)
+    min_lr_ratio: float = option(0.05, "The cosine decay ends at this share of the peak learning rate.", min=0.0, max=1.0)
+    schedule: str = option("per-stage", "per-stage: a fresh optimiser and warm-up + cosine per stage (the official code's separate "
+                           "trainings) | shared: one across the run.", choices=("per-stage", "shared"))
+    grad_clip: float = option(1.0, "Gradient norm clip (0: off).", min=0.0)
+    mixed_precision: str = option("auto", "auto (bf16 on GPU, fp32 on CPU) | no | bf16 | fp16.", choices=("auto", "no", "bf16", "fp16"))
+    num_drags: int = option(10, "Drags per input view.", min=1, commands=PARTRM)
+    drag_mode: str = option("propagated", "propagated (the paper's Eq. 2, from the part mask) | visible (the stored visible drags).",
+                            choices=("propagated", "visible"), commands=PARTRM)
+    drag_noise_px: float = option(2.0, "Std of the training noise on drag ends (px of a 512 image).", flags=("--drag-noise",),
+                                  min=0.0, commands=PARTRM)
+    drag_views: str = option("first", "first (the user's image, as at inference) | all input views.", choices=("first", "all"),
+                             commands=PARTRM)
+    stage1_target: str = like(PairConfig, "stage1_target", default="target", commands=PARTRM,
+                              help="Stage 1's splatter target: the target state's own (target, the paper's Eq. 5) or the source's "
+                                   "carried by the true part motion (carried: aligned with the input pixels).")
+    zero_drag_prob: float = like(PairConfig, "zero_drag_prob", default=0.0, commands=PARTRM,
+                                 help="Share of training pairs made still: the same drags with zero displacement and the source "
+                                      "state as the target, so the model learns that no drag means no motion.")
+    stage1_motion_weight: float = option(0.0, "Stage 1: add this x the L2 mean over the source's Gaussians on the moving part, in "
+                                         "still pairs too (0: the paper's plain L2).", min=0.0, commands=PARTRM)
+    lambda_lpips: float = option(1.0, "Weight of the LPIPS term (stage 2, teacher).", min=0.0)
+    lambda_alpha: float = option(1.0, "Weight of the alpha MSE term (stage 2, teacher).", min=0.0)
+    vgg_weights: Optional[str] = option(None, "torchvision vgg16 weights for LPIPS (local file; without: no LPIPS term).", path=True)
+    lpips_weights: Optional[str] = option(None, "LPIPS linear-layer weights (local file).", path=True)
+    render_size: int = option(0, "Supervision render size (stage 2, teacher); 0: the model's input size.", min=0)
+    supervise: str = option("novel", "Supervised views: novel (the 8 not used as input) | all | a comma list of view indices.")
+    split: str = option("train", "Always train: held-out (test) objects are never trained on.", commands=())
+    categories: Optional[tuple[str, ...]] = option(None, "Comma list of categories to train on (unset: all).")
+    sequences: Optional[tuple[str, ...]] = option(None, "Comma list of sequences to train on (unset: all).", commands=PARTRM)
+    states: Optional[tuple[str, ...]] = option(None, "Comma list of states to train the teacher on (unset: all).", commands=TEACHER)
+    workers: int = option(0, "Data loader processes (0: in the training process).", min=0)
+    log_every: int = option(10, "Flush the log and update the progress bar every this many steps.", min=1)
+    ckpt_every: int = option(100, "Write a checkpoint every this many steps (and at the end).", min=1)
+    keep_checkpoints: int = option(2, "Checkpoints kept (0: all).", min=0)
+    seed: int = option(0, "Seed of the initialisation, the data order and every item's randomness.", min=0, max=SEED_MAX)
+    progress: bool = option(True, "Show a progress bar.")
 
     def __post_init__(self) -> None:
+        """The options' own rules (choices, ranges) and how they go together."""
         if self.split != "train":
             raise ValueError(f"training reads the train split only (test objects are held out for evaluation), got split={self.split!r}")
+        check_options(self)
+        if self.total_steps() == 0:
+            raise ValueError(f"stage {self.stage!r} has no steps to run")
+        if self.stage2_lr is not None and (self.stage2_lr <= 0 or self.schedule != "per-stage"):
+            raise ValueError(f"stage2_lr must be > 0 and needs schedule per-stage, got {self.stage2_lr} with schedule {self.schedule!r}")
+        if self.mode == "rgbd" and self.stage == "teacher":
+            raise ValueError("mode rgbd has no teacher: its static reconstruction is geometric (train stages 1 / 2 / 1+2)")
 
     def stages(self) -> list[tuple[str, int, int]]:
         """The run's stages as (name, first step, end step); "teacher-l2" is the teacher's L2 phase."""
@@ -151,50 +190,23 @@ class TrainConfig:
 
 
 def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
-    """Defaults < config file (TOML or JSON) < explicit overrides (flags)."""
+    """Defaults < config file (TOML or JSON) < explicit overrides (flags); checked by ``TrainConfig``."""
     values: dict[str, Any] = {}
     if path is not None:
         text = Path(path).read_text()
         values.update(tomllib.loads(text) if str(path).endswith(".toml") else json.loads(text))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = set(values) - known
+    unknown = set(values) - set(_FIELD_TYPES)
     if unknown:
         raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
-    if values.get("lgm_frame") == "auto":
-        values["lgm_frame"] = None
-    for key in ("drag_sizes", "categories", "sequences", "states", "betas"):
-        if values.get(key) is not None:
-            values[key] = tuple(values[key])
+    for key, word in none_words(TrainConfig).items():
+        if values.get(key) == word:
+            values[key] = None
     for key, value in values.items():
+        if isinstance(value, list):
+            value = values[key] = tuple(value)
         _check_type(key, value, _FIELD_TYPES[key], path)
-    cfg = TrainConfig(**values)
-    if cfg.stage not in STAGES:
-        raise ValueError(f"--stage must be teacher, 1, 2 or 1+2, got {cfg.stage!r}")
-    if cfg.schedule not in ("per-stage", "shared"):
-        raise ValueError(f"schedule must be per-stage or shared, got {cfg.schedule!r}")
-    for name in ("steps", "stage1_steps", "stage2_steps", "teacher_steps", "teacher_l2_steps", "warmup_steps"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.total_steps() == 0:
-        raise ValueError(f"stage {cfg.stage!r} has no steps to run")
-    if not 0 <= cfg.seed < 2**32:
-        raise ValueError(f"seed must be an integer from 0 to {2**32 - 1}, got {cfg.seed}")
-    if not 0.0 <= cfg.zero_drag_prob <= 1.0:
-        raise ValueError(f"zero_drag_prob must be in [0, 1], got {cfg.zero_drag_prob}")
-    if cfg.stage2_lr is not None and (cfg.stage2_lr <= 0 or cfg.schedule != "per-stage"):
-        raise ValueError(f"stage2_lr must be > 0 and needs schedule per-stage, got {cfg.stage2_lr} with schedule {cfg.schedule!r}")
-    if cfg.stage1_motion_weight < 0:
-        raise ValueError(f"stage1_motion_weight must be >= 0, got {cfg.stage1_motion_weight}")
-    if cfg.stage1_target not in STAGE1_TARGETS:
-        raise ValueError(f"stage1_target must be one of {', '.join(STAGE1_TARGETS)}, got {cfg.stage1_target!r}")
-    if cfg.mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
-    if cfg.mode == "rgbd" and cfg.stage == "teacher":
-        raise ValueError("mode rgbd has no teacher: its static reconstruction is geometric (train stages 1 / 2 / 1+2)")
-    if cfg.lgm_frame not in (None, "lgm", "object"):
-        raise ValueError(f"--lgm-frame must be auto, lgm or object, got {cfg.lgm_frame!r}")
-    return cfg
+    return TrainConfig(**values)
 
 
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
