@@ -20,7 +20,10 @@ noise, through HF accelerate (one CPU to many GPUs with ``accelerate launch``). 
 photometric phases) gets a fresh optimiser and its own warm-up + cosine over its own
 steps, as the official code runs its stages as separate trainings; ``"shared"`` keeps one
 optimiser and one schedule across the whole run.
-Checkpoints are written atomically (model safetensors + optimizer/scheduler/RNG state)
+The loss terms of every stage are computed in one place (``Losses.loss_dict``); a run is a
+``Trainer`` (``setup``, ``resume``, ``step``, ``save``; ``train`` runs one).
+Checkpoints are written atomically (model safetensors + optimizer/scheduler/RNG state + the
+step record ``trainer_state.json``; runs written when it was ``state.json`` still resume)
 and resume exactly: the data order is a seeded permutation per epoch and every item's
 randomness is seeded by (seed, epoch, index), so a resumed run repeats the
 uninterrupted run's loss curve. A non-finite loss stops with a clear message.
@@ -287,7 +290,7 @@ class EpochSeeded(torch.utils.data.Dataset):
         return self.dataset[i]
 
 
-# ------------------------------------------------------------------ objectives
+# ------------------------------------------------------------------ losses
 
 
 def _select_views(batch: dict, supervise: str) -> torch.Tensor:
@@ -299,12 +302,93 @@ def _select_views(batch: dict, supervise: str) -> torch.Tensor:
     return torch.tensor([int(v) for v in supervise.split(",")])
 
 
-class Objective:
-    """Computes a stage's loss terms for a batch; holds the optional LPIPS module."""
+def lgm_of(model):
+    """The LGM inside a PartRM (or the model itself for the teacher), unwrapped from DDP."""
+    model = getattr(model, "module", model)
+    return model.lgm if hasattr(model, "lgm") else model
+
+
+class Losses:
+    """Every stage's loss terms in one place, weighted by the run's own config:
+    ``loss_dict(model, batch, stage, render_size)`` gives the named terms of a batch and
+    ``"loss"``, the weighted sum that is minimised.
+
+    - ``1`` / ``teacher-l2``: ``l2`` between the predicted splatter image and the database's
+      (Eq. 5); stage 1 adds ``stage1_motion_weight`` x ``l2_motion``, the mean over the
+      source's Gaussians on the moving part. RGB-D: ``l2_region``, the L2 over the Gaussians
+      the model may change (``l2``: over all, logged only).
+    - ``2`` / ``teacher``: ``mse`` (rgb) + ``lambda_alpha`` x ``alpha`` [+ ``lambda_lpips`` x
+      ``lpips``] on the supervised views (Eq. 6)."""
 
     def __init__(self, cfg: TrainConfig, lpips_model=None):
         self.cfg = cfg
         self.lpips = lpips_model
+
+    @classmethod
+    def load(cls, cfg: TrainConfig, device, say=print) -> "Losses":
+        """With the LPIPS module when the run has a photometric stage and its weights are given."""
+        lpips_model = load_lpips(cfg.vgg_weights, cfg.lpips_weights) if cfg.stage != "1" else None
+        if lpips_model is None and cfg.stage != "1" and cfg.lambda_lpips > 0:
+            say("LPIPS term off: no local VGG/LPIPS weights (pass --vgg-weights and --lpips-weights)")
+        return cls(cfg, lpips_model.to(device) if lpips_model is not None else None)
+
+    def loss_dict(self, model, batch: dict, stage: str, render_size: int) -> dict[str, torch.Tensor]:
+        if mode_of(model) == "rgbd":
+            splatter = self._rgbd_splatter(model, batch)
+            if stage == "1":
+                return self.region_l2(splatter, batch, getattr(model, "module", model).config.appearance_ring)
+            return self.photometric(LGM.gaussians(splatter), batch, render_size)
+        lgm = lgm_of(model)
+        splatter = self._splatter(model, lgm, batch, stage)
+        if stage in ("1", "teacher-l2"):
+            return self.splatter_l2(splatter, batch, self.cfg.stage1_motion_weight if stage == "1" else 0.0)
+        return self.photometric(lgm.gaussians(splatter), batch, render_size)
+
+    @staticmethod
+    def _splatter(model, lgm, batch: dict, stage: str) -> torch.Tensor:
+        """The predicted splatter image in the object frame (the teacher takes no drags)."""
+        x, frame = lgm.object_frame_inputs(batch["input_rgb"], (batch["input_K"], batch["input_c2w"]))
+        if stage in ("teacher", "teacher-l2"):
+            splatter = model(x)
+        else:
+            splatter = model(x, batch["drags"], batch["drag_valid"])
+        return lgm.splatter_to_object(splatter, frame)
+
+    @staticmethod
+    def _rgbd_splatter(model, batch: dict) -> torch.Tensor:
+        inner = getattr(model, "module", model)
+        x = inner.prepare_inputs(batch["input_rgb"], batch["input_depth"], batch["input_K"], batch["input_c2w"])
+        return model(x, batch["gs_source"], batch["region"], batch["drags"], batch["drag_valid"], (batch["input_K"], batch["input_c2w"]))
+
+    def splatter_l2(self, splatter: torch.Tensor, batch: dict, motion_weight: float) -> dict[str, torch.Tensor]:
+        if splatter.shape != batch["gs_target"].shape:
+            raise ValueError(f"the Gaussian database holds splatter images {tuple(batch['gs_target'].shape[1:])} but the model "
+                             f"predicts {tuple(splatter.shape[1:])}: build it with the model's splat size (gsdb build --splat-size)")
+        err = (splatter.float() - batch["gs_target"].float()) ** 2
+        loss = err.mean()
+        terms = {"l2": loss.detach()}
+        if motion_weight > 0:
+            # the moving part is a few percent of the pixels: its own mean, weighted, so the motion is not
+            # drowned by the reconstruction residual of everything that stays put. The part's Gaussians are
+            # weighted in still pairs too, where the lesson is that a drag without displacement moves nothing.
+            part = batch["gs_part"]
+            motion = (err * part).sum() / (part.sum() * err.shape[2]).clamp(min=1.0)
+            terms["l2_motion"] = motion.detach()
+            loss = loss + motion_weight * motion
+        return {"loss": loss, **terms}
+
+    @staticmethod
+    def region_l2(splatter: torch.Tensor, batch: dict, appearance_ring: int) -> dict[str, torch.Tensor]:
+        """RGB-D stage 1: the L2 to the carried target over the Gaussians the model may change
+        (the drag region and its ring; everything else equals the target's static part exactly,
+        so it adds nothing but a smaller mean)."""
+        if splatter.shape != batch["gs_target"].shape:
+            raise ValueError(f"the Gaussian database holds splatter images {tuple(batch['gs_target'].shape[1:])} but the RGB-D model "
+                             f"works at {tuple(splatter.shape[1:])}: build it with gsdb build --source render --splat-size {splatter.shape[-1]}")
+        weight = ring(batch["region"], appearance_ring).to(splatter.dtype)
+        err = (splatter.float() - batch["gs_target"].float()) ** 2
+        loss = (err * weight).sum() / (weight.sum() * err.shape[2]).clamp(min=1.0)
+        return {"loss": loss, "l2_region": loss.detach(), "l2": err.mean().detach()}
 
     def photometric(self, gaussians: torch.Tensor, batch: dict, size: int) -> dict[str, torch.Tensor]:
         views = _select_views(batch, self.cfg.supervise)
@@ -326,60 +410,6 @@ class Objective:
         return terms
 
 
-def lgm_of(model):
-    """The LGM inside a PartRM (or the model itself for the teacher), unwrapped from DDP."""
-    model = getattr(model, "module", model)
-    return model.lgm if hasattr(model, "lgm") else model
-
-
-def rgbd_loss(model, batch: dict, stage: str, objective: Objective, render_size: int) -> dict[str, torch.Tensor]:
-    """RGB-D PartRM: stage 1 is the L2 to the carried target over the Gaussians the model may
-    change (the drag region and its ring; everything else equals the target's static part
-    exactly, so it adds nothing but a smaller mean), stage 2 the photometric loss."""
-    inner = getattr(model, "module", model)
-    x = inner.prepare_inputs(batch["input_rgb"], batch["input_depth"], batch["input_K"], batch["input_c2w"])
-    splatter = model(x, batch["gs_source"], batch["region"], batch["drags"], batch["drag_valid"], (batch["input_K"], batch["input_c2w"]))
-    if stage == "1":
-        if splatter.shape != batch["gs_target"].shape:
-            raise ValueError(f"the Gaussian database holds splatter images {tuple(batch['gs_target'].shape[1:])} but the RGB-D model "
-                             f"works at {tuple(splatter.shape[1:])}: build it with gsdb build --source render --splat-size {splatter.shape[-1]}")
-        weight = ring(batch["region"], inner.config.appearance_ring).to(splatter.dtype)
-        err = (splatter.float() - batch["gs_target"].float()) ** 2
-        loss = (err * weight).sum() / (weight.sum() * err.shape[2]).clamp(min=1.0)
-        return {"loss": loss, "l2_region": loss.detach(), "l2": err.mean().detach()}
-    return objective.photometric(LGM.gaussians(splatter), batch, render_size)
-
-
-def compute_loss(model, batch: dict, stage: str, objective: Objective, render_size: int) -> dict[str, torch.Tensor]:
-    if mode_of(model) == "rgbd":
-        return rgbd_loss(model, batch, stage, objective, render_size)
-    lgm = lgm_of(model)
-    x, frame = lgm.object_frame_inputs(batch["input_rgb"], (batch["input_K"], batch["input_c2w"]))
-    if stage in ("teacher", "teacher-l2"):
-        splatter = model(x)
-    else:
-        splatter = model(x, batch["drags"], batch["drag_valid"])
-    splatter = lgm.splatter_to_object(splatter, frame)
-    if stage in ("1", "teacher-l2"):
-        if splatter.shape != batch["gs_target"].shape:
-            raise ValueError(f"the Gaussian database holds splatter images {tuple(batch['gs_target'].shape[1:])} but the model "
-                             f"predicts {tuple(splatter.shape[1:])}: build it with the model's splat size (gsdb build --splat-size)")
-        err = (splatter.float() - batch["gs_target"].float()) ** 2
-        loss = err.mean()
-        terms = {"l2": loss.detach()}
-        weight = objective.cfg.stage1_motion_weight if stage == "1" else 0.0
-        if weight > 0:
-            # the moving part is a few percent of the pixels: its own mean, weighted, so the motion is not
-            # drowned by the reconstruction residual of everything that stays put. The part's Gaussians are
-            # weighted in still pairs too, where the lesson is that a drag without displacement moves nothing.
-            part = batch["gs_part"]
-            motion = (err * part).sum() / (part.sum() * err.shape[2]).clamp(min=1.0)
-            terms["l2_motion"] = motion.detach()
-            loss = loss + weight * motion
-        return {"loss": loss, **terms}
-    return objective.photometric(lgm.gaussians(splatter), batch, render_size)
-
-
 # ------------------------------------------------------------------ checkpoints
 
 
@@ -396,6 +426,18 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+CHECKPOINT_RECORD = "trainer_state.json"
+"""A checkpoint's step record: step, config, time, the optimiser state's stage."""
+OLD_CHECKPOINT_RECORD = "state.json"
+"""Its name in runs written before it was renamed (read when resuming one)."""
+
+
+def checkpoint_record(checkpoint: Path) -> Path:
+    """The step record of a checkpoint folder: ``trainer_state.json``, or an old run's ``state.json``."""
+    record = checkpoint / CHECKPOINT_RECORD
+    return record if record.is_file() or not (checkpoint / OLD_CHECKPOINT_RECORD).is_file() else checkpoint / OLD_CHECKPOINT_RECORD
+
+
 def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, cfg: TrainConfig, keep: int,
                     optimizer_stage: Optional[str] = None) -> Path:
     """``checkpoints/step_XXXXXXX/`` assembled under a temporary name and renamed; records
@@ -404,8 +446,8 @@ def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, cfg: Trai
     with store.StagingDir(target) as tmp:
         model.save(tmp / "model.safetensors")
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}, tmp / "optimizer.pt")
-        store.atomic_write_json(tmp / "state.json", {"step": step, "config": asdict(cfg), "time": time.time(),
-                                                     "optimizer_stage": optimizer_stage})
+        store.atomic_write_json(tmp / CHECKPOINT_RECORD, {"step": step, "config": asdict(cfg), "time": time.time(),
+                                                          "optimizer_stage": optimizer_stage})
     checkpoints = sorted((run / "checkpoints").glob("step_*"))
     for old in checkpoints[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -413,7 +455,7 @@ def save_checkpoint(run: Path, step: int, model, optimizer, scheduler, cfg: Trai
 
 
 def latest_checkpoint(run: Path) -> Optional[Path]:
-    found = [p for p in sorted((run / "checkpoints").glob("step_*")) if (p / "state.json").is_file()]
+    found = [p for p in sorted((run / "checkpoints").glob("step_*")) if checkpoint_record(p).is_file()]
     return found[-1] if found else None
 
 
@@ -527,138 +569,201 @@ class TrainResult:
     model_path: Optional[Path] = None
 
 
-def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = None) -> TrainResult:
-    """Train per ``cfg``; ``stop_after`` ends the run early (after that many total steps) as an
-    interruption would, leaving its checkpoint behind."""
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    random.seed(cfg.seed)
-    mp = cfg.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() else "no"
-    accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
-    run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    store.atomic_write_json(run / "config.json", {**asdict(cfg), "resolved_mixed_precision": mp, "torch": torch.__version__})
+class Trainer:
+    """One training run: ``setup`` (seeds, accelerator, run folder, model, losses), ``resume``
+    (the last checkpoint's weights, RNG and optimiser state), ``step`` (one optimisation
+    step), ``save`` (a checkpoint); ``fit`` runs the steps and logs them."""
 
-    model = build_model(cfg)
-    lpips_model = load_lpips(cfg.vgg_weights, cfg.lpips_weights) if cfg.stage != "1" else None
-    if lpips_model is None and cfg.stage != "1" and cfg.lambda_lpips > 0:
-        accelerator.print("LPIPS term off: no local VGG/LPIPS weights (pass --vgg-weights and --lpips-weights)")
-    objective = Objective(cfg, lpips_model.to(accelerator.device) if lpips_model is not None else None)
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.run = Path(cfg.out)
+        self.loaders: dict[str, Any] = {}
+        self.optimizer_stage: Optional[str] = None
 
-    def optimiser_for(step: int):
-        """A fresh AdamW and its schedule: per stage (the stage holding ``step``) or for the whole run."""
-        name, first, end = cfg.stage_span(step)
-        lr = cfg.stage2_lr if name == "2" and cfg.stage2_lr is not None else cfg.lr
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
-        steps = end - first if cfg.schedule == "per-stage" else None
-        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
+    def setup(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+        mp = cfg.mixed_precision
+        if mp == "auto":
+            mp = "bf16" if torch.cuda.is_available() else "no"
+        self.accelerator = Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+        self.run.mkdir(parents=True, exist_ok=True)
+        store.atomic_write_json(self.run / "config.json", {**asdict(cfg), "resolved_mixed_precision": mp, "torch": torch.__version__})
+        self.model = build_model(cfg)
+        self.losses = Losses.load(cfg, self.accelerator.device, self.accelerator.print)
 
-    def optimiser_stage(step: int) -> Optional[str]:
-        return cfg.stage_at(step) if cfg.schedule == "per-stage" else None
+    def resume(self, resume: bool = True) -> int:
+        """Continue from the run's last checkpoint (``resume``) or start afresh; prepares the
+        model and its optimiser. Returns the first step to run."""
+        checkpoint = latest_checkpoint(self.run) if resume else None
+        start, state = self._load(checkpoint) if checkpoint is not None else (0, None)
+        self._new_optimiser(start)
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.render_size = self.cfg.render_size or input_size_of(self.accelerator.unwrap_model(self.model))
+        return start
 
-    start = 0
-    ckpt = latest_checkpoint(run) if resume else None
-    state = None
-    if ckpt is not None:
-        what = "the checkpoint to resume from (--restart ignores it)"
-        with reading_checkpoint(ckpt / "model.safetensors", what):
-            model.load_state_dict(read_checkpoint_tensors(ckpt / "model.safetensors", what=what), strict=True)
-        with reading_checkpoint(ckpt / "optimizer.pt", what):
-            state = torch.load(ckpt / "optimizer.pt", weights_only=False)
+    def _load(self, checkpoint: Path) -> tuple[int, Optional[dict]]:
+        """Weights and RNG from ``checkpoint``; its step and optimiser state (None where the
+        checkpoint closed a stage: the next one starts with a fresh optimiser)."""
+        cfg, what = self.cfg, "the checkpoint to resume from (--restart ignores it)"
+        with reading_checkpoint(checkpoint / "model.safetensors", what):
+            self.model.load_state_dict(read_checkpoint_tensors(checkpoint / "model.safetensors", what=what), strict=True)
+        with reading_checkpoint(checkpoint / "optimizer.pt", what):
+            state = torch.load(checkpoint / "optimizer.pt", weights_only=False)
             rng = state["rng"]
         _set_rng_state(rng)
-        with reading_checkpoint(ckpt / "state.json", what):
-            info = store.read_json(ckpt / "state.json")
+        record = checkpoint_record(checkpoint)
+        with reading_checkpoint(record, what):
+            info = store.read_json(record)
         start = info["step"]
         if cfg.schedule == "per-stage" and info.get("optimizer_stage", cfg.stage_at(start - 1)) != cfg.stage_at(start):
-            state = None  # the checkpoint closed a stage: the next one starts with a fresh optimiser
-        accelerator.print(f"resuming from {ckpt} (step {start})")
-    optimizer, scheduler = optimiser_for(start)
-    current_optimiser = optimiser_stage(start)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+            state = None
+        self.accelerator.print(f"resuming from {checkpoint} (step {start})")
+        return start, state
 
-    model, optimizer = accelerator.prepare(model, optimizer)
-    total = cfg.total_steps()
-    end = min(total, stop_after) if stop_after is not None else total
-    render_size = cfg.render_size or input_size_of(accelerator.unwrap_model(model))
-    loaders: dict[str, Any] = {}
+    def _optimiser_stage(self, step: int) -> Optional[str]:
+        """The stage an optimiser serves: the stage of ``step`` (per-stage schedule) or the run (None)."""
+        return self.cfg.stage_at(step) if self.cfg.schedule == "per-stage" else None
 
-    def loader_for(stage: str, step: int):
-        dataset = EpochSeeded(build_dataset(cfg, accelerator.unwrap_model(model), stage), cfg.seed)
+    def _new_optimiser(self, step: int) -> None:
+        """A fresh AdamW and its schedule: per stage (the stage holding ``step``) or for the whole run."""
+        cfg = self.cfg
+        name, first, end = cfg.stage_span(step)
+        lr = cfg.stage2_lr if name == "2" and cfg.stage2_lr is not None else cfg.lr
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=cfg.weight_decay, betas=cfg.betas)
+        steps = end - first if cfg.schedule == "per-stage" else None
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, steps))
+        self.optimizer_stage = self._optimiser_stage(step)
+
+    def _loader(self, stage: str, step: int) -> Iterator[dict]:
+        """The stage's batches from its ``step``-th on (the data order resumes exactly)."""
+        cfg, accelerator = self.cfg, self.accelerator
+        dataset = EpochSeeded(build_dataset(cfg, accelerator.unwrap_model(self.model), stage), cfg.seed)
         if len(dataset) == 0:
             raise RuntimeError(f"no training items for stage {stage} in {cfg.data} (split {cfg.split!r}): render the dataset and build its drags first")
         sampler = EpochSampler(len(dataset), cfg.batch_size, cfg.seed, step, accelerator.process_index, accelerator.num_processes)
         return iter(torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,
                                                 num_workers=cfg.workers, persistent_workers=cfg.workers > 0))
 
-    log_path = run / "log.csv"
-    if start == 0 and log_path.exists():
-        log_path.unlink()
-    _truncate_log(log_path, start)
-    log_file = open(log_path, "a", newline="")
-    writer = csv.writer(log_file)
-    if start == 0:
-        writer.writerow(["step", "stage", "loss", "terms", "lr", "seconds"])
-    result = TrainResult(run=run, steps=start)
-    t0 = time.perf_counter()
-    bar = tqdm(range(start, end), desc=f"train {cfg.stage}", unit="step", disable=not (cfg.progress and accelerator.is_main_process), dynamic_ncols=True)
-    model.train()
-    for step in bar:
-        stage, first_of_stage, _ = cfg.stage_span(step)
-        if stage not in loaders:
-            loaders = {stage: loader_for(stage, step - first_of_stage)}
-        if optimiser_stage(step) != current_optimiser:
-            optimizer, scheduler = optimiser_for(step)
-            optimizer = accelerator.prepare(optimizer)
-            current_optimiser = optimiser_stage(step)
-        batch = _to_device(next(loaders[stage]), accelerator.device)
-        with accelerator.autocast():
-            terms = compute_loss(model, batch, stage, objective, render_size)
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
+    def step(self, step: int) -> tuple[str, dict[str, torch.Tensor]]:
+        """One optimisation step (a new stage first gets its data and, per stage, its optimiser);
+        returns the stage and its loss terms."""
+        stage, first_of_stage, _ = self.cfg.stage_span(step)
+        if stage not in self.loaders:
+            self.loaders = {stage: self._loader(stage, step - first_of_stage)}
+        if self._optimiser_stage(step) != self.optimizer_stage:
+            self._new_optimiser(step)
+            self.optimizer = self.accelerator.prepare(self.optimizer)
+        batch = _to_device(next(self.loaders[stage]), self.accelerator.device)
+        with self.accelerator.autocast():
+            terms = self.losses.loss_dict(self.model, batch, stage, self.render_size)
+        self._check_finite(step, stage, terms)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(terms["loss"])
+        if self.cfg.grad_clip > 0:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return stage, terms
+
+    def _check_finite(self, step: int, stage: str, terms: dict[str, torch.Tensor]) -> None:
+        if not torch.isfinite(terms["loss"]):
             raise TrainingDiverged(
                 f"non-finite loss at step {step} (stage {stage}): "
                 + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-                + f"; last checkpoint: {latest_checkpoint(run) or 'none'}. Lower --lr or check the data."
+                + f"; last checkpoint: {latest_checkpoint(self.run) or 'none'}. Lower --lr or check the data."
             )
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if cfg.grad_clip > 0:
-            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        value = float(loss.detach())
-        result.losses.append(value)
-        result.steps = step + 1
-        if accelerator.is_main_process:
-            writer.writerow([step + 1, stage, f"{value:.6g}", json.dumps({k: round(float(v.detach()), 6) for k, v in terms.items() if k != "loss"}), f"{scheduler.get_last_lr()[0]:.4g}", f"{time.perf_counter() - t0:.2f}"])
-            if (step + 1) % cfg.log_every == 0:
-                log_file.flush()
-                bar.set_postfix(loss=f"{value:.4f}", stage=stage)
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
-                save_checkpoint(run, step + 1, accelerator.unwrap_model(model), optimizer, scheduler, cfg, cfg.keep_checkpoints,
-                                current_optimiser)
-    log_file.close()
-    result.seconds = time.perf_counter() - t0
-    if accelerator.is_main_process and result.steps == total:
-        result.model_path = run / "model.safetensors"
-        accelerator.unwrap_model(model).save(result.model_path)
-    return result
+
+    def save(self, step: int) -> Path:
+        """A checkpoint after ``step`` steps (``checkpoints/step_XXXXXXX``; the oldest beyond ``keep_checkpoints`` go)."""
+        return save_checkpoint(self.run, step, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, self.cfg,
+                               self.cfg.keep_checkpoints, self.optimizer_stage)
+
+    def fit(self, start: int, stop_after: Optional[int] = None) -> TrainResult:
+        """Steps ``start`` to the end (or ``stop_after``), logged, checkpointed; the model when the run is complete."""
+        cfg, main = self.cfg, self.accelerator.is_main_process
+        total = cfg.total_steps()
+        end = min(total, stop_after) if stop_after is not None else total
+        result = TrainResult(run=self.run, steps=start)
+        with TrainLog(self.run / "log.csv", start) as log:
+            bar = tqdm(range(start, end), desc=f"train {cfg.stage}", unit="step", disable=not (cfg.progress and main), dynamic_ncols=True)
+            self.model.train()
+            for step in bar:
+                stage, terms = self.step(step)
+                result.losses.append(float(terms["loss"].detach()))
+                result.steps = step + 1
+                if main:
+                    log.write(step + 1, stage, terms, self.scheduler.get_last_lr()[0])
+                    if (step + 1) % cfg.log_every == 0:
+                        log.flush()
+                        bar.set_postfix(loss=f"{result.losses[-1]:.4f}", stage=stage)
+                    if (step + 1) % cfg.ckpt_every == 0 or step + 1 == end:
+                        self.save(step + 1)
+        result.seconds = log.seconds
+        if main and result.steps == total:
+            result.model_path = self.run / "model.safetensors"
+            self.accelerator.unwrap_model(self.model).save(result.model_path)
+        return result
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """On resume, drop log rows written after the checkpoint we restart from."""
-    if step == 0 or not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows([rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step])
-    store.atomic_write_text(path, buffer.getvalue())
+def train(cfg: TrainConfig, resume: bool = True, stop_after: Optional[int] = None) -> TrainResult:
+    """Train per ``cfg``; ``stop_after`` ends the run early (after that many total steps) as an
+    interruption would, leaving its checkpoint behind."""
+    trainer = Trainer(cfg)
+    trainer.setup()
+    start = trainer.resume(resume)
+    return trainer.fit(start, stop_after)
+
+
+class TrainLog:
+    """``log.csv``: one row per step (step, stage, loss, its terms, learning rate, seconds since
+    the start). On resume the rows after the checkpoint go; a fresh run starts a new file."""
+
+    HEADER = ["step", "stage", "loss", "terms", "lr", "seconds"]
+
+    def __init__(self, path: Path, start: int):
+        self.path, self.start = path, start
+
+    def __enter__(self) -> "TrainLog":
+        if self.start == 0 and self.path.exists():
+            self.path.unlink()
+        self._truncate()
+        self.file = open(self.path, "a", newline="")
+        self.writer = csv.writer(self.file)
+        if self.start == 0:
+            self.writer.writerow(self.HEADER)
+        self.t0 = time.perf_counter()
+        return self
+
+    def write(self, step: int, stage: str, terms: dict[str, torch.Tensor], lr: float) -> None:
+        value = float(terms["loss"].detach())
+        detail = json.dumps({k: round(float(v.detach()), 6) for k, v in terms.items() if k != "loss"})
+        self.writer.writerow([step, stage, f"{value:.6g}", detail, f"{lr:.4g}", f"{self.seconds:.2f}"])
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.file.close()
+
+    def _truncate(self) -> None:
+        """On resume, drop log rows written after the checkpoint we restart from."""
+        if self.start == 0 or not self.path.exists():
+            return
+        with open(self.path, newline="") as f:
+            rows = list(csv.reader(f))
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows([rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= self.start])
+        store.atomic_write_text(self.path, buffer.getvalue())
 
 
 def _to_device(batch: dict, device) -> dict:
