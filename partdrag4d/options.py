@@ -57,21 +57,20 @@ def default_of(f: dataclasses.Field) -> Any:
     return None if f.default is dataclasses.MISSING else f.default
 
 
-def none_words(cls: type) -> dict[str, str]:
-    """``{field: word}`` for the fields whose ``None`` has a name (``lgm_frame = "auto"``)."""
-    return {f.name: f.metadata["none"] for f in dataclasses.fields(cls) if f.metadata.get("none")}
-
-
 def _number(x: float) -> str:
     return f"{x:g}"
 
 
 def check(config: Any) -> None:
-    """Refuse a value outside its field's ``choices`` or ``min`` / ``max`` (``ValueError``, one
-    line naming the field). ``None`` is always allowed where the field's type allows it."""
+    """For a config's ``__post_init__``: a field's ``none`` word becomes ``None``; a value
+    outside its field's ``choices`` or ``min`` / ``max`` is refused (``ValueError``, one line
+    naming the field). ``None`` is always allowed where the field's type allows it."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        if value is not None and value == f.metadata.get("none"):
+            object.__setattr__(config, f.name, None)  # frozen dataclasses too
+            continue
         if value is None or not f.metadata:
             continue
         choices, lo, hi = f.metadata.get("choices"), f.metadata.get("min"), f.metadata.get("max")

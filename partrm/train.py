@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from partdrag4d import store
 from partdrag4d.errors import BadInput
-from partdrag4d.options import SEED_MAX, check as check_options, like, none_words, option
+from partdrag4d.options import SEED_MAX, check as check_options, like, option
 from partrm.data import STAGE1_TARGETS, PairConfig, PairDataset, StateDataset, collate
 from partrm.gaussians.views import composite, render_views, scale_K
 from partrm.gsdb_render import RenderGsdbConfig
@@ -202,9 +202,6 @@ def load_config(path: Optional[Path] = None, **overrides: Any) -> TrainConfig:
     unknown = set(values) - set(_FIELD_TYPES)
     if unknown:
         raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
-    for key, word in none_words(TrainConfig).items():
-        if values.get(key) == word:
-            values[key] = None
     for key, value in values.items():
         if isinstance(value, list):
             value = values[key] = tuple(value)
