@@ -176,7 +176,7 @@ class _OptionSpec:
             info = typer.Option(None, *flags, help=help_, show_default=shown if shown is not None else False)
             annotation = Optional[annotation]
         else:
-            default = self.shown() if self.base is not bool else self.default
+            default = self.shown() if self.default is None or isinstance(self.default, (tuple, list)) else self.default
             if default is not None and annotation is Path:
                 default = Path(default)
             info = typer.Option(default, *flags, help=help_)
@@ -189,6 +189,8 @@ class _OptionSpec:
             return None
         if isinstance(value, Path):
             return str(value)
+        if self.choices is not None:
+            return {str(c): c for c in self.choices}[value]  # a choice in its own type (typer gives strings)
         if self.tuple or self.as_list:
             items = self._items(value)
             return items if self.as_list else tuple(items)

@@ -55,7 +55,7 @@ from tqdm import tqdm
 from partdrag4d import store
 from partdrag4d.errors import BadInput
 from partdrag4d.options import SEED_MAX, check as check_options, like, option
-from partrm.data import STAGE1_TARGETS, PairConfig, PairDataset, StateDataset, collate
+from partrm.data import PairConfig, PairDataset, StateDataset, collate
 from partrm.gaussians.views import composite, render_views, scale_K
 from partrm.gsdb_render import RenderGsdbConfig
 from partrm.lpips import load_lpips
