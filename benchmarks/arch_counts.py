@@ -33,7 +33,8 @@ DATASET_FILE_NAMES = frozenset({
 })
 """The files of a dataset folder (``SCHEMA.md``), as a reader or writer would spell them."""
 
-HOMONYMS = {("partrm.train", "state.json"): "a training checkpoint's step record (runs/<run>/checkpoints/step_N/), not a dataset file"}
+HOMONYMS = {("partrm.train", "state.json"): "a training checkpoint's step record in runs written before it was named "
+                                           "trainer_state.json (read on resume), not a dataset file"}
 """(module, name) pairs that spell a dataset file's name for another file."""
 
 

@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from partdrag4d import cameras  # noqa: E402
 from partrm.models.lgm import LGMConfig  # noqa: E402
 from partrm.models.partrm import PartRM, PartRMConfig  # noqa: E402
-from partrm.train import Objective, compute_loss, load_config  # noqa: E402
+from partrm.train import Losses, load_config  # noqa: E402
 
 
 def batch(cfg: LGMConfig, b: int, render: int, device) -> dict:
@@ -51,14 +51,14 @@ def time_steps(preset: str, stage: str, b: int, steps: int, device, dtype) -> fl
     model = PartRM(PartRMConfig(lgm=lgm)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     data = batch(lgm, b, lgm.input_size, device)
-    objective = Objective(load_config(stage=stage))
+    losses = Losses(load_config(stage=stage))
     times = []
     for k in range(steps + 1):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = compute_loss(model, data, stage, objective, lgm.input_size)["loss"]
+            loss = losses.loss_dict(model, data, stage, lgm.input_size)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -574,7 +574,7 @@ def step_train(ctx: dict, rec: Recorder) -> None:
 
     from partrm.models.lgm import LGMConfig
     from partrm.models.partrm import PartRM, PartRMConfig
-    from partrm.train import Objective, compute_loss, load_config
+    from partrm.train import Losses, load_config
 
     s, device = Sizes(**ctx["sizes"]), ctx["device"]
     scene = _scene(ctx)
@@ -598,12 +598,12 @@ def step_train(ctx: dict, rec: Recorder) -> None:
         if rec.time_left() < 10:
             rec.note(f"stage {stage}: not run, the step's budget is spent")
             continue
-        objective = Objective(load_config(stage=stage))
+        losses_of_stage = Losses(load_config(stage=stage))
         losses: list[float] = []
 
-        def train_step(stage=stage, objective=objective):
+        def train_step(stage=stage, losses_of_stage=losses_of_stage):
             with accelerator.autocast():
-                terms = compute_loss(model, batch, stage, objective, s.render)
+                terms = losses_of_stage.loss_dict(model, batch, stage, s.render)
             loss = terms["loss"]
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)

@@ -1,16 +1,20 @@
 """What both command lines (``partdrag4d``, ``partrm``) share: the one error convention
-(``Typer``: a ``ToolkitError`` is one line on stderr and exit code 2) and the write lock +
+(``Typer``: a ``ToolkitError`` is one line on stderr and exit code 2), a command's options
+made from a config dataclass's fields (``config_options``), and the write lock +
 provenance record around a writing command (``writing``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
+import inspect
 import sys
 import time
+import typing
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal, Optional
 
 import typer
 from tqdm import tqdm
@@ -18,11 +22,10 @@ from tqdm import tqdm
 from partdrag4d import store
 from partdrag4d.errors import BadInput, ToolkitError
 from partdrag4d.lock import folder_lock
+from partdrag4d.options import SEED_MAX, default_of
 
 WAIT_HELP = "If another run writes the folder, wait for it (default: one line naming it, exit code 2)."
 BAD_INPUT_EXIT = 2
-SEED_MAX = 2**32 - 1
-"""Seeds are non-negative and fit numpy's legacy seeding (training seeds numpy, torch and random)."""
 
 
 def check_seed(seed: int, flag: str = "--seed") -> int:
@@ -80,6 +83,125 @@ class Typer(typer.Typer):
             return fn
 
         return decorator
+
+
+def config_options(cls: type, command: str, *, from_file: bool = False, defaults: Optional[dict[str, Any]] = None,
+                   choices: Optional[dict[str, tuple]] = None, lists: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Decorator: the command takes an option per field of the dataclass ``cls`` that is
+    offered to ``command`` (``partdrag4d.options.option``), after its own parameters; it
+    receives their values as ``options``, ``{field: value}`` in the config's types (a path
+    as ``str``, a comma list as a tuple, a ``none`` word as ``None``).
+
+    ``from_file``: the config may also come from a file, so an option not given is left out
+    of ``options`` (the file or the field's default decides) and ``--help`` shows the
+    field's default. ``defaults``: this command's own defaults (always passed, as given on
+    the command line). ``choices``: fewer choices for this command. ``lists``: fields that
+    take a comma list here, received as a list (one run per value)."""
+    defaults, choices = defaults or {}, choices or {}
+
+    def decorate(fn: Callable) -> Callable:
+        hints = typing.get_type_hints(cls)
+        offered = [f for f in dataclasses.fields(cls) if f.metadata and _offered(f, command)]
+        specs = [_OptionSpec(f, hints[f.name], from_file, defaults, choices.get(f.name), f.name in lists) for f in offered]
+        own = [p for p in inspect.signature(fn).parameters.values() if p.name != "options"]
+
+        @functools.wraps(fn)
+        def run(**kwargs: Any) -> Any:
+            options = {}
+            for spec in specs:
+                value = kwargs.pop(spec.name)
+                if value is not None or not from_file:
+                    options[spec.name] = spec.convert(value)
+            return fn(options=options, **kwargs)
+
+        run.__signature__ = inspect.Signature(own + [s.parameter() for s in specs])  # what typer reads
+        return run
+
+    return decorate
+
+
+def _offered(f: dataclasses.Field, command: str) -> bool:
+    commands = f.metadata.get("commands")
+    return commands is None or command in commands
+
+
+def _optional_of(hint: Any) -> Any:
+    """``X`` for ``Optional[X]``, else ``hint``."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+
+
+class _OptionSpec:
+    """One field as a typer option: its flags, command-line type, default and conversion back."""
+
+    def __init__(self, f: dataclasses.Field, hint: Any, from_file: bool, defaults: dict, choices: Optional[tuple], as_list: bool):
+        self.name, self.meta, self.from_file = f.name, f.metadata, from_file
+        self.base = _optional_of(hint)
+        self.tuple = typing.get_origin(self.base) is tuple
+        self.item = typing.get_args(self.base)[0] if self.tuple else self.base
+        self.as_list = as_list
+        self.choices = choices if choices is not None else self.meta.get("choices")
+        self.flags = self.meta.get("flags") or ("--" + f.name.replace("_", "-"),)
+        self.own_default = f.name in defaults
+        self.default = defaults[f.name] if self.own_default else default_of(f)
+
+    def annotation(self) -> Any:
+        if self.choices is not None:
+            none = self.meta.get("none")
+            return Literal[((none,) if none and none not in self.choices else ()) + tuple(map(str, self.choices))]
+        if self.tuple or self.as_list:
+            return str
+        if self.meta.get("path"):
+            return Path
+        return self.base
+
+    def shown(self) -> Optional[str]:
+        """The default as the command line spells it (None: nothing to show)."""
+        value = self.default
+        if value is None:
+            return self.meta.get("none")
+        if isinstance(value, (tuple, list)):
+            return ",".join(map(str, value))
+        if isinstance(value, bool):
+            return self.flags[0] if value else f"--no-{self.flags[0][2:]}"
+        return str(value)
+
+    def parameter(self) -> inspect.Parameter:
+        flags = self.flags
+        if self.base is bool:
+            flags = (f"{flags[0]}/--no-{flags[0][2:]}", *flags[1:])
+        annotation, help_ = self.annotation(), self.meta.get("help") or None
+        if self.from_file and not self.own_default:
+            shown = self.shown()
+            info = typer.Option(None, *flags, help=help_, show_default=shown if shown is not None else False)
+            annotation = Optional[annotation]
+        else:
+            default = self.shown() if self.default is None or isinstance(self.default, (tuple, list)) else self.default
+            if default is not None and annotation is Path:
+                default = Path(default)
+            info = typer.Option(default, *flags, help=help_)
+            annotation = Optional[annotation] if default is None else annotation
+        return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
+
+    def convert(self, value: Any) -> Any:
+        """A command-line value in the config's type."""
+        if value is None or value == self.meta.get("none"):
+            return None
+        if isinstance(value, Path):
+            return str(value)
+        if self.choices is not None:
+            return {str(c): c for c in self.choices}[value]  # a choice in its own type (typer gives strings)
+        if self.tuple or self.as_list:
+            items = self._items(value)
+            return items if self.as_list else tuple(items)
+        return value
+
+    def _items(self, text: str) -> list:
+        kind = self.item if self.item in (int, float) else str
+        try:
+            return [kind(x) for x in text.split(",")]
+        except ValueError:
+            raise BadInput(f"{self.flags[0]} must be a comma list of {kind.__name__} values, got {text!r}") from None
 
 
 @contextmanager

@@ -5,57 +5,33 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
 import typer
 
 from partdrag4d import store
-from partdrag4d.cliutil import WAIT_HELP, Typer, check_seed, writing
+from partdrag4d.cliutil import WAIT_HELP, Typer, check_seed, config_options, writing
 from partdrag4d.errors import BadInput
 from partrm import evaluate as evaluation, infer as inf, train as training
 from partrm.gaussians.ply import SH_DEGREES, UP_AXES
-from partrm.data import STAGE1_TARGETS
 from partrm.gsdb import GaussianDatabase
 from partrm.gsdb_build import build_gsdb
 from partrm.gsdb_render import RenderGsdbConfig, build_render_gsdb
 from partrm.joints import COLLISION_MODES, extract
-from partrm.models.lgm import FRAMES, LGM_PRESETS
-from partrm.models.rgbd import MODES
 from partrm.predict import input_size, load_model, mode_of
 from partrm.propagation import REGIONS, RULES
 from partrm.viewer import PartRMViewer, load_checkpoint
 
 # The choices of the options, from their sources of truth (typer checks them: exit code 2).
-Model = Literal[LGM_PRESETS]
-Frame = Literal[("auto",) + FRAMES]
-Stage = Literal[tuple(s for s in training.STAGES if s != "teacher")]  # the teacher is `pretrain-lgm`
-Split = Literal["test", "train", "all"]
 Device = Literal["auto", "cpu", "cuda"]
 Region = Literal[REGIONS]
 Rule = Literal[RULES]
 UpAxis = Literal[UP_AXES]
 Collision = Literal[COLLISION_MODES]
 GsdbSource = Literal["teacher", "render"]
-Stage1Target = Literal[STAGE1_TARGETS]
-Mode = Literal[MODES]
 
 app = Typer(help="PartRM: drag-conditioned Gaussian reconstruction of part-level dynamics.", no_args_is_help=True, add_completion=False)
-
-
-def _sizes(text: Optional[str]) -> Optional[tuple[int, ...]]:
-    return tuple(int(s) for s in text.split(",")) if text else None
-
-
-def _drag_counts(text: str) -> list[int]:
-    """``--num-drags``: one count or a comma list of counts, each >= 1."""
-    try:
-        counts = [int(x) for x in text.split(",")]
-    except ValueError:
-        raise BadInput(f"--num-drags must be a count or a comma list of counts (e.g. 1,5,10), got {text!r}") from None
-    if any(n < 1 for n in counts):
-        raise BadInput(f"--num-drags counts must be >= 1, got {text!r}")
-    return counts
 
 
 def _device(device: str) -> str:
@@ -68,119 +44,60 @@ def _check_sh_degree(sh_degree: int) -> None:
         raise BadInput(f"--sh-degree must be one of {', '.join(map(str, SH_DEGREES))}, got {sh_degree}")
 
 
-def _frame(text: str) -> Optional[str]:
-    return None if text == "auto" else text
+CONFIG = typer.Option(None, "--config", exists=True, help="TOML/JSON with any training option (e.g. configs/paper.toml); "
+                                                          "flags given win.")
+RESUME = typer.Option(True, "--resume/--restart", help="Continue from the run's last checkpoint.")
 
 
-FRAME_HELP = ("Camera frame of the --init LGM weights: auto (a file without this project's metadata whose tensors match an "
-              "LGM preset, e.g. the official model_fp16_fixrot.safetensors, is in LGM's frame; ours record theirs) | lgm | object.")
-
-
-def _train_options(config, **flags):
+def _train_options(config: Optional[Path], options: dict[str, Any], **fixed: Any) -> training.TrainConfig:
     try:
-        return training.load_config(config, **flags)
+        return training.load_config(config, **options, **fixed)
     except ValueError as exc:  # a bad value in the config file or the flags
         raise BadInput(str(exc)) from None
 
 
+def _trained(what: str, result: training.TrainResult) -> None:
+    last = result.losses[-1] if result.losses else float("nan")
+    typer.echo(f"{what}: {result.steps} steps in {result.seconds:.0f} s, last loss {last:.4f} -> {result.model_path}")
+
+
+# The training and evaluation commands' options are their config's fields (training.TrainConfig,
+# evaluation.EvalConfig: help, choices, ranges and defaults there); a config file may set any
+# training option, and the flags given win.
+
+
 @app.command("pretrain-lgm")
-def pretrain_lgm(
-    data: Path = typer.Option(Path("data"), "--data", help="Rendered dataset."),
-    out: Path = typer.Option(Path("runs/teacher"), "--out", help="Run folder (checkpoints, log.csv, model.safetensors)."),
-    model: Optional[Model] = typer.Option(None, "--model", help="LGM preset (default tiny; a --config file may set it)."),
-    init: Optional[Path] = typer.Option(None, "--init", "--lgm-weights", help="Start from these LGM weights (e.g. official model_fp16_fixrot.safetensors)."),
-    lgm_frame: Frame = typer.Option("auto", "--lgm-frame", help=FRAME_HELP),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Photometric steps (default 300; a --config file may set it)."),
-    gsdb: Optional[Path] = typer.Option(None, "--gsdb", help="Gaussian database of the same states to regress first (default DATA/gsdb.h5 when --l2-steps > 0)."),
-    l2_steps: Optional[int] = typer.Option(None, "--l2-steps", min=0, help="Steps of L2 to the database's splatter images (e.g. `gsdb build --source render`) before the photometric steps (default 0; a --config file may set it)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default 4 (a --config file may set it)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Default 4e-4 (a --config file may set it)."),
-    render_size: Optional[int] = typer.Option(None, "--render-size", help="Supervision render size; 0 (default): the model's input size (a --config file may set it)."),
-    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="torchvision vgg16 weights for LPIPS (local file)."),
-    lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights", help="LPIPS linear-layer weights (local file)."),
-    config: Optional[Path] = typer.Option(None, "--config", exists=True, help="TOML/JSON with any training option (e.g. configs/paper.toml); flags given win."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Default 0 (a --config file may set it)."),
-    resume: bool = typer.Option(True, "--resume/--restart", help="Continue from the run's last checkpoint."),
-):
+@config_options(training.TrainConfig, "pretrain-lgm", from_file=True, defaults={"out": "runs/teacher"})
+def pretrain_lgm(options: dict[str, Any], config: Optional[Path] = CONFIG, resume: bool = RESUME):
     """Train the teacher LGM on static states: optionally L2 to a Gaussian database first, then its own objective (MSE + alpha [+ LPIPS])."""
-    cfg = _train_options(config, data=str(data), out=str(out), stage="teacher", model=model, init=str(init) if init else None, lgm_frame=_frame(lgm_frame),
-                         steps=steps, teacher_l2_steps=l2_steps, gsdb=str(gsdb) if gsdb else None,
-                         batch_size=batch_size, lr=lr, render_size=render_size, seed=seed,
-                         vgg_weights=str(vgg_weights) if vgg_weights else None, lpips_weights=str(lpips_weights) if lpips_weights else None)
-    result = training.train(cfg, resume=resume)
-    typer.echo(f"teacher: {result.steps} steps in {result.seconds:.0f} s, last loss {result.losses[-1] if result.losses else float('nan'):.4f} -> {result.model_path}")
+    cfg = _train_options(config, options, stage="teacher")
+    _trained("teacher", training.train(cfg, resume=resume))
 
 
 @app.command()
-def train(
-    data: Path = typer.Option(Path("data"), "--data", help="Rendered dataset with drags.h5."),
-    out: Path = typer.Option(Path("runs/partrm"), "--out", help="Run folder."),
-    stage: Optional[Stage] = typer.Option(None, "--stage", help="1 (motion, needs --gsdb) | 2 (appearance) | 1+2 (default 1+2; a --config file may set it)."),
-    mode: Optional[Mode] = typer.Option(None, "--mode", help="rgb: the paper's PartRM (LGM reconstructs) | rgbd: the static reconstruction is the geometric one "
-                                                        "from RGB-D views (--gsdb: `gsdb build --source render`), the network learns the motion (default rgb; a --config file may set it)."),
-    splat_size: Optional[int] = typer.Option(None, "--splat-size", min=1, help="--mode rgbd: Gaussians per view side of the static reconstruction, the --gsdb's (default 128; a --config file may set it)."),
-    init: Optional[Path] = typer.Option(None, "--init", "--lgm-weights", help="Teacher/official LGM weights or a PartRM checkpoint."),
-    lgm_frame: Frame = typer.Option("auto", "--lgm-frame", help=FRAME_HELP),
-    gsdb: Optional[Path] = typer.Option(None, "--gsdb", help="Gaussian database (default DATA/gsdb.h5)."),
-    model: Optional[Model] = typer.Option(None, "--model", help="LGM preset when starting without --init (default tiny; a --config file may set it)."),
-    drag_sizes: Optional[str] = typer.Option(None, "--drag-sizes", help="Comma list of feature sizes with drag maps (default: all down blocks)."),
-    stage1_steps: Optional[int] = typer.Option(None, "--stage1-steps", min=0, help="Default 200 (a --config file may set it)."),
-    stage2_steps: Optional[int] = typer.Option(None, "--stage2-steps", min=0, help="Default 100 (a --config file may set it)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=0, help="Steps of a single stage (overrides its own count) (default 0; a --config file may set it)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default 4 (a --config file may set it)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Default 4e-4 (a --config file may set it)."),
-    stage2_lr: Optional[float] = typer.Option(None, "--stage2-lr", help="Stage 2's own peak learning rate (default: --lr; a --config file may set it)."),
-    num_drags: Optional[int] = typer.Option(None, "--num-drags", min=1, help="Default 10 (a --config file may set it)."),
-    stage1_target: Optional[Stage1Target] = typer.Option(None, "--stage1-target", help="Stage 1's splatter target: the target state's own (target, the paper's Eq. 5; default) or the source's carried by the true part motion (carried: aligned with the input pixels) (a --config file may set it)."),
-    zero_drag_prob: Optional[float] = typer.Option(None, "--zero-drag-prob", min=0.0, max=1.0, help="Share of training pairs made still: the same drags with zero displacement and the source state as the target, so the model learns that no drag means no motion (default 0; a --config file may set it)."),
-    stage1_motion_weight: Optional[float] = typer.Option(None, "--stage1-motion-weight", min=0.0, help="Stage 1: add this x the L2 mean over the source's Gaussians on the moving part, in still pairs too (default 0: the paper's plain L2; a --config file may set it)."),
-    drag_noise: Optional[float] = typer.Option(None, "--drag-noise", help="Std of the training noise on drag ends (px of a 512 image) (default 2.0; a --config file may set it)."),
-    render_size: Optional[int] = typer.Option(None, "--render-size", help="Default 0 (a --config file may set it)."),
-    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights"),
-    lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights"),
-    config: Optional[Path] = typer.Option(None, "--config", exists=True, help="TOML/JSON with any training option (e.g. configs/paper.toml); flags given win."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Default 0 (a --config file may set it)."),
-    resume: bool = typer.Option(True, "--resume/--restart"),
-):
+@config_options(training.TrainConfig, "train", from_file=True, choices={"stage": training.PARTRM_STAGES})
+def train(options: dict[str, Any], config: Optional[Path] = CONFIG, resume: bool = RESUME):
     """Two-stage PartRM training (stage 1: L2 to the Gaussian database; stage 2: MSE + LPIPS + alpha)."""
-    cfg = _train_options(config, data=str(data), out=str(out), stage=stage, mode=mode, splat_size=splat_size, init=str(init) if init else None, lgm_frame=_frame(lgm_frame),
-                         gsdb=str(gsdb) if gsdb else None, model=model, drag_sizes=_sizes(drag_sizes), stage1_steps=stage1_steps,
-                         stage2_steps=stage2_steps, steps=steps, batch_size=batch_size, lr=lr, stage2_lr=stage2_lr, num_drags=num_drags, drag_noise_px=drag_noise,
-                         stage1_target=stage1_target, stage1_motion_weight=stage1_motion_weight,
-                         zero_drag_prob=zero_drag_prob,
-                         render_size=render_size, seed=seed, vgg_weights=str(vgg_weights) if vgg_weights else None,
-                         lpips_weights=str(lpips_weights) if lpips_weights else None)
-    result = training.train(cfg, resume=resume)
-    typer.echo(f"stage {cfg.stage}: {result.steps} steps in {result.seconds:.0f} s, last loss {result.losses[-1] if result.losses else float('nan'):.4f} -> {result.model_path}")
+    cfg = _train_options(config, options)
+    _trained(f"stage {cfg.stage}", training.train(cfg, resume=resume))
 
 
 @app.command("eval")
+@config_options(evaluation.EvalConfig, "eval", lists=("num_drags",))
 def evaluate(
+    options: dict[str, Any],
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="PartRM checkpoint (omit to evaluate only the baselines)."),
-    data: Path = typer.Option(Path("data"), "--data"),
     gsdb: Optional[Path] = typer.Option(None, "--gsdb", help="Teacher database for the static/oracle baselines (default DATA/gsdb.h5)."),
-    out: Path = typer.Option(Path("runs/eval"), "--out", help="Folder for results.md, samples.csv, results.json."),
-    split: Split = typer.Option("test", "--split", help="Held-out objects (test), the training objects, or all."),
-    num_drags: str = typer.Option("10", "--num-drags", help="Drags per view; a comma list runs the Table-2 ablation."),
-    eval_size: int = typer.Option(256, "--eval-size", help=f"Evaluation render size in pixels (at least {evaluation.MIN_EVAL_SIZE})."),
-    max_sequences: Optional[int] = typer.Option(None, "--max-sequences", help="Evaluate at most this many sequences (>= 1; default all)."),
-    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights"),
-    lpips_weights: Optional[Path] = typer.Option(None, "--lpips-weights"),
-    seed: int = typer.Option(0, "--seed"),
     device: Device = typer.Option("auto", "--device", help="auto: CUDA when there is one, else the CPU."),
 ):
     """Benchmark on held-out objects: full-image and motion-region PSNR/SSIM/LPIPS of the 8 non-input views at 256x256,
     3D motion errors, per group (seen categories / unseen category) and category, with static, oracle and zero-drag rows."""
-    check_seed(seed)
-    counts = _drag_counts(num_drags)
-    configs = [evaluation.EvalConfig(data=str(data), out=str(out if len(counts) == 1 else out / f"drags{n}"),
-                                     split=None if split == "all" else split, num_drags=n, eval_size=eval_size, seed=seed,
-                                     max_sequences=max_sequences, vgg_weights=str(vgg_weights) if vgg_weights else None,
-                                     lpips_weights=str(lpips_weights) if lpips_weights else None)
+    counts, out = options.pop("num_drags"), Path(options.pop("out"))
+    configs = [evaluation.EvalConfig(**options, num_drags=n, out=str(out if len(counts) == 1 else out / f"drags{n}"))
                for n in counts]  # every value is checked before the model loads
     dev = _device(device)
     model = load_model(checkpoint).to(dev) if checkpoint else None
-    db_path = gsdb or store.gsdb_file(data)
+    db_path = gsdb or store.gsdb_file(options["data"])
     db = GaussianDatabase(db_path) if db_path.is_file() else None
     if db is None:
         typer.echo(f"baselines off: no Gaussian database at {db_path} (pass --gsdb PATH)", err=True)

@@ -47,6 +47,7 @@ from PIL import Image
 from partdrag4d import store
 from partdrag4d.cameras import IMAGE_SIZE, NUM_VIEWS, Camera
 from partdrag4d.dragfile import DRAG_FILE
+from partdrag4d.options import check as check_options, option
 from partrm.gsdb import GaussianDatabase
 from partrm.models.rgbd import RGBDConfig, drag_region
 from partrm.part_motion import carried_splatter, flat_splatter, moving_part_of, moving_part_splatter_mask, region_part_of
@@ -67,17 +68,16 @@ class PairConfig:
     drag_noise_px: float = 0.0
     drag_views: str = "first"  # first: drags only in the first input view (the user's image) | all
     background: float = 1.0  # LGM composites its inputs on white
-    stage1_target: str = "target"  # gs_target: the target state's splatter image | "carried": the source's, moved by the true part motion
-    zero_drag_prob: float = 0.0  # share of items whose drags have zero displacement and whose target is the source state
+    stage1_target: str = option("target", "gs_target: the target state's splatter image (target) | the source's, moved by the "
+                                "true part motion (carried).", choices=STAGE1_TARGETS)
+    zero_drag_prob: float = option(0.0, "Share of items whose drags have zero displacement and whose target is the source state.",
+                                   min=0.0, max=1.0)
     depth: bool = False  # RGB-D mode: items carry the input views' planar depth (input_depth)
     region_size: int = 0  # RGB-D mode: items carry the drag region at this splat size (region; 0: none)
     region_fraction: float = RGBDConfig.gate_fraction  # RGB-D mode: share of a cell's pixels on the part that puts it in the region
 
     def __post_init__(self) -> None:
-        if self.stage1_target not in STAGE1_TARGETS:
-            raise ValueError(f"stage1_target must be one of {', '.join(STAGE1_TARGETS)}, got {self.stage1_target!r}")
-        if not 0.0 <= self.zero_drag_prob <= 1.0:
-            raise ValueError(f"zero_drag_prob must be in [0, 1], got {self.zero_drag_prob}")
+        check_options(self)  # stage1_target's choices, zero_drag_prob's range
 
     @property
     def supervised_views(self) -> tuple[int, ...]:

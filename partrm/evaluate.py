@@ -70,6 +70,7 @@ from tqdm import tqdm
 
 from partdrag4d import categories, store
 from partdrag4d.errors import BadInput
+from partdrag4d.options import SEED_MAX, check as check_options, option
 from partrm import joints
 from partrm.data import PairConfig, PairDataset, collate, resize_mask
 from partrm.gaussians import layout
@@ -96,31 +97,33 @@ MIN_EVAL_SIZE = 16
 
 @dataclass(frozen=True)
 class EvalConfig:
-    data: str = "data"
-    out: str = "runs/eval"
-    split: Optional[str] = "test"  # test | train | None (all)
-    categories: Optional[tuple[str, ...]] = None
-    num_drags: int = 10
-    drag_mode: str = "propagated"
-    eval_size: int = 256
-    seed: int = 0
-    max_sequences: Optional[int] = None
-    vgg_weights: Optional[str] = None
-    lpips_weights: Optional[str] = None
+    """The evaluation's options, with their help, choices and range (``partdrag4d.options``):
+    ``partrm eval`` offers each as a flag."""
+
+    data: str = option("data", "Rendered dataset.", path=True)
+    out: str = option("runs/eval", "Folder for results.md, samples.csv, results.json.", path=True)
+    split: Optional[str] = option("test", "Held-out objects (test), the training objects, or all.", choices=("test", "train"), none="all")
+    categories: Optional[tuple[str, ...]] = option(None, "Comma list of categories to evaluate (unset: all).")
+    num_drags: int = option(10, "Drags per view; a comma list runs the Table-2 ablation.", min=1)
+    drag_mode: str = option("propagated", "propagated (the paper's Eq. 2, from the part mask) | visible (the stored visible drags).",
+                            choices=("propagated", "visible"))
+    eval_size: int = option(256, f"Evaluation render size in pixels (at least {MIN_EVAL_SIZE}).")
+    seed: int = option(0, "Seed of the evaluated pairs' source stages and drags.", min=0, max=SEED_MAX)
+    max_sequences: Optional[int] = option(None, "Evaluate at most this many sequences (unset: all).", min=1)
+    vgg_weights: Optional[str] = option(None, "torchvision vgg16 weights for LPIPS (local file; without: LPIPS n/a).", path=True)
+    lpips_weights: Optional[str] = option(None, "LPIPS linear-layer weights (local file).", path=True)
     methods: tuple[str, ...] = METHODS
-    dilation: int = 3  # motion-region dilation in pixels at 256 x 256
-    motion_3d: bool = True
-    bootstrap_resamples: int = 2000
+    dilation: int = option(3, "Motion-region dilation in pixels at 256 x 256.", min=0)
+    motion_3d: bool = option(True, "Also score the 3D motion (joint axis, amount) against the dataset's truth.")
+    bootstrap_resamples: int = option(2000, "Bootstrap resamples of the confidence intervals.", min=1)
 
     def __post_init__(self) -> None:
-        if self.num_drags < 1:
-            raise BadInput(f"num_drags must be >= 1, got {self.num_drags}")
         if self.eval_size < MIN_EVAL_SIZE:
             raise BadInput(f"eval_size must be >= {MIN_EVAL_SIZE} pixels (SSIM's 11-pixel window), got {self.eval_size}")
-        if self.max_sequences is not None and self.max_sequences < 1:
-            raise BadInput(f"max_sequences must be >= 1 (or unset: all), got {self.max_sequences}")
-        if self.seed < 0:
-            raise BadInput(f"seed must be >= 0, got {self.seed}")
+        try:
+            check_options(self)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
 
 
 def group_of(split: str, seen: bool) -> str:

@@ -168,11 +168,11 @@ def test_infer_refuses_drags_that_cannot_be_right(data, files, tmp_path):
 def test_eval_and_train_refuse_values_that_cannot_be_right(data, files, tmp_path):
     gsdb = ["--gsdb", str(files / "gsdb.h5")]
     cases = {
-        ("--num-drags", "1,x"): "error: --num-drags must be a count or a comma list of counts",
-        ("--num-drags", "0"): "error: --num-drags counts must be >= 1",
+        ("--num-drags", "1,x"): "error: --num-drags must be a comma list of int values",
+        ("--num-drags", "0"): "error: num_drags must be >= 1",
         ("--eval-size", "0"): "error: eval_size must be >= 16 pixels",
         ("--max-sequences", "0"): "error: max_sequences must be >= 1",
-        ("--seed", "-1"): "error: --seed must be an integer from 0 to 4294967295",
+        ("--seed", "-1"): "error: seed must be an integer from 0 to 4294967295",
     }
     for args, expected in cases.items():
         result = CliRunner().invoke(app, ["eval", "--data", str(data), "--out", str(tmp_path / "eval"), "--split", "train",

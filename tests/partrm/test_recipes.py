@@ -39,7 +39,7 @@ def test_config_loader_is_strict(tmp_path):
     wrong.write_text(paper.replace("stage1_steps = 100000", 'stage1_steps = "100k"'))
     with pytest.raises(ValueError, match=r"'stage1_steps' in .*wrong.toml must be int, got '100k'"):
         load_config(wrong)
-    with pytest.raises(ValueError, match="schedule must be per-stage or shared"):
+    with pytest.raises(ValueError, match="schedule must be one of per-stage, shared"):
         load_config(schedule="cyclic")
     with pytest.raises(ValueError, match="'betas' must be"):
         load_config(betas=(0.9,))

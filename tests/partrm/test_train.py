@@ -125,17 +125,17 @@ def test_resume_repeats_the_uninterrupted_run(rendered_dataset, teacher, tmp_pat
 def test_non_finite_loss_stops_with_a_clear_message(rendered_dataset, teacher, tmp_path, monkeypatch):
     import partrm.train as train_module
 
-    real = train_module.compute_loss
+    real = train_module.Losses.loss_dict
     calls = {"n": 0}
 
-    def poisoned(*args, **kwargs):
-        terms = real(*args, **kwargs)
+    def poisoned(self, *args, **kwargs):
+        terms = real(self, *args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 2:
             terms["loss"] = terms["loss"] * float("nan")
         return terms
 
-    monkeypatch.setattr(train_module, "compute_loss", poisoned)
+    monkeypatch.setattr(train_module.Losses, "loss_dict", poisoned)
     cfg = load_config(data=str(rendered_dataset), out=str(tmp_path / "nan"), stage="2", init=str(teacher), stage2_steps=4, batch_size=1, progress=False)
     with pytest.raises(TrainingDiverged, match="non-finite loss at step 1"):
         train(cfg)

@@ -423,5 +423,5 @@ def test_train_init_from_foreign_weights_keeps_the_lgm_frame(tmp_path):
     assert build_model(load_config(stage="1", init=str(path))).config.lgm.frame == "lgm"
     assert build_model(load_config(stage="1", init=str(path), lgm_frame="object")).config.lgm.frame == "object"
     assert build_model(load_config(stage="teacher", init=str(path), lgm_frame="auto")).config.frame == "lgm"
-    with pytest.raises(ValueError, match="--lgm-frame"):
+    with pytest.raises(ValueError, match="lgm_frame must be one of object, lgm, auto"):
         load_config(lgm_frame="sideways")
