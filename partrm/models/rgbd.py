@@ -85,6 +85,7 @@ class RGBDConfig:
     drag_views: str = "all"
     gate_fraction: float = 0.5  # a Gaussian's cell is in the drag region when this share of its pixels is
     appearance_ring: int = 2  # cells around the region where opacity and colour may change
+    fit_amount: bool = False  # scale the predicted motion along its screw to the user's drags (``fit_amount``)
     mode: str = "rgbd"
 
     def __post_init__(self) -> None:
@@ -216,6 +217,8 @@ class RGBDPartRM(nn.Module):
         [B, V, 1, S, S] bool, drags, the input cameras (K at the input size, OpenCV c2w)
         -> the predicted splatter [B, V, 14, S, S]."""
         motion, dense = self.changes(x, static, region, drags, valid, cameras)
+        if self.config.fit_amount and drags is not None:
+            motion = fit_amount(motion, static, region, drags, valid, *cameras)
         return apply_changes(static, motion, dense, region, self.config.appearance_ring)
 
     def reconstruct(self, rgb: Tensor, cameras: Any, drags: Optional[Tensor] = None, valid: Optional[Tensor] = None, *,
@@ -336,3 +339,98 @@ def apply_changes(static: Tensor, motion: Tensor, dense: Tensor, region: Tensor,
     parts = {"xyz": moved, "opacity": opacity, "scale": scale, "rotation": rotation, "rgb": rgb}
     order = sorted(parts, key=lambda k: getattr(layout, k.upper()).start)
     return torch.cat([parts[k] for k in order], dim=2)
+
+
+AMOUNTS = torch.linspace(0.0, 3.0, 61)
+"""Screw amounts tried by ``fit_amount`` (1 = the network's motion), then refined 10x finer."""
+
+
+def _hat(w: Tensor) -> Tensor:
+    x, y, z = w.unbind(-1)
+    zero = torch.zeros_like(x)
+    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).view(*w.shape[:-1], 3, 3)
+
+
+def _left_jacobian(w: Tensor) -> Tensor:
+    """SO(3)'s left Jacobian V(w) = I + (1 - cos t)/t^2 [w] + (t - sin t)/t^3 [w]^2 (series near 0)."""
+    t2 = (w * w).sum(-1)[..., None, None]
+    t = torch.sqrt(t2.clamp(min=1e-24))
+    small = t2 < 1e-8
+    a = torch.where(small, 0.5 - t2 / 24.0, (1.0 - torch.cos(t)) / t2.clamp(min=1e-24))
+    b = torch.where(small, 1.0 / 6.0 - t2 / 120.0, (t - torch.sin(t)) / (t2 * t).clamp(min=1e-24))
+    K = _hat(w)
+    return torch.eye(3, dtype=w.dtype, device=w.device) + a * K + b * (K @ K)
+
+
+def screw_scaled(motion: Tensor, centroid: Tensor, amount: Tensor) -> Tensor:
+    """The motion [B, 6] (axis-angle about ``centroid`` [B, 3], translation) taken ``amount``
+    [B, A] times along its own screw (same axis line and pitch; 0 = still, 1 = itself)
+    -> [B, A, 6] in the same form."""
+    omega, t = motion[:, :3].double(), motion[:, 3:].double()
+    c = centroid.double()
+    R = rigid_from_axis_angle(motion.double())[0]
+    u = t + c - torch.einsum("bij,bj->bi", R, c)  # x' = R x + u
+    v = torch.linalg.solve(_left_jacobian(omega), u)  # the twist's linear part
+    omega_s = amount.double()[..., None] * omega[:, None]  # [B, A, 3]
+    v_s = amount.double()[..., None] * v[:, None]
+    R_s = rigid_from_axis_angle(torch.cat([omega_s, v_s], -1).flatten(0, 1))[0].view(*omega_s.shape[:2], 3, 3)
+    u_s = torch.einsum("baij,baj->bai", _left_jacobian(omega_s), v_s)
+    t_s = u_s - c[:, None] + torch.einsum("baij,bj->bai", R_s, c)  # back to "about the centroid"
+    return torch.cat([omega_s, t_s], -1).to(motion.dtype)
+
+
+def _drag_error(motions: Tensor, centroid: Tensor, points: Tensor, ends: Tensor, keep: Tensor, K: Tensor, c2w: Tensor) -> Tensor:
+    """Mean squared image distance [B, A] between the user's drag ends and their start
+    points moved by each of ``motions`` [B, A, 6] (points, ends [B, V, 3] / [B, V, 2] in
+    normalised image units, keep [B, V])."""
+    b, a = motions.shape[:2]
+    R, _, t = rigid_from_axis_angle(motions.flatten(0, 1))
+    R, t = R.view(b, a, 3, 3), t.view(b, a, 3)
+    c = centroid[:, None, None]
+    moved = torch.einsum("baij,bvj->bavi", R, points - c[:, 0]) + c + t[:, :, None]  # [B, A, V, 3]
+    rot, origin = c2w[..., :3, :3], c2w[..., :3, 3]  # [B, V, 3, 3], [B, V, 3]
+    cam = torch.einsum("bvji,bavj->bavi", rot, moved - origin[:, None])
+    z = cam[..., 2].clamp(min=1e-6)
+    size = 2.0 * K[..., 0, 2]  # principal point at the image centre
+    u = (K[:, None, :, 0, 0] * cam[..., 0] / z + K[:, None, :, 0, 2]) / size[:, None]
+    v = (K[:, None, :, 1, 1] * cam[..., 1] / z + K[:, None, :, 1, 2]) / size[:, None]
+    err = (u - ends[:, None, :, 0]) ** 2 + (v - ends[:, None, :, 1]) ** 2
+    w = keep[:, None].to(err.dtype)
+    return (err * w).sum(-1) / w.sum(-1).clamp(min=1.0)
+
+
+def fit_amount(motion: Tensor, static: Tensor, region: Tensor, drags: Tensor, valid: Optional[Tensor], K: Tensor,
+               c2w: Tensor) -> Tensor:
+    """The network's rigid motion [B, 6] scaled along its screw so that the user's drags fit.
+
+    Why: the drags say *how far* the part moved far more precisely than a pooled feature can
+    regress it, while the joint's axis and pivot come from the part's shape, which the
+    network reads. Each view's first drag is the user's own (the others are propagated
+    copies of its 2D shift, exact only for a translation); its start's 3D point is the
+    static Gaussian under it. The amount (0 = still, 1 = the network's) minimising the mean
+    squared image distance between the moved points' projections and the drag ends is found
+    on a grid and refined; it carries no gradient (the network still learns the screw, and
+    its own amount where no drag constrains it). A batch item without a valid user drag
+    keeps the network's motion."""
+    b, v, n, _ = drags.shape
+    if valid is None:
+        valid = torch.ones(drags.shape[:-1], dtype=torch.bool, device=drags.device)
+    keep = valid[:, :, 0]
+    centroid = region_centroid(static, region).detach().double()
+    S = static.shape[-1]
+    user = drags[:, :, 0].double()  # [B, V, 4]
+    col = (user[..., 0] * S).floor().long().clamp(0, S - 1)
+    row = (user[..., 1] * S).floor().long().clamp(0, S - 1)
+    xyz = static[:, :, layout.XYZ].flatten(3).detach().double()
+    points = torch.gather(xyz, 3, (row * S + col)[:, :, None, None].expand(b, v, 3, 1))[..., 0]  # [B, V, 3]
+    with torch.no_grad():
+        base = motion.detach().double()
+        grid = AMOUNTS.to(base)[None].expand(b, -1)
+        err = _drag_error(screw_scaled(base, centroid, grid), centroid, points, user[..., 2:], keep, K.double(), c2w.double())
+        best = grid.gather(1, err.argmin(1, keepdim=True))
+        step = float(AMOUNTS[1] - AMOUNTS[0])
+        fine = (best + torch.linspace(-step, step, 21, dtype=base.dtype, device=base.device)[None]).clamp(min=0.0)
+        err = _drag_error(screw_scaled(base, centroid, fine), centroid, points, user[..., 2:], keep, K.double(), c2w.double())
+        amount = fine.gather(1, err.argmin(1, keepdim=True))
+        amount = torch.where(keep.any(1, keepdim=True), amount, torch.ones_like(amount))
+    return screw_scaled(motion, centroid.to(motion.dtype), amount.to(motion.dtype))[:, 0]
