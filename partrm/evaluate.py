@@ -158,11 +158,8 @@ def zero_drags(drags: torch.Tensor) -> torch.Tensor:
 
 def motion_region(dataset: PairDataset, ref, views, size: int, dilation_px: int) -> torch.Tensor:
     """[V, 1, size, size] bool: source ∪ target moving-part masks of ``views``, dilated."""
-    g = dataset._file()["sequences"][ref.sequence_id]
-    masks = []
-    for v in views:
-        union = g["masks"][ref.source_stage, v] | g["masks"][ref.target_stage, v]
-        masks.append(resize_mask(union, size))
+    source, target = dataset.part_masks(ref, views)
+    masks = [resize_mask(s | t, size) for s, t in zip(source, target)]
     return dilate_mask(torch.from_numpy(np.stack(masks))[:, None], dilation_px)
 
 

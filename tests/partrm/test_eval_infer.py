@@ -46,6 +46,20 @@ def test_protocol_picks_one_seeded_source_per_sequence(rendered_dataset):
     assert len(chosen) <= 5 * len(by_seq)
 
 
+def test_part_masks_are_the_moving_part_of_the_source_and_target_stage(rendered_dataset):
+    from partrm.data import PairConfig, PairDataset, resize_mask
+
+    data = PairDataset(rendered_dataset, config=PairConfig(input_size=64, target_size=32))
+    ref = data.pairs[0]
+    views = list(data.config.input_views)
+    source, target = data.part_masks(ref, views)
+    assert source.shape == target.shape and source.shape[0] == len(views) and source.dtype == bool
+    assert source.any() and (source != target).any()  # the part is seen, and moves
+    np.testing.assert_array_equal(np.stack([resize_mask(m, 64) for m in source]), data[0]["mask"].numpy())
+    back = next(p for p in data.pairs if p.sequence_id == ref.sequence_id and p.source_stage == ref.target_stage)
+    np.testing.assert_array_equal(data.part_masks(back, views)[0], target)  # the target stage's masks as a source's
+
+
 def test_eval_tables_rows_and_baselines(rendered_dataset, models, tmp_path):
     model = PartRM.load(models / "partrm.safetensors").eval()
     db = GaussianDatabase(models / "gsdb.h5")
