@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import matplotlib
 
@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from partdrag4d.preview import START_DOT, draw_arrow  # noqa: E402
 from partdrag4d.store import atomic_write_bytes  # noqa: E402
 from partrm.data import PairDataset, collate  # noqa: E402
-from partrm.evaluate import EVAL_STREAM, motion_region, zero_drags  # noqa: E402
+from partrm.evaluate import EVAL_STREAM, SampleRow, motion_region, zero_drags  # noqa: E402
 from partrm.gaussians.views import render_views  # noqa: E402
 from partrm.part_motion import flat_splatter, oracle_gaussians  # noqa: E402
 from partrm.predict import StaticCache, mode_of, pair_config, predict  # noqa: E402
@@ -55,19 +55,19 @@ def _source_with_drags(item: dict, size: int) -> Image.Image:
     return image
 
 
-def qualitative_grid(data: Path, model, teacher_db, samples: list[dict], out: Path, size: int = 192,
+def qualitative_grid(data: Path, model, teacher_db, samples: Sequence[SampleRow], out: Path, size: int = 192,
                      num_drags: int = 10) -> Path:
-    """One row per sample (dicts with sequence_id, source_state, target_state, group): the
-    source view with drags, then PartRM, zero-drag, static, oracle and the ground truth in
-    the novel view where the moving part covers the most pixels. Drawn with the evaluation's
-    own drag stream, so the arrows are the drags the scores came from."""
+    """One row per evaluated sample (its pair and group): the source view with drags, then
+    PartRM, zero-drag, static, oracle and the ground truth in the novel view
+    where the moving part covers the most pixels. Drawn with the evaluation's own drag
+    stream, so the arrows are the drags the scores came from."""
     pair_cfg = pair_config(model, target_size=size, num_drags=num_drags)
     statics = StaticCache(Path(data), model.config.splat_size) if mode_of(model) == "rgbd" else None
     dataset = PairDataset(Path(data), split=None, config=pair_cfg, seed=0, stream=EVAL_STREAM)
     index = {(p.sequence_id, p.source_state, p.target_state): k for k, p in enumerate(dataset.pairs)}
     label_h, tiles = 18, []
     for sample in samples:
-        k = index[(sample["sequence_id"], sample["source_state"], sample["target_state"])]
+        k = index[sample.pair]
         ref, item = dataset.pairs[k], collate([dataset[k]])
         views = item["supervised_views"][0]
         region = motion_region(dataset, ref, views.tolist(), size, 1)
@@ -87,7 +87,7 @@ def qualitative_grid(data: Path, model, teacher_db, samples: list[dict], out: Pa
                 row.append(_to_image(rgb[0, 0]))
         gt = item["target_rgb"][0, view] * item["target_alpha"][0, view] + (1 - item["target_alpha"][0, view])
         row.append(_to_image(gt))
-        tiles.append((f"{sample.get('group', '')}: {ref.category} {ref.object_id}, stage {ref.source_stage} -> {ref.target_stage}, view {view}", row))
+        tiles.append((f"{sample.group}: {ref.category} {ref.object_id}, stage {ref.source_stage} -> {ref.target_stage}, view {view}", row))
     width = size * len(COLUMNS)
     sheet = Image.new("RGB", (width, label_h + len(tiles) * (size + label_h)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -103,17 +103,17 @@ def qualitative_grid(data: Path, model, teacher_db, samples: list[dict], out: Pa
     return out
 
 
-def pick_samples(rows: list[dict], per_group: int = 3) -> list[dict]:
+def pick_samples(rows: Sequence[SampleRow], per_group: int = 3) -> list[SampleRow]:
     """The evaluated PartRM samples with the largest moving-part region, ``per_group`` per group,
     one per sequence (where the motion is easiest to see)."""
     chosen = []
-    for group in dict.fromkeys(r["group"] for r in rows):
+    for group in dict.fromkeys(r.group for r in rows):
         seen_sequences: set[str] = set()
-        ranked = sorted((r for r in rows if r["group"] == group and r["method"] == "partrm"), key=lambda r: -r["motion_fraction"])
+        ranked = sorted((r for r in rows if r.group == group and r.method == "partrm"), key=lambda r: -r.motion_fraction)
         for r in ranked:
-            if r["sequence_id"] in seen_sequences:
+            if r.sequence_id in seen_sequences:
                 continue
-            seen_sequences.add(r["sequence_id"])
+            seen_sequences.add(r.sequence_id)
             chosen.append(r)
             if len(seen_sequences) == per_group:
                 break
