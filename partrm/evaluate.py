@@ -33,7 +33,7 @@ Measures per sample:
   error (degrees, sign-free), motion amount error relative to the true amount (1.0 when
   no motion is found: the prediction moved nothing), and whether a joint was found.
 
-Methods in one run:
+Methods in one run (``METHOD_TABLE``: name -> how it predicts, what it needs):
 
 - ``partrm``: the model under test;
 - ``zero-drag``: the same model given the same drags with zero displacement (end =
@@ -61,7 +61,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -81,7 +81,6 @@ from partrm.part_motion import flat_splatter, oracle_gaussians
 from partrm.predict import StaticCache, mode_of, pair_config, predict
 
 METRICS = ("psnr", "ssim", "lpips")
-METHODS = ("partrm", "zero-drag", "static", "oracle")
 EVAL_STREAM = 0x4556414C
 """Third seed word of every evaluation draw (source stage, drags): training never uses it."""
 MIN_OPACITY = 0.05
@@ -93,6 +92,64 @@ GROUP_ORDER = (SEEN_NEW, UNSEEN, TRAIN_GROUP)
 
 MIN_EVAL_SIZE = 16
 """The smallest evaluation render size (SSIM's Gaussian window is 11 pixels wide)."""
+
+
+@dataclass(frozen=True)
+class MethodInput:
+    """What a method may read to predict one evaluated pair's target Gaussians."""
+
+    ref: PairRef
+    item: dict  # the collated dataset item (a batch of one)
+    source: Optional[torch.Tensor]  # the teacher's Gaussians of the source state [N, 14]; None without a teacher database
+    root: Path
+    device: torch.device  # where a baseline's Gaussians go (a model's stay on the model's device)
+    model: Any = None  # the PartRM under test
+    statics: Optional[StaticCache] = None  # an RGB-D model's static inputs
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A method's prediction of one pair's target state."""
+
+    gaussians: torch.Tensor  # [1, N, 14] activated, object frame, on the evaluation device
+    in_place: bool  # the source Gaussians, moved: Gaussian i is one material point in both (the 3D joint uses exact correspondences)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method of the evaluation: how it predicts, and what it needs."""
+
+    predict: Callable[[MethodInput], Prediction]
+    under_test: bool  # True: the model under test (needs a PartRM; its report row shows the paired delta to static);
+    # False: a baseline made from the teacher's Gaussians (needs the teacher database)
+
+
+def _predict_partrm(x: MethodInput) -> Prediction:
+    with torch.inference_mode():
+        return Prediction(predict(x.model, x.item, x.item["drags"], x.statics), in_place=x.statics is not None)
+
+
+def _predict_zero_drag(x: MethodInput) -> Prediction:
+    with torch.inference_mode():
+        return Prediction(predict(x.model, x.item, zero_drags(x.item["drags"]), x.statics), in_place=x.statics is not None)
+
+
+def _predict_static(x: MethodInput) -> Prediction:
+    return Prediction(x.source[None].to(x.device), in_place=False)
+
+
+def _predict_oracle(x: MethodInput) -> Prediction:
+    return Prediction(oracle_gaussians(x.source, x.root, x.ref.source_state, x.ref.target_state)[None].to(x.device), in_place=True)
+
+
+METHOD_TABLE: dict[str, Method] = {
+    "partrm": Method(_predict_partrm, under_test=True),
+    "zero-drag": Method(_predict_zero_drag, under_test=True),
+    "static": Method(_predict_static, under_test=False),
+    "oracle": Method(_predict_oracle, under_test=False),
+}
+"""The methods of one run (see the module docstring), in the reports' order."""
+METHODS = tuple(METHOD_TABLE)
 
 
 @dataclass(frozen=True)
@@ -120,6 +177,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.eval_size < MIN_EVAL_SIZE:
             raise BadInput(f"eval_size must be >= {MIN_EVAL_SIZE} pixels (SSIM's 11-pixel window), got {self.eval_size}")
+        unknown = [m for m in self.methods if m not in METHOD_TABLE]
+        if unknown:
+            raise BadInput(f"unknown methods {unknown}: choose from {list(METHODS)}")
         try:
             check_options(self)
         except ValueError as exc:
@@ -344,9 +404,7 @@ class _Run:
 class _Pair:
     """One evaluated pair, as every method is scored on it."""
 
-    ref: PairRef
-    item: dict  # the collated dataset item (a batch of one)
-    source: Optional[torch.Tensor]  # the teacher's Gaussians of the source state [N, 14]; None without a teacher database
+    inputs: MethodInput
     K: torch.Tensor
     c2w: torch.Tensor
     target: torch.Tensor  # [V, 3, S, S] the ground truth composited on white
@@ -357,10 +415,7 @@ class _Pair:
 
 def runnable_methods(names: Sequence[str], model, teacher_db) -> list[str]:
     """``names`` less those that cannot run: a method under test without a model, a baseline without the teacher database."""
-    methods = [m for m in names if m not in ("partrm", "zero-drag") or model is not None]
-    if teacher_db is None:
-        methods = [m for m in methods if m in ("partrm", "zero-drag")]
-    return methods
+    return [m for m in names if (model is not None if METHOD_TABLE[m].under_test else teacher_db is not None)]
 
 
 def _prepare(cfg: EvalConfig, model, teacher_db) -> tuple[_Run, list[int]]:
@@ -407,7 +462,8 @@ def _load_pair(run: _Run, k: int) -> _Pair:
     seen = categories.get(ref.category).seen
     identity = dict(category=ref.category, seen=seen, split=split, group=group_of(split, seen), object_id=ref.object_id,
                     sequence_id=ref.sequence_id, source_state=ref.source_state, target_state=ref.target_state)
-    return _Pair(ref=ref, item=item, source=source_g, K=K, c2w=c2w, target=gt[0].float(), region=region, truth=truth, identity=identity)
+    inputs = MethodInput(ref=ref, item=item, source=source_g, root=run.root, device=run.device, model=run.model, statics=run.statics)
+    return _Pair(inputs=inputs, K=K, c2w=c2w, target=gt[0].float(), region=region, truth=truth, identity=identity)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -417,16 +473,10 @@ def _synchronize(device: torch.device) -> None:
 
 def _score(run: _Run, pair: _Pair, method: str) -> SampleRow:
     """One method on one pair: predict, render the evaluated views, score them (and the 3D motion)."""
-    cfg, source = run.cfg, pair.source
+    cfg, source = run.cfg, pair.inputs.source
     t0 = time.perf_counter()
-    if method in ("partrm", "zero-drag"):
-        drags = pair.item["drags"] if method == "partrm" else zero_drags(pair.item["drags"])
-        with torch.inference_mode():
-            g = predict(run.model, pair.item, drags, run.statics)
-    elif method == "static":
-        g = source[None].to(run.device)
-    else:
-        g = oracle_gaussians(source, run.root, pair.ref.source_state, pair.ref.target_state)[None].to(run.device)
+    prediction = METHOD_TABLE[method].predict(pair.inputs)
+    g = prediction.gaussians
     _synchronize(run.device)
     t_forward = time.perf_counter() - t0
     t1 = time.perf_counter()
@@ -440,8 +490,8 @@ def _score(run: _Run, pair: _Pair, method: str) -> SampleRow:
     if cfg.motion_3d:
         # the oracle, and an RGB-D prediction, change the source Gaussians in place: Gaussian i is one
         # material point in both, so the joint comes from exact correspondences
-        aligned = (method == "oracle" or (method in ("partrm", "zero-drag") and run.statics is not None)) and g.shape[1] == len(source)
-        motion = motion_errors_3d(g[0].float().cpu(), source, run.root, pair.ref.source_state, pair.ref.target_state,
+        aligned = prediction.in_place and source is not None and g.shape[1] == len(source)
+        motion = motion_errors_3d(g[0].float().cpu(), source, run.root, pair.inputs.ref.source_state, pair.inputs.ref.target_state,
                                   pair.truth, seed=cfg.seed, correspondence=aligned)
     return SampleRow(method=method, **pair.identity, **scores, motion=motion, seconds_forward=t_forward, seconds_render=t_render,
                      seconds_3d=time.perf_counter() - t2)
@@ -540,7 +590,7 @@ def group_table(groups: dict, methods: list[str]) -> str:
             e = entry.get(m)
             if e is None or not e["pairs"]:
                 continue
-            show_delta = m in ("partrm", "zero-drag")
+            show_delta = METHOD_TABLE[m].under_test
             lines.append(
                 f"| {group} | {m} | {e['pairs']} | {_fmt(e['psnr'], 2)} | {_fmt(e['ssim'], 4)} | {_fmt(e['lpips'], 4)} "
                 f"| {_fmt(e['psnr_motion'], 2)} | {_fmt(e['ssim_motion'], 4)} | {_fmt(e['lpips_motion'], 4)} | {_fmt(e['psnr_rest'], 2)} "

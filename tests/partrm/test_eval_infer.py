@@ -13,8 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from partrm.cli import app
-from partrm.evaluate import (EVAL_STREAM, SEEN_NEW, SUMMARY_KEYS, EvalConfig, Motion3D, SampleRow, choose_pairs,
-                             evaluate, motion_errors_3d, oracle_gaussians, sample_columns, summarise_groups, write_outputs)
+from partdrag4d.errors import BadInput
+from partrm.evaluate import (EVAL_STREAM, METHOD_TABLE, METHODS, SEEN_NEW, SUMMARY_KEYS, EvalConfig, Motion3D, SampleRow, choose_pairs,
+                             evaluate, motion_errors_3d, oracle_gaussians, runnable_methods, sample_columns, summarise_groups, write_outputs)
 from partrm.gaussians import read_ply
 from partrm.gsdb import GaussianDatabase
 from partrm.gsdb_build import build_gsdb
@@ -174,6 +175,16 @@ def test_sample_columns_are_the_row_fields_in_order_with_the_3d_ones_where_score
     assert SampleRow.from_record(scored.record()) == scored and SampleRow.from_record(row.record()) == row
     assert set(SUMMARY_KEYS) <= set(COLUMNS + COLUMNS_3D + TIMES)
     assert row.pair == ("s", "a", "b")
+
+
+def test_methods_table_keeps_the_reports_order_and_says_what_each_needs():
+    assert METHODS == tuple(METHOD_TABLE) == ("partrm", "zero-drag", "static", "oracle")
+    assert [m for m in METHODS if METHOD_TABLE[m].under_test] == ["partrm", "zero-drag"]
+    assert runnable_methods(METHODS, None, object()) == ["static", "oracle"]
+    assert runnable_methods(METHODS, object(), None) == ["partrm", "zero-drag"]
+    assert runnable_methods(("oracle", "partrm"), object(), object()) == ["oracle", "partrm"]
+    with pytest.raises(BadInput, match="unknown methods"):
+        EvalConfig(data="d", methods=("partrm", "orcale"))
 
 
 def test_group_summary_recovery_ratio_and_paired_deltas():
