@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from partdrag4d import categories, store  # noqa: E402
 from partdrag4d.pipeline import make_dataset  # noqa: E402
 from partrm import figures  # noqa: E402
-from partrm.evaluate import LEGEND, METHODS, EvalConfig, evaluate, group_table, summarise_groups, write_outputs  # noqa: E402
+from partrm.evaluate import LEGEND, METHODS, EvalConfig, SampleRow, evaluate, group_table, methods_of, summarise_groups, write_outputs  # noqa: E402
 from partrm.gsdb import GaussianDatabase  # noqa: E402
 from partrm.gsdb_build import build_gsdb  # noqa: E402
 from partrm.gsdb_render import build_render_gsdb, reconstruction_psnr  # noqa: E402
@@ -69,12 +69,12 @@ def geometric_quality(data: Path, gsdb: Path, input_views, size: int) -> str:
             f"PSNR {values.mean():.2f} dB (median {np.median(values):.2f}, min {values.min():.2f})")
 
 
-def held_out_point(cfg: EvalConfig, model, db, baseline_rows: list[dict]) -> dict:
+def held_out_point(cfg: EvalConfig, model, db, baseline_rows: list[SampleRow]) -> dict:
     """A learning-curve point on the test pairs, against the baselines' rows (no 3D errors): per
     group, R of PartRM and of its zero-drag control, and PartRM's full-image PSNR gain over static."""
     quick = EvalConfig(**{**cfg.__dict__, "methods": ("partrm", "zero-drag"), "motion_3d": False})
     rows = evaluate(quick, model, None, progress=False).rows
-    groups = summarise_groups(rows + baseline_rows, ["partrm", "zero-drag", "static", "oracle"], resamples=10, seed=cfg.seed)
+    groups = summarise_groups(rows + baseline_rows, METHODS, resamples=10, seed=cfg.seed)
     return {"R": {g: groups[g]["partrm"].get("R") for g in groups},
             "zero_drag_R": {g: groups[g]["zero-drag"].get("R") for g in groups},
             "delta_psnr": {g: groups[g]["partrm"].get("delta_psnr") for g in groups}}
@@ -180,7 +180,7 @@ def main() -> None:
     report = "\n".join([
         f"Recipe `{recipe.path}`, training seed {recipe.partrm.get('seed', 0)}. Split `test` (held-out objects; training read `train` only). {split_summary(data)}.",
         "",
-        group_table(result.groups, [m for m in METHODS if any(r["method"] == m for r in result.rows)]),
+        group_table(result.groups, methods_of(result.rows)),
         LEGEND,
         "",
         *([result.lpips_note, ""] if result.lpips_note else []),

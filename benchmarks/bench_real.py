@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from partdrag4d import store  # noqa: E402
 from partdrag4d.pipeline import make_dataset  # noqa: E402
-from partrm.evaluate import LEGEND, METHODS, EvalConfig, evaluate, group_table, summarise_groups, write_outputs  # noqa: E402
+from partrm.evaluate import LEGEND, EvalConfig, evaluate, group_table, methods_of, summarise_groups, write_outputs  # noqa: E402
 from partrm.gsdb import GaussianDatabase  # noqa: E402
 from partrm.gsdb_render import RenderGsdbConfig, build_render_gsdb  # noqa: E402
 from partrm.predict import load_model, mode_of  # noqa: E402
@@ -59,12 +60,12 @@ def main() -> None:
     cfg = EvalConfig(data=str(data), out=str(args.out / "eval"), split=None, eval_size=args.eval_size)
     t = time.perf_counter()
     result = evaluate(cfg, model, GaussianDatabase(db_path))
-    rows = [{**r, "group": REAL} for r in result.rows]
-    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    rows = [replace(r, group=REAL) for r in result.rows]
+    methods = methods_of(rows)
     result.rows, result.groups = rows, summarise_groups(rows, methods, cfg.bootstrap_resamples, cfg.seed)
     write_outputs(result, Path(cfg.out), cfg)
     times["eval"] = time.perf_counter() - t
-    objects = sorted({r["object_id"] for r in rows})
+    objects = sorted({r.object_id for r in rows})
     report = "\n".join([
         f"Checkpoint `{args.checkpoint}` (trained on procedural objects only), scored on {len(objects)} real PartNet-Mobility "
         f"objects ({', '.join(objects)}), every movable joint, {len(rows) // max(1, len(methods))} pairs.",

@@ -19,24 +19,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from partrm.evaluate import METHODS, SampleRow  # noqa: E402
 from partrm.metrics import recovery_ratio  # noqa: E402
-
-METHODS = ("partrm", "zero-drag", "static", "oracle")
 
 
 def _fmt(v, spec=".2f") -> str:
     return "n/a" if v is None else format(v, spec)
 
 
-def _median(rows: list[dict], key: str):
-    vals = [r[key] for r in rows if r.get(key) not in (None, "")]
+def _median(rows: list[SampleRow], column: str):
+    vals = [v for v in (r.value(column) for r in rows) if v is not None]
     return statistics.median(vals) if vals else None
 
 
-def rows_of(run: Path) -> tuple[str, dict, list[dict]]:
+def rows_of(run: Path) -> tuple[str, dict, list[SampleRow]]:
     results = json.loads((run / "eval-test" / "results.json").read_text())
     report = (run / "report.md").read_text().splitlines()[0] if (run / "report.md").is_file() else str(run)
-    return report, results["groups"], results["samples"]
+    return report, results["groups"], [SampleRow.from_record(r) for r in results["samples"]]
 
 
 def table(runs: list[Path]) -> str:
@@ -49,11 +48,11 @@ def table(runs: list[Path]) -> str:
                 e = entry.get(m)
                 if not e or not e.get("pairs"):
                     continue
-                rows = [r for r in samples if r["group"] == group and r["method"] == m]
+                rows = [r for r in samples if r.group == group and r.method == m]
                 r_full = e.get("R_full")
                 if r_full is None and "static" in entry and "oracle" in entry:
                     r_full = recovery_ratio(e["psnr"], entry["static"]["psnr"], entry["oracle"]["psnr"])
-                type_right = [r["type_correct"] for r in rows if r.get("type_correct") is not None]
+                type_right = [r.value("type_correct") for r in rows if r.value("type_correct") is not None]
                 lines.append(f"| {run.name} | {group} | {m} | {e['pairs']} | {_fmt(e['psnr'])} | {_fmt(e['ssim'], '.4f')} "
                              f"| {_fmt(e.get('lpips'), '.4f')} | {_fmt(e['psnr_motion'])} | {_fmt(e.get('R'))} | {_fmt(r_full)} "
                              f"| {_fmt(_median(rows, 'axis_err_deg'), '.1f')} | {_fmt(_median(rows, 'amount_err_rel'))} "

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import NotRequired, Sequence, TypedDict
 
 import h5py
 import numpy as np
@@ -214,6 +214,14 @@ class PairDataset(torch.utils.data.Dataset):
         if self._h5 is None:  # opened lazily so that DataLoader workers each get their own handle
             self._h5 = h5py.File(self.drag_path, "r")
         return self._h5
+
+    def part_masks(self, ref: PairRef, views: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The moving part's masks of a pair in ``views``: ([V, H, W] bool of the source stage,
+        the same of the target stage), at the rendered size, as ``drags.h5`` stores them."""
+        masks = self._file()["sequences"][ref.sequence_id]["masks"]
+        source = np.stack([masks[ref.source_stage, v] for v in views])
+        target = np.stack([masks[ref.target_stage, v] for v in views])
+        return source, target
 
     def _drags(self, g: h5py.Group, ref: PairRef, masks: list[np.ndarray], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.config

@@ -33,7 +33,7 @@ Measures per sample:
   error (degrees, sign-free), motion amount error relative to the true amount (1.0 when
   no motion is found: the prediction moved nothing), and whether a joint was found.
 
-Methods in one run:
+Methods in one run (``METHOD_TABLE``: name -> how it predicts, what it needs):
 
 - ``partrm``: the model under test;
 - ``zero-drag``: the same model given the same drags with zero displacement (end =
@@ -59,9 +59,9 @@ import csv
 import io
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -72,7 +72,7 @@ from partdrag4d import categories, store
 from partdrag4d.errors import BadInput
 from partdrag4d.options import SEED_MAX, check as check_options, option
 from partrm import joints
-from partrm.data import PairConfig, PairDataset, collate, resize_mask
+from partrm.data import PairConfig, PairDataset, PairRef, collate, resize_mask
 from partrm.gaussians import layout
 from partrm.gaussians.views import render_views
 from partrm.lpips import load_lpips
@@ -81,7 +81,6 @@ from partrm.part_motion import flat_splatter, oracle_gaussians
 from partrm.predict import StaticCache, mode_of, pair_config, predict
 
 METRICS = ("psnr", "ssim", "lpips")
-METHODS = ("partrm", "zero-drag", "static", "oracle")
 EVAL_STREAM = 0x4556414C
 """Third seed word of every evaluation draw (source stage, drags): training never uses it."""
 MIN_OPACITY = 0.05
@@ -93,6 +92,64 @@ GROUP_ORDER = (SEEN_NEW, UNSEEN, TRAIN_GROUP)
 
 MIN_EVAL_SIZE = 16
 """The smallest evaluation render size (SSIM's Gaussian window is 11 pixels wide)."""
+
+
+@dataclass(frozen=True)
+class MethodInput:
+    """What a method may read to predict one evaluated pair's target Gaussians."""
+
+    ref: PairRef
+    item: dict  # the collated dataset item (a batch of one)
+    source: Optional[torch.Tensor]  # the teacher's Gaussians of the source state [N, 14]; None without a teacher database
+    root: Path
+    device: torch.device  # where a baseline's Gaussians go (a model's stay on the model's device)
+    model: Any = None  # the PartRM under test
+    statics: Optional[StaticCache] = None  # an RGB-D model's static inputs
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A method's prediction of one pair's target state."""
+
+    gaussians: torch.Tensor  # [1, N, 14] activated, object frame, on the evaluation device
+    in_place: bool  # the source Gaussians, moved: Gaussian i is one material point in both (the 3D joint uses exact correspondences)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A method of the evaluation: how it predicts, and what it needs."""
+
+    predict: Callable[[MethodInput], Prediction]
+    under_test: bool  # True: the model under test (needs a PartRM; its report row shows the paired delta to static);
+    # False: a baseline made from the teacher's Gaussians (needs the teacher database)
+
+
+def _predict_partrm(x: MethodInput) -> Prediction:
+    with torch.inference_mode():
+        return Prediction(predict(x.model, x.item, x.item["drags"], x.statics), in_place=x.statics is not None)
+
+
+def _predict_zero_drag(x: MethodInput) -> Prediction:
+    with torch.inference_mode():
+        return Prediction(predict(x.model, x.item, zero_drags(x.item["drags"]), x.statics), in_place=x.statics is not None)
+
+
+def _predict_static(x: MethodInput) -> Prediction:
+    return Prediction(x.source[None].to(x.device), in_place=False)
+
+
+def _predict_oracle(x: MethodInput) -> Prediction:
+    return Prediction(oracle_gaussians(x.source, x.root, x.ref.source_state, x.ref.target_state)[None].to(x.device), in_place=True)
+
+
+METHOD_TABLE: dict[str, Method] = {
+    "partrm": Method(_predict_partrm, under_test=True),
+    "zero-drag": Method(_predict_zero_drag, under_test=True),
+    "static": Method(_predict_static, under_test=False),
+    "oracle": Method(_predict_oracle, under_test=False),
+}
+"""The methods of one run (see the module docstring), in the reports' order."""
+METHODS = tuple(METHOD_TABLE)
 
 
 @dataclass(frozen=True)
@@ -120,10 +177,14 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.eval_size < MIN_EVAL_SIZE:
             raise BadInput(f"eval_size must be >= {MIN_EVAL_SIZE} pixels (SSIM's 11-pixel window), got {self.eval_size}")
+        unknown = [m for m in self.methods if m not in METHOD_TABLE]
+        if unknown:
+            raise BadInput(f"unknown methods {unknown}: choose from {list(METHODS)}")
         try:
             check_options(self)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
+
 
 
 def group_of(split: str, seen: bool) -> str:
@@ -158,72 +219,206 @@ def zero_drags(drags: torch.Tensor) -> torch.Tensor:
 
 def motion_region(dataset: PairDataset, ref, views, size: int, dilation_px: int) -> torch.Tensor:
     """[V, 1, size, size] bool: source ∪ target moving-part masks of ``views``, dilated."""
-    g = dataset._file()["sequences"][ref.sequence_id]
-    masks = []
-    for v in views:
-        union = g["masks"][ref.source_stage, v] | g["masks"][ref.target_stage, v]
-        masks.append(resize_mask(union, size))
+    source, target = dataset.part_masks(ref, views)
+    masks = [resize_mask(s | t, size) for s, t in zip(source, target)]
     return dilate_mask(torch.from_numpy(np.stack(masks))[:, None], dilation_px)
+
+
+
+@dataclass(frozen=True)
+class Motion3D:
+    """The 3D motion errors of one prediction (see the module docstring); None where n/a."""
+
+    chamfer_pred: Optional[float] = None
+    chamfer_gt: Optional[float] = None
+    chamfer: Optional[float] = None
+    joint_found: Optional[float] = None
+    type_correct: Optional[float] = None
+    axis_err_deg: Optional[float] = None
+    amount_err_rel: Optional[float] = None
+
+
+MOTION_3D_COLUMNS = tuple(f.name for f in fields(Motion3D))
 
 
 def _target_samples(root: Path, state_id: str) -> tuple[np.ndarray, np.ndarray]:
     return store.read_state_points(root, state_id).astype(np.float64), store.read_state_moving(root, state_id).astype(bool)
 
 
+def _chamfer(g: np.ndarray, pts: np.ndarray, moving: np.ndarray) -> Motion3D:
+    """The Chamfer columns: the opaque Gaussians whose nearest target sample is on the moving
+    part against the target's moving-part samples (n/a when either side is empty)."""
+    xyz = g[g[:, layout.OPACITY][:, 0] > MIN_OPACITY, layout.XYZ]
+    if not len(xyz):
+        return Motion3D()
+    _, nearest = cKDTree(pts).query(xyz, k=1)
+    pred_moving = xyz[moving[nearest]]
+    if not (len(pred_moving) and moving.any()):
+        return Motion3D()
+    gt = pts[moving]
+    d_pred, _ = cKDTree(gt).query(pred_moving, k=1)
+    d_gt, _ = cKDTree(pred_moving).query(gt, k=1)
+    return Motion3D(chamfer_pred=float(d_pred.mean()), chamfer_gt=float(d_gt.mean()), chamfer=float((d_pred.mean() + d_gt.mean()) / 2))
+
+
+def _estimate_joint(source: torch.Tensor, gaussians: torch.Tensor, correspondence: bool, seed: int) -> Optional[joints.ArticulationEstimate]:
+    """The joint that moves ``source`` to ``gaussians``; None when no motion is found."""
+    try:
+        return joints.from_gaussians(source, gaussians, correspondence=correspondence, seed=seed)
+    except joints.NoMotionError:
+        if correspondence:  # Gaussian i of both sets is one point: none moved
+            return None
+    # Unordered inputs find motion through the points of A that B lost; a part that closes
+    # onto another (a laptop lid shut on its base) loses none, so also look from B's side:
+    # the reversed motion has the same axis line and amount, the axis pointing the other way.
+    try:
+        rev = joints.from_gaussians(gaussians, source, correspondence=False, seed=seed)
+    except joints.NoMotionError:
+        return None
+    return replace(rev, axis=-rev.axis)
+
+
 def motion_errors_3d(gaussians: torch.Tensor, source: Optional[torch.Tensor], root: Path, source_state: str, target_state: str,
-                     truth=None, seed: int = 0, correspondence: bool = False) -> dict:
+                     truth=None, seed: int = 0, correspondence: bool = False) -> Motion3D:
     """Chamfer of the predicted moving part against the target's moving-part samples and the
     joint recovered from ``source`` -> ``gaussians`` against the truth (see module docstring).
     ``gaussians`` / ``source``: activated [N, 14] in the object frame; ``source`` None skips the joint."""
     g = gaussians.detach().double().cpu().numpy()
     pts, moving = _target_samples(root, target_state)
-    xyz = g[g[:, layout.OPACITY][:, 0] > MIN_OPACITY, layout.XYZ]
-    out: dict = {"chamfer_pred": None, "chamfer_gt": None, "chamfer": None, "joint_found": None, "type_correct": None,
-                 "axis_err_deg": None, "amount_err_rel": None}
-    if len(xyz):
-        _, nearest = cKDTree(pts).query(xyz, k=1)
-        pred_moving = xyz[moving[nearest]]
-        if len(pred_moving) and moving.any():
-            gt = pts[moving]
-            d_pred, _ = cKDTree(gt).query(pred_moving, k=1)
-            d_gt, _ = cKDTree(pred_moving).query(gt, k=1)
-            out.update(chamfer_pred=float(d_pred.mean()), chamfer_gt=float(d_gt.mean()), chamfer=float((d_pred.mean() + d_gt.mean()) / 2))
+    out = _chamfer(g, pts, moving)
     if source is None:
         return out
     truth = truth if truth is not None else joints.dataset_truth(root, source_state, target_state)
-    try:
-        est = joints.from_gaussians(source, gaussians, correspondence=correspondence, seed=seed)
-    except joints.NoMotionError:
-        if correspondence:  # Gaussian i of both sets is one point: none moved
-            out.update(joint_found=0.0, type_correct=0.0, amount_err_rel=1.0)
-            return out
-        # Unordered inputs find motion through the points of A that B lost; a part that closes
-        # onto another (a laptop lid shut on its base) loses none, so also look from B's side:
-        # the reversed motion has the same axis line and amount, the axis pointing the other way.
-        try:
-            rev = joints.from_gaussians(gaussians, source, correspondence=False, seed=seed)
-            est = replace(rev, axis=-rev.axis)
-        except joints.NoMotionError:
-            out.update(joint_found=0.0, type_correct=0.0, amount_err_rel=1.0)
-            return out
+    est = _estimate_joint(source, gaussians, correspondence, seed)
+    if est is None:  # the prediction moved nothing
+        return replace(out, joint_found=0.0, type_correct=0.0, amount_err_rel=1.0)
     cmp = joints.compare(est, truth)
-    out.update(joint_found=1.0, type_correct=float(cmp["type_correct"]), axis_err_deg=float(cmp["axis_angle_deg"]))
-    if cmp["amount_error"] is not None and truth.amount > 0:
-        out["amount_err_rel"] = float(cmp["amount_error"] / truth.amount)
-    return out
+    amount = float(cmp["amount_error"] / truth.amount) if cmp["amount_error"] is not None and truth.amount > 0 else None
+    return replace(out, joint_found=1.0, type_correct=float(cmp["type_correct"]), axis_err_deg=float(cmp["axis_angle_deg"]),
+                   amount_err_rel=amount)
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    """One evaluated sample: a method's prediction of one pair, and its scores (None: n/a).
+
+    The fields, in order, are the columns of ``samples.csv`` and the keys of results.json's
+    samples (``record``), ``motion`` standing for the columns of ``Motion3D``: they are left
+    out where the 3D motion was not scored (``motion`` None, ``EvalConfig.motion_3d`` off)."""
+
+    method: str
+    category: str
+    seen: bool
+    split: str
+    group: str
+    object_id: str
+    sequence_id: str
+    source_state: str
+    target_state: str
+    psnr: float
+    ssim: float
+    lpips: Optional[float]
+    motion_fraction: float
+    psnr_motion: Optional[float]
+    ssim_motion: Optional[float]
+    lpips_motion: Optional[float]
+    psnr_rest: Optional[float]
+    ssim_rest: Optional[float]
+    motion: Optional[Motion3D] = None
+    seconds_forward: float = 0.0
+    seconds_render: float = 0.0
+    seconds_3d: float = 0.0
+
+    @property
+    def pair(self) -> tuple[str, str, str]:
+        """The evaluated pair: (sequence, source state, target state)."""
+        return self.sequence_id, self.source_state, self.target_state
+
+    def value(self, column: str) -> Any:
+        """One column's value; a 3D column of a row whose 3D motion was not scored is None."""
+        if column in MOTION_3D_COLUMNS:
+            return None if self.motion is None else getattr(self.motion, column)
+        return getattr(self, column)
+
+    def record(self) -> dict[str, Any]:
+        """The row as samples.csv and results.json write it: column -> value, in column order."""
+        return {c: self.value(c) for c in sample_columns([self])}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> SampleRow:
+        """A row read back from its record (results.json's samples); a metric column that an
+        older file lacks is n/a."""
+        motion = Motion3D(**{c: record.get(c) for c in MOTION_3D_COLUMNS}) if any(c in record for c in MOTION_3D_COLUMNS) else None
+        values = {f.name: (record[f.name] if f.name in _IDENTITY else record.get(f.name)) for f in fields(cls) if f.name != "motion"}
+        return cls(**values, motion=motion)
+
+
+_IDENTITY = ("method", "category", "seen", "split", "group", "object_id", "sequence_id", "source_state", "target_state")
+
+
+def sample_columns(rows: Sequence[SampleRow]) -> list[str]:
+    """The columns of ``rows``: SampleRow's fields in order, Motion3D's in the place of
+    ``motion`` when one of the rows scored the 3D motion."""
+    with_3d = any(r.motion is not None for r in rows)
+    columns: list[str] = []
+    for f in fields(SampleRow):
+        if f.name != "motion":
+            columns.append(f.name)
+        elif with_3d:
+            columns.extend(MOTION_3D_COLUMNS)
+    return columns
+
+
+def methods_of(rows: Sequence[SampleRow]) -> list[str]:
+    """The methods that have rows, in METHODS' order."""
+    return [m for m in METHODS if any(r.method == m for r in rows)]
 
 
 @dataclass
 class EvalResult:
-    rows: list[dict] = field(default_factory=list)
+    rows: list[SampleRow] = field(default_factory=list)
     tables: dict = field(default_factory=dict)
     groups: dict = field(default_factory=dict)
     markdown: str = ""
     lpips_note: str = ""
 
 
-def evaluate(cfg: EvalConfig, model=None, teacher_db=None, progress: bool = True) -> EvalResult:
-    """Evaluate ``model`` (a PartRM, or None to run only the baselines) and the baselines."""
+@dataclass(frozen=True)
+class _Run:
+    """What stays fixed through one evaluation."""
+
+    cfg: EvalConfig
+    root: Path
+    device: torch.device
+    model: Any
+    statics: Optional[StaticCache]
+    teacher_db: Any
+    dataset: PairDataset
+    lpips_model: Any
+    methods: list[str]
+    dilation_px: int
+    splits: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """One evaluated pair, as every method is scored on it."""
+
+    inputs: MethodInput
+    K: torch.Tensor
+    c2w: torch.Tensor
+    target: torch.Tensor  # [V, 3, S, S] the ground truth composited on white
+    region: torch.Tensor  # [V, 1, S, S] bool: the motion region
+    truth: Any  # the joint's truth (None: 3D motion not scored, or no teacher)
+    identity: dict[str, Any]  # the row's fields that name the sample (category ... target_state)
+
+
+def runnable_methods(names: Sequence[str], model, teacher_db) -> list[str]:
+    """``names`` less those that cannot run: a method under test without a model, a baseline without the teacher database."""
+    return [m for m in names if (model is not None if METHOD_TABLE[m].under_test else teacher_db is not None)]
+
+
+def _prepare(cfg: EvalConfig, model, teacher_db) -> tuple[_Run, list[int]]:
     root = Path(cfg.data)
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
     options = dict(target_size=cfg.eval_size, num_drags=cfg.num_drags, drag_mode=cfg.drag_mode)
@@ -233,69 +428,87 @@ def evaluate(cfg: EvalConfig, model=None, teacher_db=None, progress: bool = True
                           seed=cfg.seed, stream=EVAL_STREAM)
     indices = choose_pairs(dataset, cfg.seed, cfg.max_sequences)
     lpips_model = load_lpips(cfg.vgg_weights, cfg.lpips_weights)
-    note = "" if lpips_model is not None else "LPIPS n/a: no local VGG/LPIPS weights (pass --vgg-weights and --lpips-weights)"
-    methods = [m for m in cfg.methods if m not in ("partrm", "zero-drag") or model is not None]
-    if teacher_db is None:
-        methods = [m for m in methods if m in ("partrm", "zero-drag")]
-    dilation_px = max(1, round(cfg.dilation * cfg.eval_size / 256))
-    splits = {r["object_id"]: r["split"] for r in store.manifest_states(root)}
+    run = _Run(cfg=cfg, root=root, device=device, model=model, statics=statics, teacher_db=teacher_db, dataset=dataset,
+               lpips_model=lpips_model, methods=runnable_methods(cfg.methods, model, teacher_db),
+               dilation_px=max(1, round(cfg.dilation * cfg.eval_size / 256)),
+               splits={r["object_id"]: r["split"] for r in store.manifest_states(root)})
+    return run, indices
+
+
+def evaluate(cfg: EvalConfig, model=None, teacher_db=None, progress: bool = True) -> EvalResult:
+    """Evaluate ``model`` (a PartRM, or None to run only the baselines) and the baselines."""
+    run, indices = _prepare(cfg, model, teacher_db)
+    note = "" if run.lpips_model is not None else "LPIPS n/a: no local VGG/LPIPS weights (pass --vgg-weights and --lpips-weights)"
     result = EvalResult(lpips_note=note)
     for k in tqdm(indices, desc="eval", unit="pair", disable=not progress, dynamic_ncols=True):
-        ref = dataset.pairs[k]
-        item = collate([dataset[k]])
-        views = item["supervised_views"][0]
-        gt = item["target_rgb"][:, views] * item["target_alpha"][:, views] + (1 - item["target_alpha"][:, views])
-        K, c2w = item["target_K"][:, views].to(device), item["target_c2w"][:, views].to(device)
-        region = motion_region(dataset, ref, views.tolist(), cfg.eval_size, dilation_px)
-        source_g = torch.from_numpy(flat_splatter(teacher_db.splatter(ref.source_state))) if teacher_db is not None else None
-        truth = joints.dataset_truth(root, ref.source_state, ref.target_state) if cfg.motion_3d and source_g is not None else None
-        split = splits.get(ref.object_id, "train")
-        seen = categories.get(ref.category).seen
-        for method in methods:
-            t0 = time.perf_counter()
-            if method in ("partrm", "zero-drag"):
-                drags = item["drags"] if method == "partrm" else zero_drags(item["drags"])
-                with torch.inference_mode():
-                    g = predict(model, item, drags, statics)
-            elif method == "static":
-                g = source_g[None].to(device)
-            else:
-                g = oracle_gaussians(source_g, root, ref.source_state, ref.target_state)[None].to(device)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t_forward = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            with torch.inference_mode():
-                rgb, _ = render_views(g, K, c2w, cfg.eval_size)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t_render = time.perf_counter() - t1
-            pred, target = rgb[0].float().cpu().clamp(0, 1), gt[0].float()
-            row = {
-                "method": method, "category": ref.category, "seen": seen, "split": split, "group": group_of(split, seen),
-                "object_id": ref.object_id, "sequence_id": ref.sequence_id, "source_state": ref.source_state, "target_state": ref.target_state,
-                "psnr": float(psnr(pred, target).mean()), "ssim": float(ssim(pred, target).mean()),
-                "lpips": (float(lpips_distance(lpips_model, pred, target).mean()) if lpips_model is not None else None),
-                "motion_fraction": float(region.float().mean()),
-                "psnr_motion": _value(region_psnr(pred, target, region, pooled=True)),
-                "ssim_motion": _value(region_ssim(pred, target, region, pooled=True)),
-                "lpips_motion": _value(region_lpips(lpips_model, pred, target, region, pooled=True)),
-                "psnr_rest": _value(region_psnr(pred, target, ~region, pooled=True)),
-                "ssim_rest": _value(region_ssim(pred, target, ~region, pooled=True)),
-            }
-            t2 = time.perf_counter()
-            if cfg.motion_3d:
-                # the oracle, and an RGB-D prediction, change the source Gaussians in place: Gaussian i is one
-                # material point in both, so the joint comes from exact correspondences
-                aligned = (method == "oracle" or (method in ("partrm", "zero-drag") and statics is not None)) and g.shape[1] == len(source_g)
-                row.update(motion_errors_3d(g[0].float().cpu(), source_g, root, ref.source_state, ref.target_state, truth, seed=cfg.seed,
-                                            correspondence=aligned))
-            row.update(seconds_forward=t_forward, seconds_render=t_render, seconds_3d=time.perf_counter() - t2)
-            result.rows.append(row)
-    result.tables = {m: aggregate([_numeric(r) for r in result.rows if r["method"] == m], by="category") for m in methods}
-    result.groups = summarise_groups(result.rows, methods, cfg.bootstrap_resamples, cfg.seed)
-    result.markdown = markdown_report(result, methods)
+        pair = _load_pair(run, k)
+        result.rows.extend(_score(run, pair, method) for method in run.methods)
+    result.tables = {m: aggregate([_numeric(r) for r in result.rows if r.method == m], by="category") for m in run.methods}
+    result.groups = summarise_groups(result.rows, run.methods, cfg.bootstrap_resamples, cfg.seed)
+    result.markdown = markdown_report(result, run.methods)
     return result
+
+
+def _load_pair(run: _Run, k: int) -> _Pair:
+    cfg, ref = run.cfg, run.dataset.pairs[k]
+    item = collate([run.dataset[k]])
+    views = item["supervised_views"][0]
+    gt = item["target_rgb"][:, views] * item["target_alpha"][:, views] + (1 - item["target_alpha"][:, views])
+    K, c2w = item["target_K"][:, views].to(run.device), item["target_c2w"][:, views].to(run.device)
+    region = motion_region(run.dataset, ref, views.tolist(), cfg.eval_size, run.dilation_px)
+    source_g = torch.from_numpy(flat_splatter(run.teacher_db.splatter(ref.source_state))) if run.teacher_db is not None else None
+    truth = joints.dataset_truth(run.root, ref.source_state, ref.target_state) if cfg.motion_3d and source_g is not None else None
+    split = run.splits.get(ref.object_id, "train")
+    seen = categories.get(ref.category).seen
+    identity = dict(category=ref.category, seen=seen, split=split, group=group_of(split, seen), object_id=ref.object_id,
+                    sequence_id=ref.sequence_id, source_state=ref.source_state, target_state=ref.target_state)
+    inputs = MethodInput(ref=ref, item=item, source=source_g, root=run.root, device=run.device, model=run.model, statics=run.statics)
+    return _Pair(inputs=inputs, K=K, c2w=c2w, target=gt[0].float(), region=region, truth=truth, identity=identity)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _score(run: _Run, pair: _Pair, method: str) -> SampleRow:
+    """One method on one pair: predict, render the evaluated views, score them (and the 3D motion)."""
+    cfg, source = run.cfg, pair.inputs.source
+    t0 = time.perf_counter()
+    prediction = METHOD_TABLE[method].predict(pair.inputs)
+    g = prediction.gaussians
+    _synchronize(run.device)
+    t_forward = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    with torch.inference_mode():
+        rgb, _ = render_views(g, pair.K, pair.c2w, cfg.eval_size)
+    _synchronize(run.device)
+    t_render = time.perf_counter() - t1
+    scores = _image_scores(rgb[0].float().cpu().clamp(0, 1), pair.target, pair.region, run.lpips_model)
+    t2 = time.perf_counter()
+    motion = None
+    if cfg.motion_3d:
+        # the oracle, and an RGB-D prediction, change the source Gaussians in place: Gaussian i is one
+        # material point in both, so the joint comes from exact correspondences
+        aligned = prediction.in_place and source is not None and g.shape[1] == len(source)
+        motion = motion_errors_3d(g[0].float().cpu(), source, run.root, pair.inputs.ref.source_state, pair.inputs.ref.target_state,
+                                  pair.truth, seed=cfg.seed, correspondence=aligned)
+    return SampleRow(method=method, **pair.identity, **scores, motion=motion, seconds_forward=t_forward, seconds_render=t_render,
+                     seconds_3d=time.perf_counter() - t2)
+
+
+def _image_scores(pred: torch.Tensor, target: torch.Tensor, region: torch.Tensor, lpips_model) -> dict[str, Optional[float]]:
+    """SampleRow's image columns: full image, motion region and rest (see the module docstring)."""
+    return {
+        "psnr": float(psnr(pred, target).mean()), "ssim": float(ssim(pred, target).mean()),
+        "lpips": (float(lpips_distance(lpips_model, pred, target).mean()) if lpips_model is not None else None),
+        "motion_fraction": float(region.float().mean()),
+        "psnr_motion": _value(region_psnr(pred, target, region, pooled=True)),
+        "ssim_motion": _value(region_ssim(pred, target, region, pooled=True)),
+        "lpips_motion": _value(region_lpips(lpips_model, pred, target, region, pooled=True)),
+        "psnr_rest": _value(region_psnr(pred, target, ~region, pooled=True)),
+        "ssim_rest": _value(region_ssim(pred, target, ~region, pooled=True)),
+    }
 
 
 def _value(t) -> Optional[float]:
@@ -305,46 +518,49 @@ def _value(t) -> Optional[float]:
     return None if math.isnan(v) else v
 
 
-def _numeric(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in ("seen",)}
+def _numeric(row: SampleRow) -> dict:
+    return {k: v for k, v in row.record().items() if k not in ("seen",)}
 
 
-def _mean(rows: list[dict], key: str) -> Optional[float]:
-    vals = [r[key] for r in rows if r.get(key) is not None]
+def _mean(rows: Sequence[SampleRow], column: str) -> Optional[float]:
+    vals = [v for v in (r.value(column) for r in rows) if v is not None]
     return float(np.mean(vals)) if vals else None
 
 
 SUMMARY_KEYS = ("psnr", "ssim", "lpips", "psnr_motion", "ssim_motion", "lpips_motion", "psnr_rest", "ssim_rest", "motion_fraction",
                 "chamfer_pred", "chamfer_gt", "chamfer", "joint_found", "type_correct", "axis_err_deg", "amount_err_rel",
                 "seconds_forward", "seconds_render", "seconds_3d")
+"""The columns of SampleRow whose group means the summary holds, in results.json's order."""
 
 
-def summarise_groups(rows: list[dict], methods: list[str], resamples: int = 2000, seed: int = 0) -> dict:
+def summarise_groups(rows: Sequence[SampleRow], methods: Sequence[str], resamples: int = 2000, seed: int = 0) -> dict:
     """Per report group and method: means, paired deltas to static with bootstrap 95 % CI, R."""
     out: dict = {}
-    present = list(dict.fromkeys(r["group"] for r in rows))
+    present = list(dict.fromkeys(r.group for r in rows))
     for group in [g for g in GROUP_ORDER if g in present] + [g for g in present if g not in GROUP_ORDER]:
-        in_group = [r for r in rows if r["group"] == group]
-        key = lambda r: (r["sequence_id"], r["source_state"], r["target_state"])  # noqa: E731
-        by_method = {m: {key(r): r for r in in_group if r["method"] == m} for m in methods}
+        in_group = [r for r in rows if r.group == group]
+        by_method = {m: {r.pair: r for r in in_group if r.method == m} for m in methods}
         means = {m: {k: _mean(list(by_method[m].values()), k) for k in SUMMARY_KEYS} for m in methods}
-        entry: dict = {}
-        for m in methods:
-            e = {"pairs": len(by_method[m]), **means[m]}
-            if "static" in by_method:
-                e["R"] = (recovery_ratio(means[m]["psnr_motion"], means["static"]["psnr_motion"], means["oracle"]["psnr_motion"])
-                          if "oracle" in by_method else None)
-                e["R_full"] = (recovery_ratio(means[m]["psnr"], means["static"]["psnr"], means["oracle"]["psnr"])
-                               if "oracle" in by_method else None)
-                for metric in ("psnr_motion", "psnr"):
-                    deltas = [r[metric] - by_method["static"][k][metric] for k, r in by_method[m].items()
-                              if k in by_method["static"] and r[metric] is not None and by_method["static"][k][metric] is not None]
-                    lo, hi = bootstrap_ci(deltas, n_resamples=resamples, seed=seed)
-                    e[f"delta_{metric}"] = float(np.mean(deltas)) if deltas else None
-                    e[f"delta_{metric}_ci"] = [lo, hi]
-            entry[m] = e
-        out[group] = entry
+        out[group] = {m: _method_summary(m, by_method, means, resamples, seed) for m in methods}
     return out
+
+
+def _method_summary(m: str, by_method: dict[str, dict[tuple, SampleRow]], means: dict[str, dict], resamples: int, seed: int) -> dict:
+    """One method's entry of a group: pairs and means; with static: R, R_full and the paired deltas."""
+    e = {"pairs": len(by_method[m]), **means[m]}
+    if "static" not in by_method:
+        return e
+    oracle = "oracle" in by_method
+    e["R"] = recovery_ratio(means[m]["psnr_motion"], means["static"]["psnr_motion"], means["oracle"]["psnr_motion"]) if oracle else None
+    e["R_full"] = recovery_ratio(means[m]["psnr"], means["static"]["psnr"], means["oracle"]["psnr"]) if oracle else None
+    static = by_method["static"]
+    for metric in ("psnr_motion", "psnr"):
+        deltas = [r.value(metric) - static[k].value(metric) for k, r in by_method[m].items()
+                  if k in static and r.value(metric) is not None and static[k].value(metric) is not None]
+        lo, hi = bootstrap_ci(deltas, n_resamples=resamples, seed=seed)
+        e[f"delta_{metric}"] = float(np.mean(deltas)) if deltas else None
+        e[f"delta_{metric}_ci"] = [lo, hi]
+    return e
 
 
 def _fmt(value, digits: int) -> str:
@@ -374,7 +590,7 @@ def group_table(groups: dict, methods: list[str]) -> str:
             e = entry.get(m)
             if e is None or not e["pairs"]:
                 continue
-            show_delta = m in ("partrm", "zero-drag")
+            show_delta = METHOD_TABLE[m].under_test
             lines.append(
                 f"| {group} | {m} | {e['pairs']} | {_fmt(e['psnr'], 2)} | {_fmt(e['ssim'], 4)} | {_fmt(e['lpips'], 4)} "
                 f"| {_fmt(e['psnr_motion'], 2)} | {_fmt(e['ssim_motion'], 4)} | {_fmt(e['lpips_motion'], 4)} | {_fmt(e['psnr_rest'], 2)} "
@@ -384,13 +600,13 @@ def group_table(groups: dict, methods: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def category_table(rows: list[dict], methods: list[str]) -> str:
-    cats = [c for c in categories.category_names() if any(r["category"] == c for r in rows)]
+def category_table(rows: Sequence[SampleRow], methods: list[str]) -> str:
+    cats = [c for c in categories.category_names() if any(r.category == c for r in rows)]
     lines = ["| method | category | seen | pairs | PSNR ↑ | SSIM ↑ | LPIPS ↓ | motion PSNR ↑ | forward s | render s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for m in methods:
-        mrows = [r for r in rows if r["method"] == m]
-        groups = [(c, [r for r in mrows if r["category"] == c]) for c in cats]
-        groups += [("seen", [r for r in mrows if r["seen"]]), ("unseen", [r for r in mrows if not r["seen"]]), ("overall", mrows)]
+        mrows = [r for r in rows if r.method == m]
+        groups = [(c, [r for r in mrows if r.category == c]) for c in cats]
+        groups += [("seen", [r for r in mrows if r.seen]), ("unseen", [r for r in mrows if not r.seen]), ("overall", mrows)]
         for name, rs in groups:
             if not rs:
                 continue
@@ -424,10 +640,9 @@ def write_outputs(result: EvalResult, out: Path, cfg: EvalConfig) -> None:
     store.atomic_write_text(out / "results.md", result.markdown)
     buffer = io.StringIO()
     if result.rows:
-        fields = list(dict.fromkeys(k for r in result.rows for k in r))
-        writer = csv.DictWriter(buffer, fieldnames=fields)
+        writer = csv.DictWriter(buffer, fieldnames=sample_columns(result.rows))
         writer.writeheader()
-        writer.writerows(result.rows)
+        writer.writerows(r.record() for r in result.rows)
     store.atomic_write_text(out / "samples.csv", buffer.getvalue())
     store.atomic_write_json(out / "results.json", {"config": asdict(cfg), "groups": result.groups, "tables": result.tables,
-                                                   "lpips_note": result.lpips_note, "samples": result.rows})
+                                                   "lpips_note": result.lpips_note, "samples": [r.record() for r in result.rows]})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import matplotlib
 
@@ -24,12 +24,14 @@ from PIL import Image, ImageDraw  # noqa: E402
 from partdrag4d.preview import START_DOT, draw_arrow  # noqa: E402
 from partdrag4d.store import atomic_write_bytes  # noqa: E402
 from partrm.data import PairDataset, collate  # noqa: E402
-from partrm.evaluate import EVAL_STREAM, motion_region, zero_drags  # noqa: E402
+from partrm.evaluate import EVAL_STREAM, METHOD_TABLE, METHODS, MethodInput, SampleRow, motion_region  # noqa: E402
 from partrm.gaussians.views import render_views  # noqa: E402
-from partrm.part_motion import flat_splatter, oracle_gaussians  # noqa: E402
-from partrm.predict import StaticCache, mode_of, pair_config, predict  # noqa: E402
+from partrm.part_motion import flat_splatter  # noqa: E402
+from partrm.predict import StaticCache, mode_of, pair_config  # noqa: E402
 
-COLUMNS = ("source + drags", "PartRM", "zero-drag", "static", "oracle", "ground truth")
+TITLES = {"partrm": "PartRM"}
+"""A method's column title where it is not the method's name."""
+COLUMNS = ("source + drags", *(TITLES.get(m, m) for m in METHODS), "ground truth")
 
 
 def _png_bytes(image: Image.Image) -> bytes:
@@ -55,39 +57,34 @@ def _source_with_drags(item: dict, size: int) -> Image.Image:
     return image
 
 
-def qualitative_grid(data: Path, model, teacher_db, samples: list[dict], out: Path, size: int = 192,
+def qualitative_grid(data: Path, model, teacher_db, samples: Sequence[SampleRow], out: Path, size: int = 192,
                      num_drags: int = 10) -> Path:
-    """One row per sample (dicts with sequence_id, source_state, target_state, group): the
-    source view with drags, then PartRM, zero-drag, static, oracle and the ground truth in
-    the novel view where the moving part covers the most pixels. Drawn with the evaluation's
-    own drag stream, so the arrows are the drags the scores came from."""
+    """One row per evaluated sample (its pair and group): the source view with drags, then
+    every method (PartRM, zero-drag, static, oracle) and the ground truth in the novel view
+    where the moving part covers the most pixels. Drawn with the evaluation's own drag
+    stream, so the arrows are the drags the scores came from."""
     pair_cfg = pair_config(model, target_size=size, num_drags=num_drags)
     statics = StaticCache(Path(data), model.config.splat_size) if mode_of(model) == "rgbd" else None
     dataset = PairDataset(Path(data), split=None, config=pair_cfg, seed=0, stream=EVAL_STREAM)
     index = {(p.sequence_id, p.source_state, p.target_state): k for k, p in enumerate(dataset.pairs)}
     label_h, tiles = 18, []
     for sample in samples:
-        k = index[(sample["sequence_id"], sample["source_state"], sample["target_state"])]
+        k = index[sample.pair]
         ref, item = dataset.pairs[k], collate([dataset[k]])
         views = item["supervised_views"][0]
         region = motion_region(dataset, ref, views.tolist(), size, 1)
         view = int(views[int(region.flatten(1).sum(1).argmax())])
         K, c2w = item["target_K"][:, [view]], item["target_c2w"][:, [view]]
         source_g = torch.from_numpy(flat_splatter(teacher_db.splatter(ref.source_state)))
+        inputs = MethodInput(ref=ref, item=item, source=source_g, root=Path(data), device=torch.device("cpu"), model=model, statics=statics)
         with torch.inference_mode():
-            predicted = {
-                "PartRM": predict(model, item, item["drags"], statics),
-                "zero-drag": predict(model, item, zero_drags(item["drags"]), statics),
-                "static": source_g[None],
-                "oracle": oracle_gaussians(source_g, Path(data), ref.source_state, ref.target_state)[None],
-            }
             row = [_source_with_drags(item, size)]
-            for name in COLUMNS[1:-1]:
-                rgb, _ = render_views(predicted[name].float(), K, c2w, size)
+            for method in METHODS:
+                rgb, _ = render_views(METHOD_TABLE[method].predict(inputs).gaussians.float(), K, c2w, size)
                 row.append(_to_image(rgb[0, 0]))
         gt = item["target_rgb"][0, view] * item["target_alpha"][0, view] + (1 - item["target_alpha"][0, view])
         row.append(_to_image(gt))
-        tiles.append((f"{sample.get('group', '')}: {ref.category} {ref.object_id}, stage {ref.source_stage} -> {ref.target_stage}, view {view}", row))
+        tiles.append((f"{sample.group}: {ref.category} {ref.object_id}, stage {ref.source_stage} -> {ref.target_stage}, view {view}", row))
     width = size * len(COLUMNS)
     sheet = Image.new("RGB", (width, label_h + len(tiles) * (size + label_h)), "white")
     draw = ImageDraw.Draw(sheet)
@@ -103,17 +100,17 @@ def qualitative_grid(data: Path, model, teacher_db, samples: list[dict], out: Pa
     return out
 
 
-def pick_samples(rows: list[dict], per_group: int = 3) -> list[dict]:
+def pick_samples(rows: Sequence[SampleRow], per_group: int = 3) -> list[SampleRow]:
     """The evaluated PartRM samples with the largest moving-part region, ``per_group`` per group,
     one per sequence (where the motion is easiest to see)."""
     chosen = []
-    for group in dict.fromkeys(r["group"] for r in rows):
+    for group in dict.fromkeys(r.group for r in rows):
         seen_sequences: set[str] = set()
-        ranked = sorted((r for r in rows if r["group"] == group and r["method"] == "partrm"), key=lambda r: -r["motion_fraction"])
+        ranked = sorted((r for r in rows if r.group == group and r.method == "partrm"), key=lambda r: -r.motion_fraction)
         for r in ranked:
-            if r["sequence_id"] in seen_sequences:
+            if r.sequence_id in seen_sequences:
                 continue
-            seen_sequences.add(r["sequence_id"])
+            seen_sequences.add(r.sequence_id)
             chosen.append(r)
             if len(seen_sequences) == per_group:
                 break

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from partrm.cli import app
-from partrm.evaluate import EVAL_STREAM, EvalConfig, choose_pairs, evaluate, motion_errors_3d, oracle_gaussians, summarise_groups, write_outputs
+from partdrag4d.errors import BadInput
+from partrm.evaluate import (EVAL_STREAM, METHOD_TABLE, METHODS, SEEN_NEW, SUMMARY_KEYS, EvalConfig, Motion3D, SampleRow, choose_pairs,
+                             evaluate, motion_errors_3d, oracle_gaussians, runnable_methods, sample_columns, summarise_groups, write_outputs)
 from partrm.gaussians import read_ply
 from partrm.gsdb import GaussianDatabase
 from partrm.gsdb_build import build_gsdb
@@ -46,24 +49,38 @@ def test_protocol_picks_one_seeded_source_per_sequence(rendered_dataset):
     assert len(chosen) <= 5 * len(by_seq)
 
 
+def test_part_masks_are_the_moving_part_of_the_source_and_target_stage(rendered_dataset):
+    from partrm.data import PairConfig, PairDataset, resize_mask
+
+    data = PairDataset(rendered_dataset, config=PairConfig(input_size=64, target_size=32))
+    ref = data.pairs[0]
+    views = list(data.config.input_views)
+    source, target = data.part_masks(ref, views)
+    assert source.shape == target.shape and source.shape[0] == len(views) and source.dtype == bool
+    assert source.any() and (source != target).any()  # the part is seen, and moves
+    np.testing.assert_array_equal(np.stack([resize_mask(m, 64) for m in source]), data[0]["mask"].numpy())
+    back = next(p for p in data.pairs if p.sequence_id == ref.sequence_id and p.source_stage == ref.target_stage)
+    np.testing.assert_array_equal(data.part_masks(back, views)[0], target)  # the target stage's masks as a source's
+
+
 def test_eval_tables_rows_and_baselines(rendered_dataset, models, tmp_path):
     model = PartRM.load(models / "partrm.safetensors").eval()
     db = GaussianDatabase(models / "gsdb.h5")
     cfg = EvalConfig(data=str(rendered_dataset), split="train", eval_size=32, seed=0)
     result = evaluate(cfg, model, db, progress=False)
-    methods = {r["method"] for r in result.rows}
+    methods = {r.method for r in result.rows}
     assert methods == {"partrm", "zero-drag", "static", "oracle"}
-    per_method = {m: [r for r in result.rows if r["method"] == m] for m in methods}
+    per_method = {m: [r for r in result.rows if r.method == m] for m in methods}
     assert len({len(v) for v in per_method.values()}) == 1
     for r in result.rows:
-        assert np.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1 and r["lpips"] is None
+        assert np.isfinite(r.psnr) and 0 < r.ssim <= 1 and r.lpips is None
     # an untrained PartRM is its LGM: it predicts the static source state exactly
-    np.testing.assert_allclose([r["psnr"] for r in per_method["partrm"]], [r["psnr"] for r in per_method["static"]], atol=0.05)
-    np.testing.assert_allclose([r["psnr_motion"] for r in per_method["zero-drag"]], [r["psnr_motion"] for r in per_method["static"]], atol=0.05)
+    np.testing.assert_allclose([r.psnr for r in per_method["partrm"]], [r.psnr for r in per_method["static"]], atol=0.05)
+    np.testing.assert_allclose([r.psnr_motion for r in per_method["zero-drag"]], [r.psnr_motion for r in per_method["static"]], atol=0.05)
     for r in result.rows:
-        assert 0 < r["motion_fraction"] < 0.5 and np.isfinite(r["psnr_motion"]) and np.isfinite(r["psnr_rest"])
-        assert r["group"] == "train objects (seen in training)" and r["chamfer"] is not None and r["chamfer"] > 0
-    assert all(r["joint_found"] == 0.0 and r["amount_err_rel"] == 1.0 for r in per_method["static"])  # nothing moves
+        assert 0 < r.motion_fraction < 0.5 and np.isfinite(r.psnr_motion) and np.isfinite(r.psnr_rest)
+        assert r.group == "train objects (seen in training)" and r.motion.chamfer is not None and r.motion.chamfer > 0
+    assert all(r.motion.joint_found == 0.0 and r.motion.amount_err_rel == 1.0 for r in per_method["static"])  # nothing moves
     group = result.groups["train objects (seen in training)"]
     assert group["static"]["R"] in (0.0, None) and group["oracle"]["R"] in (1.0, None)
     assert group["partrm"]["delta_psnr_motion"] is not None and len(group["partrm"]["delta_psnr_motion_ci"]) == 2
@@ -74,6 +91,10 @@ def test_eval_tables_rows_and_baselines(rendered_dataset, models, tmp_path):
     write_outputs(result, tmp_path, cfg)
     rows = list(csv.DictReader(open(tmp_path / "samples.csv")))
     assert len(rows) == len(result.rows)
+    assert list(rows[0]) == sample_columns(result.rows) and "chamfer" in rows[0]  # the 3D columns where it was scored
+    samples = json.loads((tmp_path / "results.json").read_text())["samples"]
+    assert all(list(s) == list(rows[0]) for s in samples)
+    assert [SampleRow.from_record(s) for s in samples] == result.rows
     assert json.loads((tmp_path / "results.json").read_text())["tables"]["static"]["overall"]["count"] == len(per_method["static"])
 
 
@@ -91,9 +112,10 @@ def test_eval_drags_come_from_their_own_stream_and_zero_drag_has_no_displacement
     seen = []
     real = model.reconstruct
     monkeypatch.setattr(model, "reconstruct", lambda rgb, cams, drags, valid: seen.append((drags.clone(), valid.clone())) or real(rgb, cams, drags, valid))
-    evaluate(EvalConfig(data=str(rendered_dataset), split="train", eval_size=32, max_sequences=1, motion_3d=False,
-                         methods=("partrm", "zero-drag")), model, None, progress=False)
+    result = evaluate(EvalConfig(data=str(rendered_dataset), split="train", eval_size=32, max_sequences=1, motion_3d=False,
+                                  methods=("partrm", "zero-drag")), model, None, progress=False)
     assert len(seen) == 10  # 5 targets x (partrm, zero-drag)
+    assert all(r.motion is None for r in result.rows) and "chamfer" not in sample_columns(result.rows)  # 3D not scored
     for (d, v), (z, zv) in zip(seen[0::2], seen[1::2]):
         assert torch.equal(v, zv) and v.any()
         assert torch.equal(z[..., :2], d[..., :2]) and torch.equal(z[..., 2:], z[..., :2])
@@ -119,21 +141,56 @@ def test_motion_errors_3d_on_constructed_predictions(rendered_dataset):
         b = np.load(rendered_dataset / "states" / dst / "points.npy")
         source = as_gaussians(a[np.random.default_rng(0).choice(len(a), 4096, replace=False)])
         exact = motion_errors_3d(as_gaussians(b), source, rendered_dataset, src, dst)
-        assert exact["chamfer"] == 0.0 and exact["joint_found"] == 1.0 and exact["type_correct"] == 1.0
-        assert exact["axis_err_deg"] < 3.0 and exact["amount_err_rel"] < 0.05, (i, j, exact)
+        assert exact.chamfer == 0.0 and exact.joint_found == 1.0 and exact.type_correct == 1.0
+        assert exact.axis_err_deg < 3.0 and exact.amount_err_rel < 0.05, (i, j, exact)
     still = motion_errors_3d(source, source, rendered_dataset, src, dst)
-    assert still["joint_found"] == 0.0 and still["amount_err_rel"] == 1.0 and still["axis_err_deg"] is None
-    assert still["chamfer"] > 10 * max(exact["chamfer"], 1e-3)
+    assert still.joint_found == 0.0 and still.amount_err_rel == 1.0 and still.axis_err_deg is None
+    assert still.chamfer > 10 * max(exact.chamfer, 1e-3)
     transparent = source.clone()
     transparent[:, layout.OPACITY] = 0.0
     none = motion_errors_3d(transparent, None, rendered_dataset, src, dst)
-    assert none["chamfer"] is None and none["joint_found"] is None
+    assert none.chamfer is None and none.joint_found is None
+
+
+def sample_row(**values) -> SampleRow:
+    """A SampleRow with a placeholder in every field but ``values``."""
+    base = dict(method="partrm", category="laptop", seen=True, split="test", group=SEEN_NEW, object_id="o", sequence_id="s",
+                source_state="a", target_state="b", psnr=20.0, ssim=0.9, lpips=None, motion_fraction=0.1, psnr_motion=15.0,
+                ssim_motion=0.5, lpips_motion=None, psnr_rest=25.0, ssim_rest=0.95)
+    return SampleRow(**{**base, **values})
+
+
+COLUMNS = ["method", "category", "seen", "split", "group", "object_id", "sequence_id", "source_state", "target_state", "psnr", "ssim",
+           "lpips", "motion_fraction", "psnr_motion", "ssim_motion", "lpips_motion", "psnr_rest", "ssim_rest"]
+COLUMNS_3D = ["chamfer_pred", "chamfer_gt", "chamfer", "joint_found", "type_correct", "axis_err_deg", "amount_err_rel"]
+TIMES = ["seconds_forward", "seconds_render", "seconds_3d"]
+
+
+def test_sample_columns_are_the_row_fields_in_order_with_the_3d_ones_where_scored():
+    row = sample_row()
+    scored = replace(row, motion=Motion3D(chamfer=0.1, joint_found=0.0))
+    assert sample_columns([row]) == list(row.record()) == COLUMNS + TIMES
+    assert sample_columns([row, scored]) == list(scored.record()) == COLUMNS + COLUMNS_3D + TIMES
+    assert scored.value("chamfer") == 0.1 and scored.value("chamfer_gt") is None and row.value("chamfer") is None
+    assert SampleRow.from_record(scored.record()) == scored and SampleRow.from_record(row.record()) == row
+    assert set(SUMMARY_KEYS) <= set(COLUMNS + COLUMNS_3D + TIMES)
+    assert row.pair == ("s", "a", "b")
+
+
+def test_methods_table_keeps_the_reports_order_and_says_what_each_needs():
+    assert METHODS == tuple(METHOD_TABLE) == ("partrm", "zero-drag", "static", "oracle")
+    assert [m for m in METHODS if METHOD_TABLE[m].under_test] == ["partrm", "zero-drag"]
+    assert runnable_methods(METHODS, None, object()) == ["static", "oracle"]
+    assert runnable_methods(METHODS, object(), None) == ["partrm", "zero-drag"]
+    assert runnable_methods(("oracle", "partrm"), object(), object()) == ["oracle", "partrm"]
+    with pytest.raises(BadInput, match="unknown methods"):
+        EvalConfig(data="d", methods=("partrm", "orcale"))
 
 
 def test_group_summary_recovery_ratio_and_paired_deltas():
     def rows(method, motion, full):
-        return [{"method": method, "group": "seen categories, new objects", "sequence_id": f"s{k}", "source_state": "a", "target_state": f"t{k}",
-                 "psnr_motion": m, "psnr": f} for k, (m, f) in enumerate(zip(motion, full))]
+        return [sample_row(method=method, sequence_id=f"s{k}", target_state=f"t{k}", psnr_motion=m, psnr=f)
+                for k, (m, f) in enumerate(zip(motion, full))]
 
     static = [10.0, 12.0, 11.0, 13.0]
     oracle = [14.0, 15.0, 13.0, 16.0]

@@ -10,10 +10,19 @@ from PIL import Image
 
 from partdrag4d.preview import ARROW
 from partrm import figures
+from partrm.evaluate import SampleRow
 from partrm.models.lgm import LGMConfig
 from partrm.models.partrm import PartRM, PartRMConfig
 
 pytestmark = pytest.mark.blender
+
+
+def sample_row(**values) -> SampleRow:
+    """An evaluated sample with a placeholder in every field but ``values``."""
+    base = dict(method="partrm", category="storage-furniture", seen=True, split="test", group="test", object_id="o", sequence_id="s",
+                source_state="a", target_state="b", psnr=20.0, ssim=0.9, lpips=None, motion_fraction=0.1, psnr_motion=15.0,
+                ssim_motion=0.5, lpips_motion=None, psnr_rest=25.0, ssim_rest=0.95)
+    return SampleRow(**{**base, **values})
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +39,14 @@ def test_grid_shows_drags_and_one_view_per_method(rendered_dataset, geometric, t
     torch.manual_seed(0)
     model = PartRM(PartRMConfig(lgm=LGMConfig.tiny())).eval()
     seq = "awning-drawer_joint_0_c0"
-    samples = [{"sequence_id": seq, "source_state": f"{seq}_s0", "target_state": f"{seq}_s5", "group": "test"},
-               {"sequence_id": seq, "source_state": f"{seq}_s0", "target_state": f"{seq}_s3", "group": "test"}]
+    samples = [sample_row(sequence_id=seq, source_state=f"{seq}_s0", target_state=f"{seq}_s5", group="test"),
+               sample_row(sequence_id=seq, source_state=f"{seq}_s0", target_state=f"{seq}_s3", group="test")]
     size = 96
     path = figures.qualitative_grid(rendered_dataset, model, geometric, samples, tmp_path / "grid.png", size=size)
     with Image.open(path) as im:
         sheet = np.asarray(im.convert("RGB")).astype(int)
     label = 18
+    assert figures.COLUMNS == ("source + drags", "PartRM", "zero-drag", "static", "oracle", "ground truth")
     assert sheet.shape == (label + 2 * (size + label), size * len(figures.COLUMNS), 3)
 
     def tile(row: int, col: int) -> np.ndarray:
@@ -53,11 +63,11 @@ def test_grid_shows_drags_and_one_view_per_method(rendered_dataset, geometric, t
 
 
 def test_pick_samples_takes_the_largest_motion_per_group_once_per_sequence():
-    rows = [{"group": g, "method": m, "sequence_id": s, "motion_fraction": f, "source_state": "a", "target_state": "b"}
+    rows = [sample_row(group=g, method=m, sequence_id=s, motion_fraction=f)
             for g, m, s, f in [("seen", "partrm", "s1", 0.1), ("seen", "partrm", "s1", 0.3), ("seen", "partrm", "s2", 0.2),
                                ("seen", "static", "s3", 0.9), ("unseen", "partrm", "t1", 0.05)]]
     picked = figures.pick_samples(rows, per_group=2)
-    assert [(r["group"], r["sequence_id"], r["motion_fraction"]) for r in picked] == [("seen", "s1", 0.3), ("seen", "s2", 0.2), ("unseen", "t1", 0.05)]
+    assert [(r.group, r.sequence_id, r.motion_fraction) for r in picked] == [("seen", "s1", 0.3), ("seen", "s2", 0.2), ("unseen", "t1", 0.05)]
 
 
 def test_learning_curve_is_written(tmp_path):

@@ -50,7 +50,7 @@ def doors(tmp_path_factory) -> tuple[Path, Path]:
 
 def _held_out_group(evaluated, data: Path) -> dict:
     held_out = held_out_objects(data)
-    assert len(held_out) == 2 * len(CATEGORIES) and {r["object_id"] for r in evaluated.rows} == held_out  # held-out objects only
+    assert len(held_out) == 2 * len(CATEGORIES) and {r.object_id for r in evaluated.rows} == held_out  # held-out objects only
     group = evaluated.groups[SEEN_NEW]
     assert group["oracle"]["psnr_motion"] > group["static"]["psnr_motion"] + 0.5, group  # there is motion to recover
     return group
