@@ -153,6 +153,7 @@ def _child(spec: dict) -> None:
     shared machine.
     """
     from blender_scripts import render_worker as rw
+    from partdrag4d.presets import get_preset
 
     out = rw._take_stdout(verbose=False)
     import bpy
@@ -164,7 +165,7 @@ def _child(spec: dict) -> None:
         renderer = rw.Renderer(spec["threads"], Path(scratch) / "scratch")
         scene = renderer.scene
         job = {"object_id": "bench", "mesh": spec["mesh"], "links": spec["links"], "cameras": spec["cameras"],
-               "quality": spec["preset"], "seed": 0, "states": []}
+               "preset": get_preset(spec["preset"]).to_dict(), "seed": 0, "states": []}
         ctx = rw.prepare_job(renderer, job)  # preset, intrinsics, mesh import: once
         cams = ctx.cameras
         bare_wall, bare_cpu, states = [], [], []
@@ -226,6 +227,7 @@ def main() -> None:
         return
 
     from partdrag4d.cameras import ring_cameras
+    from partdrag4d.presets import get_preset
     from partdrag4d.render import available_cores, render_jobs
 
     work = Path(tempfile.mkdtemp(prefix="bench-render-")) if args.out is None else args.out
@@ -259,8 +261,8 @@ def main() -> None:
                    "link_poses": poses[i % len(poses)]} for i in range(3)]
         for s in states:
             shutil.rmtree(s["out_dir"], ignore_errors=True)
-        job = {"object_id": "bench", "mesh": str(mesh), "links": links, "cameras": cameras, "quality": preset, "seed": 0,
-               "states": states}
+        job = {"object_id": "bench", "mesh": str(mesh), "links": links, "cameras": cameras,
+               "preset": get_preset(preset).to_dict(), "seed": 0, "states": states}
         t0 = time.perf_counter()
         results = render_jobs([job], workers=1, progress=False)
         wall = time.perf_counter() - t0

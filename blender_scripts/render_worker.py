@@ -7,7 +7,8 @@ Protocol
     stdin: one render job per line (``partdrag4d.store.RenderJob``, JSON); EOF ends.
     stdout: one JSON line per event — ``ready`` once, ``state`` once per state of a
     job (status ``rendered`` | ``skipped`` | ``failed`` with ``error``), ``job`` when a
-    job is finished. Blender prints progress on file descriptor 1 from C code, so the
+    job is finished. The job carries its render preset as a record
+    (``partdrag4d.presets.Preset``): nothing is looked up here. Blender prints progress on file descriptor 1 from C code, so the
     worker moves the real stdout to a private descriptor before bpy is imported and
     points descriptor 1 at /dev/null (or stderr with ``--verbose``): nothing Blender
     says can reach the result channel.
@@ -66,8 +67,8 @@ from pathlib import Path
 import numpy as np
 import OpenEXR
 
-from blender_scripts.presets import DEFAULT_PRESET, get_preset
 from partdrag4d import store
+from partdrag4d.presets import Preset
 
 AMBIENT = 0.55
 """World (environment) strength: the fraction of albedo an unlit-by-suns surface shows."""
@@ -390,7 +391,7 @@ class JobContext:
 
     object_id: str
     mesh: str
-    preset: object
+    preset: Preset
     seed: int
     cameras: list
     camera_records: list[dict]
@@ -404,7 +405,7 @@ class JobContext:
 
 def prepare_job(renderer: Renderer, job: dict) -> JobContext:
     """Validate a job, apply its preset and intrinsics, import its mesh (once per job)."""
-    preset = get_preset(job.get("quality", DEFAULT_PRESET))
+    preset = Preset.from_dict(job["preset"])
     seed = int(job.get("seed", 0))
     cameras = [store.Camera.from_dict(c) for c in job["cameras"]]
     if not cameras:

@@ -8,19 +8,21 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blender_scripts.presets import DEFAULT_PRESET
 from partdrag4d import cameras, categories, store
 from partdrag4d.articulate import articulate_folder
 from partdrag4d.assets.synth import generate
 from partdrag4d.dragfile import build_drag_file
 from partdrag4d.executor import check_executor, node_counts, ray_session
-from partdrag4d.render import render_jobs, require_gl, summarize
+from partdrag4d.presets import DEFAULT_PRESET, Preset, get_preset
+from partdrag4d.render import render_jobs, summarize
 from partdrag4d.render_ray import render_jobs_ray
 
 
-def render_jobs_for_dataset(root: Path, category: str | None = None, quality: str = DEFAULT_PRESET, seed: int = 0,
+def render_jobs_for_dataset(root: Path, category: str | None = None, quality: str | Preset = DEFAULT_PRESET, seed: int = 0,
                             resolution: int = cameras.IMAGE_SIZE, states: set[str] | None = None) -> list[store.RenderJob]:
-    """One render job per object: its rest mesh, links and every ok state of the manifest."""
+    """One render job per object: its rest mesh, links and every ok state of the manifest.
+    ``quality``: a preset name or the :class:`Preset` itself (each job carries the record)."""
+    preset = get_preset(quality).to_dict()
     root = Path(root).resolve()
     by_object: dict[str, list[dict]] = {}
     for r in store.manifest_states(root):
@@ -42,7 +44,7 @@ def render_jobs_for_dataset(root: Path, category: str | None = None, quality: st
             "mesh": str(store.object_dir(root, oid) / store.REST_MESH),
             "links": [{"name": link["name"], "part_id": link["part_id"]} for link in obj["links"]],
             "cameras": ring,
-            "quality": quality,
+            "preset": preset,
             "seed": seed,
             "root": str(root),
             "provenance_dir": str(store.render_provenance_dir(root)),
@@ -51,7 +53,7 @@ def render_jobs_for_dataset(root: Path, category: str | None = None, quality: st
     return jobs
 
 
-def render_dataset(root: Path, category: str | None = None, quality: str = DEFAULT_PRESET, workers: int | None = None,
+def render_dataset(root: Path, category: str | None = None, quality: str | Preset = DEFAULT_PRESET, workers: int | None = None,
                    shard: tuple[int, int] = (0, 1), seed: int = 0, resolution: int = cameras.IMAGE_SIZE, progress: bool = True,
                    executor: str = "local", ray_address: str | None = None, threads: int | None = None,
                    device: str = "cpu", log_dir: Path | None = None) -> dict:
@@ -61,8 +63,7 @@ def render_dataset(root: Path, category: str | None = None, quality: str = DEFAU
     check_executor(executor)
     if category is not None:
         categories.get(category)
-    require_gl(quality)
-    jobs = render_jobs_for_dataset(root, category, quality, seed, resolution)
+    jobs = render_jobs_for_dataset(root, category, get_preset(quality), seed, resolution)
     if executor == "ray":
         results = render_jobs_ray(jobs, workers=workers, shard=shard, progress=progress, threads=threads, device=device,
                                   address=ray_address, log_dir=log_dir)
@@ -90,7 +91,8 @@ class DatasetSummary:
     seconds: dict = field(default_factory=dict)
 
 
-def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, seed: int = 0, quality: str = DEFAULT_PRESET,
+def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, seed: int = 0,
+                 quality: str | Preset = DEFAULT_PRESET,
                  workers: int | None = 1, categories_: list[str] | None = None, configs: int = 1, max_joints: int | None = 1,
                  resolution: int = cameras.IMAGE_SIZE, progress: bool = True, max_faces: int | None = None,
                  executor: str = "local", ray_address: str | None = None, threads: int | None = None,
@@ -100,7 +102,7 @@ def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, s
     ``executor='ray'`` runs articulate, render and drags on one Ray session
     (``partdrag4d.executor``); ``out`` must then be on a path every node shares."""
     check_executor(executor)
-    args = (out, source, per_category, seed, quality, workers, categories_, configs, max_joints, resolution, progress,
+    args = (out, source, per_category, seed, get_preset(quality), workers, categories_, configs, max_joints, resolution, progress,
             max_faces, executor, ray_address, threads, device)
     if executor == "ray":
         with ray_session(ray_address):  # one Ray session for all steps

@@ -39,7 +39,6 @@ from typing import Iterable, Sequence
 
 from tqdm import tqdm
 
-from blender_scripts.presets import DEFAULT_PRESET, PRESETS, get_preset
 from partdrag4d import store
 from partdrag4d.executor import available_cores
 from partdrag4d.store import RenderJob, is_render_complete
@@ -67,60 +66,6 @@ class StateResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# ------------------------------------------------------------------ GL probe
-
-_GL_PROBE = """
-import bpy
-bpy.ops.wm.read_factory_settings(use_empty=True)
-sc = bpy.context.scene
-sc.render.engine = {engine!r}
-sc.render.resolution_x = sc.render.resolution_y = 8
-cam = bpy.data.objects.new("c", bpy.data.cameras.new("c"))
-sc.collection.objects.link(cam)
-sc.camera = cam
-bpy.ops.render.render()
-print("GL-OK")
-"""
-
-_gl_cache: dict[str, str | None] = {}
-
-
-def probe_gl(engine: str = "BLENDER_WORKBENCH", timeout: float = 300.0) -> str | None:
-    """Render 8x8 pixels with a GL engine in a throw-away process; None if it worked, else why not.
-
-    Without a GL driver Blender aborts the process (exit 134) on the first GL render,
-    which Python cannot catch; the probe keeps that out of the caller's process.
-    """
-    if engine in _gl_cache:
-        return _gl_cache[engine]
-    try:
-        proc = subprocess.run([sys.executable, "-c", _GL_PROBE.format(engine=engine)], capture_output=True, text=True,
-                              timeout=timeout, env=_worker_env(), cwd=str(REPO_ROOT))
-        if proc.returncode == 0 and "GL-OK" in proc.stdout:
-            reason = None
-        else:
-            tail = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()][-1:] or ["no output"]
-            how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
-                   else f"exited with code {proc.returncode}")
-            reason = f"test render with {engine} {how}: {tail[0][:200]}"
-    except subprocess.TimeoutExpired:
-        reason = f"test render with {engine} did not finish in {timeout:.0f} s"
-    _gl_cache[engine] = reason
-    return reason
-
-
-def require_gl(quality: str) -> None:
-    """Raise a one-line RuntimeError if preset ``quality`` needs GL and this machine has none."""
-    preset = get_preset(quality)
-    if not preset.needs_gl:
-        return
-    reason = probe_gl(preset.engine)
-    if reason is not None:
-        raise RuntimeError(
-            f"quality preset {quality!r} renders with {preset.engine}, which needs OpenGL, and none works here "
-            f"({reason}); use --quality standard (Cycles, no GL) or install Mesa EGL (libegl1 libegl-mesa0 libgl1-mesa-dri)")
 
 
 # ------------------------------------------------------------------ workers
@@ -240,8 +185,7 @@ class _Worker:
 
 
 def _validate(job: dict) -> None:
-    store.check_render_job(job)
-    get_preset(job.get("quality", DEFAULT_PRESET))
+    store.check_render_job(job)  # its keys and its preset record
 
 
 def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] = (0, 1), progress: bool = True,
@@ -273,9 +217,6 @@ def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] =
             todo.append((j, {**job, "states": [job["states"][s] for s in pending]}, pending))
     if not todo:
         return [results[k] for k in sorted(results)]
-
-    for quality in sorted({job.get("quality", DEFAULT_PRESET) for _, job, _ in todo}):
-        require_gl(quality)
 
     workers = max(1, min(int(workers), len(todo)))
     threads = max(1, int(threads) if threads else available_cores() // workers)
@@ -395,5 +336,5 @@ def summarize(results: Sequence[StateResult]) -> dict:
                                    for r in results if r.status == "failed"]}
 
 
-__all__ = ["PRESETS", "RenderJob", "StateResult", "available_cores", "is_render_complete", "parse_shard", "probe_gl", "render_jobs",
-           "prepare_jobs", "require_gl", "select_shard", "summarize"]
+__all__ = ["RenderJob", "StateResult", "available_cores", "is_render_complete", "parse_shard", "render_jobs",
+           "prepare_jobs", "select_shard", "summarize"]

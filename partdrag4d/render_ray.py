@@ -31,10 +31,9 @@ from typing import Any, Iterable
 
 from tqdm import tqdm
 
-from blender_scripts.presets import DEFAULT_PRESET
 from partdrag4d.errors import ClusterError
 from partdrag4d.executor import node_label, print_nodes, ray_session
-from partdrag4d.render import StateResult, _Worker, is_render_complete, prepare_jobs, require_gl
+from partdrag4d.render import StateResult, _Worker, is_render_complete, prepare_jobs
 
 MAX_ATTEMPTS = 2
 """Attempts per state (render) before it is recorded as failed."""
@@ -152,8 +151,6 @@ def render_jobs_ray(jobs: Iterable[dict], workers: int | None = None, shard: tup
     total = sum(len(q) for q in queues.values())
     if not total:
         return [results[k] for k in sorted(results)]
-    for quality in sorted({jobs[j].get("quality", DEFAULT_PRESET) for j in queues}):
-        require_gl(quality)
     order = sorted(queues, key=lambda j: (-len(queues[j]), j))  # longest objects first: better balance
 
     with ray_session(address) as ray:

@@ -63,6 +63,7 @@ from PIL import Image
 
 from partdrag4d.cameras import NUM_VIEWS, Camera
 from partdrag4d.errors import BadInput, DiskFull, DamagedFile
+from partdrag4d.presets import Preset
 
 # ---------------------------------------------------------------- layout: the file names
 
@@ -428,7 +429,7 @@ class RenderJob(TypedDict):
     mesh: str  # absolute path of rest.obj: canonical frame, one ``o <link>`` group per link
     links: list[dict]  # {"name": link, "part_id": int}
     cameras: list[dict]  # Camera.to_dict() at the output size
-    quality: NotRequired[str]  # a preset of blender_scripts.presets (default DEFAULT_PRESET)
+    preset: dict  # the render settings: partdrag4d.presets.Preset.to_dict()
     seed: NotRequired[int]
     root: NotRequired[str]  # the dataset: render.json names the mesh relative to it
     provenance_dir: NotRequired[str]  # per-state timing files go here
@@ -559,9 +560,10 @@ def read_render_job(line: str) -> RenderJob:
 
 def check_render_job(job: dict) -> None:
     """One-line ValueError when a render job lacks what a worker needs."""
-    for key in ("object_id", "mesh", "cameras", "states"):
+    for key in ("object_id", "mesh", "cameras", "preset", "states"):
         if key not in job:
             raise ValueError(f"render job {job.get('object_id', '?')!r} lacks {key!r}")
+    Preset.from_dict(job["preset"])
     for state in job["states"]:
         if "state_id" not in state or "out_dir" not in state:
             raise ValueError(f"a state of render job {job['object_id']!r} lacks state_id or out_dir")

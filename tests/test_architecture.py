@@ -44,8 +44,8 @@ def test_only_the_contract_spells_dataset_file_names():
     assert arch.figures()["file_names_outside_contract"] == []
 
 
-def test_the_blender_worker_depends_only_on_the_contract_and_its_presets(infos):
-    assert infos["blender_scripts.render_worker"].imports <= {arch.CONTRACT, "blender_scripts.presets"}
+def test_the_blender_worker_depends_only_on_the_contract_and_the_presets(infos):
+    assert infos["blender_scripts.render_worker"].imports <= {arch.CONTRACT, "partdrag4d.presets"}
 
 
 def test_the_checks_find_what_they_look_for(tmp_path):

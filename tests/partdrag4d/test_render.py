@@ -22,6 +22,7 @@ from PIL import Image
 
 from partdrag4d.cameras import OPENCV_TO_BLENDER, Camera, intrinsics, ring_cameras
 from partdrag4d.meshio import Material, TextureStore, box_part, write_obj
+from partdrag4d.presets import get_preset
 
 SIZE = 96
 BOXES = {  # link name -> (part id, lo, hi) in the rest pose (canonical frame, Z up)
@@ -114,7 +115,7 @@ OFFAXIS_CAMERAS = _offaxis_cameras()
 
 def _job(mesh: Path, out: Path, object_id: str = "boxes", states=(("rest", {}), ("posed", POSED)), quality="draft"):
     return {"object_id": object_id, "mesh": str(mesh), "links": LINKS,
-            "cameras": [c.to_dict() for c in ring_cameras(SIZE)], "quality": quality, "seed": 7,
+            "cameras": [c.to_dict() for c in ring_cameras(SIZE)], "preset": get_preset(quality).to_dict(), "seed": 7,
             "states": [{"state_id": sid, "out_dir": str(out / sid / "render"),
                         "link_poses": {k: m.tolist() for k, m in poses.items()}} for sid, poses in states]}
 
@@ -359,7 +360,7 @@ def test_killed_worker_leaves_nothing_complete_and_rerun_recovers(rendered, tmp_
             proc.kill()
             proc.wait()
     assert not out.exists() and not is_render_complete(out, 12)
-    job["quality"] = "draft"
+    job["preset"] = get_preset("draft").to_dict()
     job["cameras"] = [c.to_dict() for c in ring_cameras(SIZE)]
     (result,) = render_jobs([job], progress=False)
     assert result.status == "rendered" and is_render_complete(out, 12)
@@ -466,40 +467,32 @@ def test_parse_shard():
 
 
 def test_presets_are_data_and_need_no_gl():
-    from blender_scripts.presets import DEFAULT_PRESET, PRESETS, get_preset
+    from partdrag4d.presets import DEFAULT_PRESET, PRESETS, Preset
 
     assert set(PRESETS) == {"draft", "standard", "high"} and DEFAULT_PRESET == "standard"
     assert PRESETS["draft"].seconds_per_view < PRESETS["standard"].seconds_per_view < PRESETS["high"].seconds_per_view
     assert PRESETS["draft"].samples < PRESETS["standard"].samples < PRESETS["high"].samples
-    assert not any(p.needs_gl for p in PRESETS.values())
+    assert all(p.engine == "CYCLES" for p in PRESETS.values())  # Cycles on the CPU: no OpenGL driver needed
     with pytest.raises(ValueError, match="draft, standard, high"):
         get_preset("ultra")
+    assert get_preset(PRESETS["high"]) is PRESETS["high"]  # a record passes through: looked up once
+    record = json.loads(json.dumps(PRESETS["draft"].to_dict()))  # as a render job line carries it
+    assert Preset.from_dict(record) == PRESETS["draft"]
+    with pytest.raises(ValueError, match="lacks samples"):
+        Preset.from_dict({k: v for k, v in record.items() if k != "samples"})
 
 
-def test_gl_presets_fail_with_a_clear_message(monkeypatch):
-    from dataclasses import replace
+def test_a_job_without_a_valid_preset_is_refused_before_blender_starts(tmp_path):
+    from partdrag4d.render import render_jobs
 
-    import partdrag4d.render as render
-    from blender_scripts import presets
-
-    gl = replace(presets.PRESETS["draft"], name="preview", engine="BLENDER_WORKBENCH")
-    monkeypatch.setitem(presets.PRESETS, "preview", gl)
-    monkeypatch.setattr(render, "probe_gl", lambda engine: "test render with BLENDER_WORKBENCH exited with code 134")
-    with pytest.raises(RuntimeError) as err:
-        render.require_gl("preview")
-    message = str(err.value)
-    assert "\n" not in message and "'preview'" in message and "--quality standard" in message and "EGL" in message
-    render.require_gl("draft")  # Cycles: no probe, no error
+    job = _job(tmp_path / "rest.obj", tmp_path / "states")
+    with pytest.raises(ValueError, match="lacks 'preset'"):
+        render_jobs([{k: v for k, v in job.items() if k != "preset"}], progress=False)
+    with pytest.raises(ValueError, match="unknown spp"):
+        render_jobs([{**job, "preset": {**job["preset"], "spp": 4}}], progress=False)
 
 
 def test_toolkit_side_never_imports_bpy():
-    code = "import sys, partdrag4d.render, blender_scripts.presets; assert 'bpy' not in sys.modules"
+    code = ("import sys, partdrag4d.render, partdrag4d.render_ray, partdrag4d.pipeline, partdrag4d.presets; "
+            "assert 'bpy' not in sys.modules and not [m for m in sys.modules if m.startswith('blender_scripts')]")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[2]))
-
-
-@pytest.mark.blender
-def test_gl_probe_runs_out_of_process():
-    from partdrag4d.render import probe_gl
-
-    reason = probe_gl("BLENDER_WORKBENCH")  # None here if Mesa EGL works; else a reason, never a crash of this process
-    assert reason is None or "BLENDER_WORKBENCH" in reason
