@@ -14,8 +14,7 @@ from partdrag4d.assets.synth import generate
 from partdrag4d.dragfile import build_drag_file
 from partdrag4d.executor import check_executor, node_counts, ray_session
 from partdrag4d.presets import DEFAULT_PRESET, Preset, get_preset
-from partdrag4d.render import render_jobs, summarize
-from partdrag4d.render_ray import render_jobs_ray
+from partdrag4d.render import render_states, summarize
 
 
 def render_jobs_for_dataset(root: Path, category: str | None = None, quality: str | Preset = DEFAULT_PRESET, seed: int = 0,
@@ -53,23 +52,21 @@ def render_jobs_for_dataset(root: Path, category: str | None = None, quality: st
     return jobs
 
 
-def render_dataset(root: Path, category: str | None = None, quality: str | Preset = DEFAULT_PRESET, workers: int | None = None,
-                   shard: tuple[int, int] = (0, 1), seed: int = 0, resolution: int = cameras.IMAGE_SIZE, progress: bool = True,
-                   executor: str = "local", ray_address: str | None = None, threads: int | None = None,
-                   device: str = "cpu", log_dir: Path | None = None) -> dict:
+def render_dataset(root: Path, category: str | None = None, quality: str | Preset = DEFAULT_PRESET,
+                   workers: int | None = None, shard: tuple[int, int] = (0, 1), seed: int = 0,
+                   resolution: int = cameras.IMAGE_SIZE, progress: bool = True, executor: str = "local",
+                   ray_address: str | None = None, threads: int | None = None, device: str = "cpu",
+                   log_dir: Path | None = None) -> dict:
     """Render every ok state of the manifest. ``executor='ray'`` renders on a Ray cluster
     (``partdrag4d.executor``): ``workers`` is then the number of render actors (default: as
-    many as fit) and the summary gains ``nodes``, the states rendered per node."""
+    many as fit) and the summary gains ``nodes``, the states rendered per node. A full disk
+    raises ``DiskFull``; any other failed state is printed as one ``error`` line."""
     check_executor(executor)
     if category is not None:
         categories.get(category)
     jobs = render_jobs_for_dataset(root, category, get_preset(quality), seed, resolution)
-    if executor == "ray":
-        results = render_jobs_ray(jobs, workers=workers, shard=shard, progress=progress, threads=threads, device=device,
-                                  address=ray_address, log_dir=log_dir)
-    else:
-        results = render_jobs(jobs, workers=workers or 1, shard=shard, progress=progress, threads=threads, device=device,
-                              log_dir=log_dir)
+    results = render_states(jobs, executor=executor, workers=workers, shard=shard, progress=progress, threads=threads,
+                            log_dir=log_dir, device=device, address=ray_address)
     summary = summarize(results)
     if executor == "ray":
         summary["nodes"] = node_counts(results)

@@ -26,7 +26,8 @@ Layout of a dataset folder (the constants below; keys of every JSON file in ``SC
 
 Records between stages (``TypedDict``: JSON-shaped, so the files keep their bytes):
 ``ObjectRecord`` and ``StateRecord`` / ``ManifestRow`` (articulate -> render, drags, partrm),
-``RenderJob`` (render -> the Blender worker) and ``RenderRecord`` (the worker -> readers).
+``RenderJob`` (render -> the Blender worker), ``StateResult`` (the worker -> render -> callers:
+what became of one state) and ``RenderRecord`` (the worker -> readers).
 
 Same inputs and seed give the same bytes in every data file: no dates or times in
 images (PNG text/time chunks are stripped), no wall times, host names or absolute
@@ -54,6 +55,7 @@ import unicodedata
 import zipfile
 import zlib
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NotRequired, TypedDict
@@ -434,6 +436,47 @@ class RenderJob(TypedDict):
     root: NotRequired[str]  # the dataset: render.json names the mesh relative to it
     provenance_dir: NotRequired[str]  # per-state timing files go here
     states: list[RenderState]
+
+
+RENDER_STATUSES = ("rendered", "skipped", "failed")
+
+
+@dataclass
+class StateResult:
+    """What became of one state of a render job: the Blender worker reports it (a ``state``
+    event line, ``state_event``), the render scheduler passes it on, callers get it.
+    ``status``: ``rendered``, ``skipped`` (already complete) or ``failed`` (``error`` says why)."""
+
+    object_id: str
+    state_id: str
+    out_dir: str
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+    node: str | None = None  # the Ray node that rendered it (``partdrag4d.executor``); None when local
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("rendered", "skipped")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def of(cls, job: RenderJob, state: RenderState, status: str, error: str | None = None) -> "StateResult":
+        """A result the scheduler records itself (a state already complete, or never rendered)."""
+        return cls(str(job["object_id"]), str(state["state_id"]), str(state["out_dir"]), status, 0.0, error)
+
+
+def state_event(result: StateResult) -> dict:
+    """A state's result as the Blender worker sends it (one JSON line on its result channel)."""
+    return {"event": "state", **result.to_dict()}
+
+
+def read_state_event(event: dict) -> StateResult:
+    """The result a worker's ``state`` event carries."""
+    return StateResult(str(event.get("object_id")), str(event.get("state_id")), str(event.get("out_dir")),
+                       str(event.get("status")), float(event.get("seconds") or 0.0), event.get("error"), event.get("node"))
 
 
 def state_paths(object_id: str, state_id: str) -> StatePaths:

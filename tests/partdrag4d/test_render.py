@@ -122,7 +122,7 @@ def _job(mesh: Path, out: Path, object_id: str = "boxes", states=(("rest", {}), 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     root = tmp_path_factory.mktemp("render")
     mesh = _write_scene(root / "objects" / "boxes")
@@ -131,7 +131,7 @@ def rendered(tmp_path_factory):
     offaxis = _job(mesh, root / "states_offaxis", object_id="offaxis", states=(("offaxis0", POSED),))
     offaxis["cameras"] = [c.to_dict() for c in OFFAXIS_CAMERAS]
     t0 = time.perf_counter()
-    results = render_jobs([bad, good, offaxis], workers=2, progress=False)
+    results = render_states([bad, good, offaxis], workers=2, progress=False)
     return {"root": root, "mesh": mesh, "good": good, "bad": bad, "offaxis": offaxis, "results": results,
             "seconds": time.perf_counter() - t0}
 
@@ -158,7 +158,7 @@ def test_results_and_bad_mesh_reported(rendered):
 
 @pytest.mark.blender
 def test_outputs_files_cameras_and_metadata(rendered):
-    from partdrag4d.render import is_render_complete
+    from partdrag4d.store import is_render_complete
 
     for state in rendered["good"]["states"]:
         out, depth, part, images = _load(state)
@@ -212,7 +212,7 @@ def test_part_ids_and_planar_depth_match_ray_casting(rendered):
 
 @pytest.mark.blender
 def test_off_centre_principal_point_and_non_square_image(rendered):
-    from partdrag4d.render import is_render_complete
+    from partdrag4d.store import is_render_complete
 
     state = rendered["offaxis"]["states"][0]
     out = Path(state["out_dir"])
@@ -283,12 +283,12 @@ def test_rgba_transparency_colours_and_shading(rendered):
 
 @pytest.mark.blender
 def test_rerun_skips_complete_states(rendered):
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     good = rendered["good"]
     stamps = {p: p.stat().st_mtime_ns for s in good["states"] for p in Path(s["out_dir"]).iterdir()}
     t0 = time.perf_counter()
-    results = render_jobs([good], workers=1, progress=False)
+    results = render_states([good], workers=1, progress=False)
     assert [r.status for r in results] == ["skipped", "skipped"]
     assert time.perf_counter() - t0 < 5.0  # no Blender started
     assert stamps == {p: p.stat().st_mtime_ns for s in good["states"] for p in Path(s["out_dir"]).iterdir()}
@@ -296,10 +296,10 @@ def test_rerun_skips_complete_states(rendered):
 
 @pytest.mark.blender
 def test_same_seed_renders_the_same_images(rendered, tmp_path):
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     job = _job(rendered["mesh"], tmp_path, states=(("rest", {}),))
-    (result,) = render_jobs([job], progress=False)
+    (result,) = render_states([job], progress=False)
     assert result.status == "rendered"
     again, depth, part, images = _load(job["states"][0])
     _, depth0, part0, images0 = _load(rendered["good"]["states"][0])
@@ -312,7 +312,7 @@ def test_same_seed_renders_the_same_images(rendered, tmp_path):
 def test_incomplete_folders_are_not_complete(rendered, tmp_path):
     import shutil
 
-    from partdrag4d.render import is_render_complete
+    from partdrag4d.store import is_render_complete
 
     src = Path(rendered["good"]["states"][0]["out_dir"])
     cases = {
@@ -335,14 +335,16 @@ def test_incomplete_folders_are_not_complete(rendered, tmp_path):
 
 @pytest.mark.blender
 def test_killed_worker_leaves_nothing_complete_and_rerun_recovers(rendered, tmp_path):
-    from partdrag4d.render import REPO_ROOT, _worker_env, is_render_complete, render_jobs
+    from partdrag4d.blender import REPO_ROOT, worker_env
+    from partdrag4d.render import render_states
+    from partdrag4d.store import is_render_complete
 
     job = _job(rendered["mesh"], tmp_path, states=(("victim", POSED),), quality="standard")
     job["cameras"] = [c.to_dict() for c in ring_cameras(192)]
     out = Path(job["states"][0]["out_dir"])
     proc = subprocess.Popen([sys.executable, "-m", "blender_scripts.render_worker", "--threads", "1",
                              "--scratch", str(tmp_path / "scratch")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_worker_env(), cwd=str(REPO_ROOT), text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=worker_env(), cwd=str(REPO_ROOT), text=True)
     try:
         assert json.loads(proc.stdout.readline())["event"] == "ready"
         proc.stdin.write(json.dumps(job) + "\n")
@@ -362,7 +364,7 @@ def test_killed_worker_leaves_nothing_complete_and_rerun_recovers(rendered, tmp_
     assert not out.exists() and not is_render_complete(out, 12)
     job["preset"] = get_preset("draft").to_dict()
     job["cameras"] = [c.to_dict() for c in ring_cameras(SIZE)]
-    (result,) = render_jobs([job], progress=False)
+    (result,) = render_states([job], progress=False)
     assert result.status == "rendered" and is_render_complete(out, 12)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # the killed run's staging is gone
 
@@ -371,7 +373,7 @@ def test_killed_worker_leaves_nothing_complete_and_rerun_recovers(rendered, tmp_
 def test_bad_jobs_and_states_are_reported_with_reasons(rendered, tmp_path):
     import shutil
 
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     small = [c.to_dict() for c in ring_cameras(32)]
     unknown_group = _job(rendered["mesh"], tmp_path / "u", object_id="unknown_group", states=(("u0", {}),))
@@ -385,7 +387,7 @@ def test_bad_jobs_and_states_are_reported_with_reasons(rendered, tmp_path):
     bad_pose["states"][1]["link_poses"] = {"link_2": np.eye(4)}  # numpy arrays are accepted too
     for job in (unknown_group, missing_texture, bad_pose):
         job["cameras"] = small
-    results = {r.state_id: r for r in render_jobs([unknown_group, missing_texture, bad_pose], progress=False)}
+    results = {r.state_id: r for r in render_states([unknown_group, missing_texture, bad_pose], progress=False)}
     assert results["u0"].status == "failed" and "not in the job's links" in results["u0"].error and "link_2" in results["u0"].error
     assert results["t0"].status == "failed" and "texture not found" in results["t0"].error
     assert results["p0"].status == "failed" and "nope" in results["p0"].error
@@ -393,7 +395,7 @@ def test_bad_jobs_and_states_are_reported_with_reasons(rendered, tmp_path):
 
 
 def _my_render_workers() -> list[int]:
-    """Pids of render workers that this test process started (through render_jobs)."""
+    """Pids of render workers that this test process started (through render_states)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -413,13 +415,13 @@ def _my_render_workers() -> list[int]:
 def test_dead_worker_is_reported_and_replaced(rendered, tmp_path):
     import threading
 
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     victim = _job(rendered["mesh"], tmp_path / "a", object_id="a_victim", states=(("v0", {}), ("v1", POSED)), quality="standard")
     victim["cameras"] = [c.to_dict() for c in ring_cameras(192)]
     other = _job(rendered["mesh"], tmp_path / "b", object_id="b_other", states=(("o0", {}),))
     box: dict = {}
-    thread = threading.Thread(target=lambda: box.setdefault("results", render_jobs([victim, other], workers=1, progress=False)))
+    thread = threading.Thread(target=lambda: box.setdefault("results", render_states([victim, other], workers=1, progress=False)))
     thread.start()
     staging = tmp_path / "a" / "v0"
     deadline = time.monotonic() + 120
@@ -483,13 +485,13 @@ def test_presets_are_data_and_need_no_gl():
 
 
 def test_a_job_without_a_valid_preset_is_refused_before_blender_starts(tmp_path):
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     job = _job(tmp_path / "rest.obj", tmp_path / "states")
     with pytest.raises(ValueError, match="lacks 'preset'"):
-        render_jobs([{k: v for k, v in job.items() if k != "preset"}], progress=False)
+        render_states([{k: v for k, v in job.items() if k != "preset"}], progress=False)
     with pytest.raises(ValueError, match="unknown spp"):
-        render_jobs([{**job, "preset": {**job["preset"], "spp": 4}}], progress=False)
+        render_states([{**job, "preset": {**job["preset"], "spp": 4}}], progress=False)
 
 
 def test_toolkit_side_never_imports_bpy():
