@@ -88,51 +88,79 @@ class DatasetSummary:
     seconds: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What ``make_dataset`` was asked for, its preset looked up: one record for its steps."""
+
+    out: Path
+    source: Path | None
+    per_category: int
+    seed: int
+    preset: Preset
+    workers: int | None
+    categories: list[str]
+    configs: int
+    max_joints: int | None
+    resolution: int
+    progress: bool
+    max_faces: int | None
+    executor: str
+    ray_address: str | None
+    threads: int | None
+    device: str
+
+
 def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, seed: int = 0,
-                 quality: str | Preset = DEFAULT_PRESET,
-                 workers: int | None = 1, categories_: list[str] | None = None, configs: int = 1, max_joints: int | None = 1,
-                 resolution: int = cameras.IMAGE_SIZE, progress: bool = True, max_faces: int | None = None,
-                 executor: str = "local", ray_address: str | None = None, threads: int | None = None,
-                 device: str = "cpu") -> DatasetSummary:
+                 quality: str | Preset = DEFAULT_PRESET, workers: int | None = 1, categories_: list[str] | None = None,
+                 configs: int = 1, max_joints: int | None = 1, resolution: int = cameras.IMAGE_SIZE, progress: bool = True,
+                 max_faces: int | None = None, executor: str = "local", ray_address: str | None = None,
+                 threads: int | None = None, device: str = "cpu") -> DatasetSummary:
     """The main job. Without ``source`` the embedded default: ``per_category`` procedural
     objects of each category (``max_joints`` sequences per object keep the default small).
     ``executor='ray'`` runs articulate, render and drags on one Ray session
     (``partdrag4d.executor``); ``out`` must then be on a path every node shares."""
     check_executor(executor)
-    args = (out, source, per_category, seed, get_preset(quality), workers, categories_, configs, max_joints, resolution, progress,
-            max_faces, executor, ray_address, threads, device)
+    request = DatasetRequest(
+        out=Path(out), source=source, per_category=per_category, seed=seed, preset=get_preset(quality), workers=workers,
+        categories=list(categories_ or categories.category_names()), configs=configs, max_joints=max_joints,
+        resolution=resolution, progress=progress, max_faces=max_faces, executor=executor, ray_address=ray_address,
+        threads=threads, device=device)
     if executor == "ray":
         with ray_session(ray_address):  # one Ray session for all steps
-            return _make_dataset(*args)
-    return _make_dataset(*args)
+            return _make_dataset(request)
+    return _make_dataset(request)
 
 
-def _make_dataset(out, source, per_category, seed, quality, workers, categories_, configs, max_joints, resolution, progress,
-                  max_faces, executor, ray_address, threads, device) -> DatasetSummary:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cats = categories_ or categories.category_names()
+def _synthesize(r: DatasetRequest) -> tuple[Path, str]:
+    """The embedded default's procedural objects (those not written yet) under ``out/source``."""
+    source = r.out / "source"
+    for c in r.categories:
+        for i in range(r.per_category):
+            if not (source / f"syn-{c}-{r.seed}-{i:03d}" / "mobility.urdf").exists():
+                generate(c, i, r.seed, source)
+    return source, f"embedded default ({r.per_category} synthetic objects x {len(r.categories)} categories, seed {r.seed})"
+
+
+def _make_dataset(r: DatasetRequest) -> DatasetSummary:
+    r.out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     t = time.perf_counter()
-    if source is None:
-        source = out / "source"
-        for c in cats:
-            for i in range(per_category):
-                if not (source / f"syn-{c}-{seed}-{i:03d}" / "mobility.urdf").exists():
-                    generate(c, i, seed, source)
+    if r.source is None:
+        source, label = _synthesize(r)
         times["synth"] = time.perf_counter() - t
-        label = f"embedded default ({per_category} synthetic objects x {len(cats)} categories, seed {seed})"
     else:
-        label = str(source)
+        source, label = r.source, str(r.source)
     t = time.perf_counter()
-    art = articulate_folder(source, out, category=cats, seed=seed, num_configs=configs, max_joints=max_joints, progress=progress,
-                            max_faces=max_faces, executor=executor, ray_address=ray_address)
+    art = articulate_folder(source, r.out, category=r.categories, seed=r.seed, num_configs=r.configs,
+                            max_joints=r.max_joints, progress=r.progress, max_faces=r.max_faces, executor=r.executor,
+                            ray_address=r.ray_address)
     times["articulate"] = time.perf_counter() - t
     t = time.perf_counter()
-    rendered = render_dataset(out, quality=quality, workers=workers, seed=seed, resolution=resolution, progress=progress,
-                              executor=executor, ray_address=ray_address, threads=threads, device=device)
+    rendered = render_dataset(r.out, quality=r.preset, workers=r.workers, seed=r.seed, resolution=r.resolution,
+                              progress=r.progress, executor=r.executor, ray_address=r.ray_address, threads=r.threads,
+                              device=r.device)
     times["render"] = time.perf_counter() - t
     t = time.perf_counter()
-    drags = build_drag_file(out, seed=seed, progress=progress, executor=executor, ray_address=ray_address)
+    drags = build_drag_file(r.out, seed=r.seed, progress=r.progress, executor=r.executor, ray_address=r.ray_address)
     times["drags"] = time.perf_counter() - t
     return DatasetSummary(label, art.objects_ok, art.states, art.objects_failed, rendered, drags.sequences, drags.drags, times)
