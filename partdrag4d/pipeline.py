@@ -64,7 +64,7 @@ def render_dataset(root: Path, category: str | None = None, quality: str | Prese
     check_executor(executor)
     if category is not None:
         categories.get(category)
-    jobs = render_jobs_for_dataset(root, category, get_preset(quality), seed, resolution)
+    jobs = render_jobs_for_dataset(root, category, quality, seed, resolution)
     results = render_states(jobs, executor=executor, workers=workers, shard=shard, progress=progress, threads=threads,
                             log_dir=log_dir, device=device, address=ray_address)
     summary = summarize(results)

@@ -197,15 +197,30 @@ class _LocalMember:
                 kind, item = self.inbox.get()
                 if kind == "stop" or self.stopping:
                     return
-                if kind == "task":
-                    self._send(item)
-                elif kind == "event":
-                    self._event(*item)
-                elif kind == "eof":
-                    self._died(item)
+                try:
+                    if kind == "task":
+                        self._send(item)
+                    elif kind == "event":
+                        self._event(*item)
+                    elif kind == "eof":
+                        self._died(item)
+                except Exception as exc:  # noqa: BLE001 - a fault here must not leave the scheduler waiting
+                    self._give_up(item if kind == "task" else None, f"render worker thread failed: {type(exc).__name__}: {exc}")
         finally:
             if self.worker is not None:
                 self.worker.kill() if self.stopping else self.worker.close()
+
+    def _give_up(self, task: Task | None, reason: str) -> None:
+        """Fail every state this member holds (and ``task``) with ``reason``; its next state starts a fresh worker."""
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker.close(timeout=5)
+            self.worker = None
+        held = list(self.sent) + ([task] if task is not None and task not in self.sent else [])
+        self.sent.clear()
+        self.result = None
+        for t in held:
+            self._post(t, StateResult.of(*self._job_state(t), "failed", reason))
 
     def stop(self) -> None:
         self.stopping = True

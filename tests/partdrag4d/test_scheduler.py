@@ -1,5 +1,6 @@
 """The one render scheduler on a scripted pool (no Blender, no Ray): order, retries, members
-lost with their node, and a full disk stopping the run with one ``DiskFull``."""
+lost with their node, and a full disk stopping the run with one ``DiskFull``; and the local
+pool on stand-in worker processes (a dead worker replaced, a fault failing what it held)."""
 
 from __future__ import annotations
 
@@ -165,3 +166,81 @@ def test_interrupt_stops_the_pool(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _run(pool, _jobs(tmp_path, {"a": 2}))
     assert pool.stopped and not pool.closed
+
+
+class FakeWorker:
+    """Stands in for a Blender worker process: answers each one-state job line at once with a
+    ``state`` and a ``job`` event; state ``die*`` kills it, state ``bug*`` makes send() raise."""
+
+    started: list["FakeWorker"] = []
+
+    def __init__(self, threads, log_dir, index, verbose=False, device="cpu"):
+        import queue
+
+        self.events: queue.Queue = queue.Queue()
+        self.device_note = "no GPU here" if device == "gpu" else None
+        self.jobs: list[str] = []
+        FakeWorker.started.append(self)
+
+    def send(self, job):
+        state = job["states"][0]
+        self.jobs.append(state["state_id"])
+        if state["state_id"].startswith("bug"):
+            raise ValueError("a bug in the pool")
+        if state["state_id"].startswith("die"):
+            self.events.put(None)
+            return
+        self.events.put({"event": "state", "object_id": job["object_id"], "state_id": state["state_id"],
+                         "out_dir": state["out_dir"], "status": "rendered", "seconds": 0.5, "error": None})
+        self.events.put({"event": "job", "status": "done"})
+
+    def read(self):
+        return self.events.get()
+
+    def death_reason(self):
+        return "render worker was killed by SIGKILL"
+
+    def close(self, timeout=60.0):
+        pass
+
+    def kill(self):
+        pass
+
+
+def _local_jobs(tmp_path: Path, sizes: dict[str, int], renamed: dict[str, str]) -> list[dict]:
+    from partdrag4d.presets import get_preset
+
+    jobs = _jobs(tmp_path, sizes)
+    for job in jobs:
+        job["preset"] = get_preset("draft").to_dict()
+        for state in job["states"]:
+            state["state_id"] = renamed.get(state["state_id"], state["state_id"])
+    return jobs
+
+
+def test_local_pool_sends_one_state_jobs_and_replaces_a_dead_worker(tmp_path, monkeypatch, capsys):
+    import partdrag4d.render as render
+
+    monkeypatch.setattr(render, "BlenderWorker", FakeWorker)
+    FakeWorker.started = []
+    jobs = _local_jobs(tmp_path, {"a": 3, "b": 1}, {"a_1": "die_a1"})
+    results = render.render_states(jobs, workers=1, progress=False, log_dir=tmp_path / "logs", device="gpu")
+    assert [r.state_id for r in results] == ["a_0", "die_a1", "a_2", "b_0"]  # job order
+    by_id = {r.state_id: r for r in results}
+    assert by_id["a_0"].status == by_id["b_0"].status == "rendered" and by_id["a_0"].seconds == 0.5
+    assert by_id["die_a1"].status == "failed" and by_id["die_a1"].error == "render worker was killed by SIGKILL"
+    # a_2 was sent to the dying worker, or to its replacement (one attempt per state locally)
+    assert by_id["a_2"].status == "rendered" or by_id["a_2"].error == "render worker was killed by SIGKILL"
+    assert len(FakeWorker.started) == 2  # the dead worker was replaced
+    assert FakeWorker.started[0].jobs[:2] == ["a_0", "die_a1"]  # longest object first, one state per job line
+    assert capsys.readouterr().err.count("render device: no GPU here") == 1  # once, however many workers said it
+
+
+def test_local_pool_fails_what_a_broken_member_holds_instead_of_waiting(tmp_path, monkeypatch):
+    import partdrag4d.render as render
+
+    monkeypatch.setattr(render, "BlenderWorker", FakeWorker)
+    results = render.render_states(_local_jobs(tmp_path, {"a": 1, "b": 1}, {"a_0": "bug_a0"}), workers=2, progress=False)
+    by_id = {r.state_id: r for r in results}
+    assert by_id["bug_a0"].error == "render worker thread failed: ValueError: a bug in the pool"
+    assert by_id["b_0"].status == "rendered"
