@@ -7,10 +7,10 @@
 - ``partdrag4d`` / ``blender_scripts`` -> ``partrm`` imports (the dataset must not depend on
   the model);
 - imports inside functions (the file header does not show them);
-- the largest file (lines);
+- the largest file (lines), and the functions longer than ``MAX_FUNCTION_LINES``;
 - dataset file names spelled outside the contract module (``partdrag4d/store.py``).
 
-``tests/partdrag4d/test_architecture.py`` asserts the same figures.
+``tests/test_architecture.py`` asserts the same figures.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ DATASET_FILE_NAMES = frozenset({
     "runs.jsonl",
 })
 """The files of a dataset folder (``SCHEMA.md``), as a reader or writer would spell them."""
+
+MAX_FUNCTION_LINES = 80
+"""Longest a function may be (``def`` line to its last line, nested functions included)."""
 
 HOMONYMS = {("partrm.train", "state.json"): "a training checkpoint's step record in runs written before it was named "
                                            "trainer_state.json (read on resume), not a dataset file"}
@@ -117,6 +120,27 @@ def scan(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, M
     return infos
 
 
+def long_functions(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES,
+                   limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """``path:Class.function`` -> lines, for every function longer than ``limit`` lines."""
+    found: dict[str, int] = {}
+
+    def visit(node: ast.AST, rel: str, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = prefix + child.name
+                if not isinstance(child, ast.ClassDef) and child.end_lineno - child.lineno + 1 > limit:
+                    found[f"{rel}:{name}"] = child.end_lineno - child.lineno + 1
+                visit(child, rel, name + ".")
+            else:
+                visit(child, rel, prefix)
+
+    for pkg in packages:
+        for path in sorted((root / pkg).rglob("*.py")):
+            visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)), path.relative_to(root).as_posix(), "")
+    return found
+
+
 def _project_module(target: str, mods: dict[str, Path]) -> str | None:
     """The project module ``target`` names (the longest prefix that is one), or None."""
     parts = target.split(".")
@@ -186,6 +210,8 @@ def figures(root: Path = ROOT) -> dict:
         "partdrag4d_to_partrm": reach,
         "imports_inside_functions": sum(len(i.inner_imports) for i in infos.values()),
         "largest_file": f"{largest.path.relative_to(root)} ({largest.lines} lines)",
+        "functions_over_limit": [f"{name} ({n} lines)" for name, n in
+                                 sorted(long_functions(root).items(), key=lambda item: -item[1])],
         "file_names_outside_contract": spelled,
     }
 
@@ -204,6 +230,9 @@ def main() -> None:
         print(f"  {r}")
     print(f"imports inside functions: {f['imports_inside_functions']}")
     print(f"largest file: {f['largest_file']}")
+    print(f"functions over {MAX_FUNCTION_LINES} lines: {len(f['functions_over_limit'])}")
+    for s in f["functions_over_limit"]:
+        print(f"  {s}")
     print(f"dataset file names spelled outside {CONTRACT}: {len(f['file_names_outside_contract'])}")
     for s in f["file_names_outside_contract"]:
         print(f"  {s}")

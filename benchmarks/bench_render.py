@@ -13,7 +13,7 @@ Interleaving exposes both to the same background load. Printed per preset:
     overhead      state wall / (12 x bare)   (target <= 1.10); min-based: fastest of each
     cpu s/view    process CPU seconds per view, and the CPU-time ratio
 
-then an end-to-end run through ``partdrag4d.render.render_jobs`` (Blender start and
+then an end-to-end run through ``partdrag4d.render.render_states`` (Blender start and
 import included; ``--e2e``), and the projected time of the paper's scale (20,548
 states x 12 views) on N cores, assuming throughput scales with cores.
 
@@ -153,6 +153,7 @@ def _child(spec: dict) -> None:
     shared machine.
     """
     from blender_scripts import render_worker as rw
+    from partdrag4d.presets import get_preset
 
     out = rw._take_stdout(verbose=False)
     import bpy
@@ -164,7 +165,7 @@ def _child(spec: dict) -> None:
         renderer = rw.Renderer(spec["threads"], Path(scratch) / "scratch")
         scene = renderer.scene
         job = {"object_id": "bench", "mesh": spec["mesh"], "links": spec["links"], "cameras": spec["cameras"],
-               "quality": spec["preset"], "seed": 0, "states": []}
+               "preset": get_preset(spec["preset"]).to_dict(), "seed": 0, "states": []}
         ctx = rw.prepare_job(renderer, job)  # preset, intrinsics, mesh import: once
         cams = ctx.cameras
         bare_wall, bare_cpu, states = [], [], []
@@ -215,7 +216,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=2, help="(12 bare views + 1 state) rounds per preset")
     parser.add_argument("--e2e", nargs="*", default=["draft"],
-                        help="presets also timed end to end through render_jobs (Blender start + import + 3 states)")
+                        help="presets also timed end to end through render_states (Blender start + import + 3 states)")
     parser.add_argument("--mesh", type=Path, default=None, help="an OBJ with one `o` group per link (default: built-in cabinet)")
     parser.add_argument("--cores", type=int, nargs="+", default=[2, 16, 64, 256])
     parser.add_argument("--out", type=Path, default=None, help="keep the object and end-to-end renders here")
@@ -226,7 +227,9 @@ def main() -> None:
         return
 
     from partdrag4d.cameras import ring_cameras
-    from partdrag4d.render import available_cores, render_jobs
+    from partdrag4d.executor import available_cores
+    from partdrag4d.presets import get_preset
+    from partdrag4d.render import render_states
 
     work = Path(tempfile.mkdtemp(prefix="bench-render-")) if args.out is None else args.out
     if args.mesh:
@@ -259,15 +262,15 @@ def main() -> None:
                    "link_poses": poses[i % len(poses)]} for i in range(3)]
         for s in states:
             shutil.rmtree(s["out_dir"], ignore_errors=True)
-        job = {"object_id": "bench", "mesh": str(mesh), "links": links, "cameras": cameras, "quality": preset, "seed": 0,
-               "states": states}
+        job = {"object_id": "bench", "mesh": str(mesh), "links": links, "cameras": cameras,
+               "preset": get_preset(preset).to_dict(), "seed": 0, "states": states}
         t0 = time.perf_counter()
-        results = render_jobs([job], workers=1, progress=False)
+        results = render_states([job], workers=1, progress=False)
         wall = time.perf_counter() - t0
         bad = [r for r in results if r.status != "rendered"]
         if bad:
             raise SystemExit(f"{preset}: {bad[0].status} {bad[0].error}")
-        print(f"end to end ({preset}, render_jobs, 1 worker): {wall:.1f} s for 3 states = {wall / 3:.2f} s/state "
+        print(f"end to end ({preset}, render_states, 1 worker): {wall:.1f} s for 3 states = {wall / 3:.2f} s/state "
               f"incl. Blender start and mesh import")
 
     print(f"\nprojection: {PAPER_STATES:,} states x {VIEWS} views = {PAPER_STATES * VIEWS:,} views at the s/view above, "

@@ -4,8 +4,8 @@ A small dataset (procedural objects, one swept joint each, 6 states per object) 
 articulated once; then its states are rendered again and again, alternating executors
 so that both see the same background load:
 
-    local   partdrag4d.render.render_jobs: ``--workers`` Blender processes x ``--threads``
-    ray     partdrag4d.render_ray.render_jobs_ray on a Ray started here with this machine's
+    local   partdrag4d.render.render_states: ``--workers`` Blender processes x ``--threads``
+    ray     the same with ``executor="ray"``, on a Ray started here with this machine's
             cores: ``--workers`` render actors x ``--threads`` (one Blender worker each)
 
 Each run starts its Blender workers (and, for Ray, its actors) afresh, so both include
@@ -93,7 +93,7 @@ def main() -> None:
     import ray
 
     from partdrag4d.executor import ray_session
-    from partdrag4d.render import available_cores
+    from partdrag4d.executor import available_cores
 
     cores = available_cores()
     args.threads = args.threads or max(1, cores // args.workers)

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 def screenshot(viewer, path: Path, camera: tuple, look_at: tuple, size=(960, 540), settle: float = 6.0) -> None:
     from PIL import Image
 
-    from partdrag4d.headless import HeadlessBrowser, browser_path, wait_until
+    from tests.support.headless import HeadlessBrowser, browser_path, wait_until  # needs the test extra (websockets)
 
     exe = browser_path()
     if not exe:

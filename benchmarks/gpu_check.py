@@ -104,8 +104,8 @@ PAPER = {"latency_s": 4.2, "stage1_iterations": 100_000, "stage2_iterations": 50
 GOAL_LATENCY_S = 0.2
 PACKAGES = ("torch", "numpy", "gsplat", "accelerate", "jaxtyping", "ninja", "safetensors", "h5py", "scipy", "pillow",
             "typer", "tqdm", "rich", "pytorch-msssim")
-BLENDER_SIDE = ("bpy", "mathutils", "bmesh", "blender_scripts", "partdrag4d.render", "partdrag4d.pipeline", "trimesh",
-                "yourdfpy", "lxml", "OpenEXR", "Imath")
+BLENDER_SIDE = ("bpy", "mathutils", "bmesh", "blender_scripts", "partdrag4d.blender", "partdrag4d.render",
+                "partdrag4d.pipeline", "trimesh", "yourdfpy", "lxml", "OpenEXR", "Imath")
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,18 @@
 """Blender-side render worker: one fresh Python process that imports bpy.
 
 Run as ``python -m blender_scripts.render_worker --threads N``; the toolkit starts
-it through ``partdrag4d.render`` and never imports this module itself.
+it through ``partdrag4d.blender`` and never imports this module itself.
 
 Protocol
     stdin: one render job per line (``partdrag4d.store.RenderJob``, JSON); EOF ends.
     stdout: one JSON line per event — ``ready`` once, ``state`` once per state of a
-    job (status ``rendered`` | ``skipped`` | ``failed`` with ``error``), ``job`` when a
-    job is finished. Blender prints progress on file descriptor 1 from C code, so the
-    worker moves the real stdout to a private descriptor before bpy is imported and
-    points descriptor 1 at /dev/null (or stderr with ``--verbose``): nothing Blender
-    says can reach the result channel.
+    job (``store.state_event``: a ``store.StateResult``, status ``rendered`` | ``skipped``
+    | ``failed`` with ``error``), ``job`` when a job is finished. The job carries its
+    render preset as a record (``partdrag4d.presets.Preset``): nothing is looked up here.
+    Blender prints progress on file descriptor 1 from C code, so the worker moves the
+    real stdout to a private descriptor before bpy is imported and points descriptor 1
+    at /dev/null (or stderr with ``--verbose``): nothing Blender says can reach the
+    result channel.
 
 What is built when
     Once per worker: render settings, colour management, world and lights, the one
@@ -19,8 +21,9 @@ What is built when
     background mode). Once per job (object): the OBJ is imported (one Blender object
     per ``o`` group = link) and each link object gets ``pass_index`` = its part id; a
     job with the same header as the previous one (same object, cameras, preset, seed:
-    the one-state jobs of ``partdrag4d.executor``) reuses the imported object. Per state: links are posed by setting ``matrix_world``; per view only the camera
-    moves. Persistent data keeps Cycles' BVH between views.
+    the one-state jobs of ``partdrag4d.scheduler``) reuses the imported object. Per
+    state: links are posed by setting ``matrix_world``; per view only the camera moves.
+    Persistent data keeps Cycles' BVH between views.
 
 Lighting (fixed in the world, so a surface point has the same colour in every view)
     A uniform white world of strength ``AMBIENT`` (unoccluded Lambertian surfaces show
@@ -66,8 +69,8 @@ from pathlib import Path
 import numpy as np
 import OpenEXR
 
-from blender_scripts.presets import DEFAULT_PRESET, get_preset
 from partdrag4d import store
+from partdrag4d.presets import Preset
 
 AMBIENT = 0.55
 """World (environment) strength: the fraction of albedo an unlit-by-suns surface shows."""
@@ -390,7 +393,7 @@ class JobContext:
 
     object_id: str
     mesh: str
-    preset: object
+    preset: Preset
     seed: int
     cameras: list
     camera_records: list[dict]
@@ -404,7 +407,7 @@ class JobContext:
 
 def prepare_job(renderer: Renderer, job: dict) -> JobContext:
     """Validate a job, apply its preset and intrinsics, import its mesh (once per job)."""
-    preset = get_preset(job.get("quality", DEFAULT_PRESET))
+    preset = Preset.from_dict(job["preset"])
     seed = int(job.get("seed", 0))
     cameras = [store.Camera.from_dict(c) for c in job["cameras"]]
     if not cameras:
@@ -489,8 +492,8 @@ def run_job(renderer: Renderer, job: dict, send) -> None:
     states = list(job.get("states", []))
 
     def report(s: dict, status: str, seconds: float = 0.0, error: str | None = None) -> None:
-        send({"event": "state", "object_id": object_id, "state_id": str(s.get("state_id")), "out_dir": str(s.get("out_dir")),
-              "status": status, "seconds": round(seconds, 4), "error": error})
+        send(store.state_event(store.StateResult(object_id, str(s.get("state_id")), str(s.get("out_dir")), status,
+                                                 round(seconds, 4), error)))
 
     t_job = time.perf_counter()
     try:
@@ -524,7 +527,7 @@ def _job_key(job: dict) -> str:
 
 def _cached_context(renderer: Renderer, job: dict) -> JobContext:
     """The job's context, reused when the previous job had the same header (same object, cameras,
-    preset and seed): a scheduler sending one state per job (partdrag4d.executor) then imports an
+    preset and seed): a scheduler sending one state per job (partdrag4d.scheduler) then imports an
     object's mesh once per worker, as a job with all its states does."""
     key = _job_key(job)
     if renderer.job_cache is not None and renderer.job_cache[0] == key:

@@ -12,7 +12,6 @@ from typing import Literal, Optional
 import typer
 from tqdm import tqdm
 
-from blender_scripts.presets import DEFAULT_PRESET, PRESETS
 from partdrag4d import categories, export as exports, pipeline, store, verify as verification
 from partdrag4d.articulate import articulate_folder
 from partdrag4d.assets.synth import generate
@@ -20,6 +19,7 @@ from partdrag4d.cliutil import WAIT_HELP, Typer, check_seed, writing
 from partdrag4d.dragfile import build_drag_file
 from partdrag4d.errors import BadInput
 from partdrag4d.executor import EXECUTORS
+from partdrag4d.presets import DEFAULT_PRESET, PRESETS, get_preset
 from partdrag4d.preview import write_previews
 from partdrag4d.render import DEVICES, parse_shard
 from partdrag4d.viewer import DatasetViewer
@@ -135,8 +135,8 @@ def render(
     _check_executor(executor, ray_address)
     shard_ = _shard(shard)
     with writing(dataset, "render", wait, shard_):
-        summary = _run_step(pipeline.render_dataset, dataset, category, quality, workers, shard_, seed, resolution,
-                            executor=executor, ray_address=ray_address, threads=threads, device=device)
+        summary = _run_step(pipeline.render_dataset, dataset, category, get_preset(quality), workers, shard_, seed,
+                            resolution, executor=executor, ray_address=ray_address, threads=threads, device=device)
     typer.echo(json.dumps(summary))
     if summary.get("failed"):
         raise typer.Exit(1)
@@ -249,9 +249,10 @@ def make_dataset(
     cats = _categories_option(category)
     _check_executor(executor, ray_address)
     with writing(out, "make-dataset", wait) as record:
-        summary = _run_step(pipeline.make_dataset, out, source, per_category, seed, quality, workers, cats, configs, max_joints or None,
-                            resolution, max_faces=max_faces, executor=executor, ray_address=ray_address, threads=threads,
-                            device=device)
+        summary = _run_step(pipeline.make_dataset, out, source=source, per_category=per_category, seed=seed,
+                            quality=get_preset(quality), workers=workers, categories_=cats, configs=configs,
+                            max_joints=max_joints or None, resolution=resolution, max_faces=max_faces, executor=executor,
+                            ray_address=ray_address, threads=threads, device=device)
         record["seconds_per_step"] = summary.seconds
     typer.echo(json.dumps(summary.__dict__, indent=1))
     if summary.rendered.get("failed"):

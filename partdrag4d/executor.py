@@ -1,8 +1,8 @@
 """Where the dataset steps run: in this process (``local``, the default) or on a Ray cluster (``ray``).
 
 With ``--executor ray`` each object is articulated by a Ray task, each state is rendered
-by a call to a Ray actor (``partdrag4d.render_ray``), and each sequence's drags are sampled
-by a Ray task. The driver (the process running the command) schedules and collects; the
+by a call to a Ray actor (``partdrag4d.render_ray``, scheduled by ``partdrag4d.scheduler``),
+and each sequence's drags are sampled by a Ray task. The driver (the process running the command) schedules and collects; the
 files are written by whichever node does the work, so the dataset folder must be on a path
 every node sees under the same absolute name (NFS, Lustre, a cluster file system). Every
 file is still staged under a temporary name and renamed, so a retried task is harmless,

@@ -8,19 +8,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blender_scripts.presets import DEFAULT_PRESET
 from partdrag4d import cameras, categories, store
 from partdrag4d.articulate import articulate_folder
 from partdrag4d.assets.synth import generate
 from partdrag4d.dragfile import build_drag_file
 from partdrag4d.executor import check_executor, node_counts, ray_session
-from partdrag4d.render import render_jobs, require_gl, summarize
-from partdrag4d.render_ray import render_jobs_ray
+from partdrag4d.presets import DEFAULT_PRESET, Preset, get_preset
+from partdrag4d.render import render_states, summarize
 
 
-def render_jobs_for_dataset(root: Path, category: str | None = None, quality: str = DEFAULT_PRESET, seed: int = 0,
+def render_jobs_for_dataset(root: Path, category: str | None = None, quality: str | Preset = DEFAULT_PRESET, seed: int = 0,
                             resolution: int = cameras.IMAGE_SIZE, states: set[str] | None = None) -> list[store.RenderJob]:
-    """One render job per object: its rest mesh, links and every ok state of the manifest."""
+    """One render job per object: its rest mesh, links and every ok state of the manifest.
+    ``quality``: a preset name or the :class:`Preset` itself (each job carries the record)."""
+    preset = get_preset(quality).to_dict()
     root = Path(root).resolve()
     by_object: dict[str, list[dict]] = {}
     for r in store.manifest_states(root):
@@ -42,7 +43,7 @@ def render_jobs_for_dataset(root: Path, category: str | None = None, quality: st
             "mesh": str(store.object_dir(root, oid) / store.REST_MESH),
             "links": [{"name": link["name"], "part_id": link["part_id"]} for link in obj["links"]],
             "cameras": ring,
-            "quality": quality,
+            "preset": preset,
             "seed": seed,
             "root": str(root),
             "provenance_dir": str(store.render_provenance_dir(root)),
@@ -51,24 +52,21 @@ def render_jobs_for_dataset(root: Path, category: str | None = None, quality: st
     return jobs
 
 
-def render_dataset(root: Path, category: str | None = None, quality: str = DEFAULT_PRESET, workers: int | None = None,
-                   shard: tuple[int, int] = (0, 1), seed: int = 0, resolution: int = cameras.IMAGE_SIZE, progress: bool = True,
-                   executor: str = "local", ray_address: str | None = None, threads: int | None = None,
-                   device: str = "cpu", log_dir: Path | None = None) -> dict:
+def render_dataset(root: Path, category: str | None = None, quality: str | Preset = DEFAULT_PRESET,
+                   workers: int | None = None, shard: tuple[int, int] = (0, 1), seed: int = 0,
+                   resolution: int = cameras.IMAGE_SIZE, progress: bool = True, executor: str = "local",
+                   ray_address: str | None = None, threads: int | None = None, device: str = "cpu",
+                   log_dir: Path | None = None) -> dict:
     """Render every ok state of the manifest. ``executor='ray'`` renders on a Ray cluster
     (``partdrag4d.executor``): ``workers`` is then the number of render actors (default: as
-    many as fit) and the summary gains ``nodes``, the states rendered per node."""
+    many as fit) and the summary gains ``nodes``, the states rendered per node. A full disk
+    raises ``DiskFull``; any other failed state is printed as one ``error`` line."""
     check_executor(executor)
     if category is not None:
         categories.get(category)
-    require_gl(quality)
     jobs = render_jobs_for_dataset(root, category, quality, seed, resolution)
-    if executor == "ray":
-        results = render_jobs_ray(jobs, workers=workers, shard=shard, progress=progress, threads=threads, device=device,
-                                  address=ray_address, log_dir=log_dir)
-    else:
-        results = render_jobs(jobs, workers=workers or 1, shard=shard, progress=progress, threads=threads, device=device,
-                              log_dir=log_dir)
+    results = render_states(jobs, executor=executor, workers=workers, shard=shard, progress=progress, threads=threads,
+                            log_dir=log_dir, device=device, address=ray_address)
     summary = summarize(results)
     if executor == "ray":
         summary["nodes"] = node_counts(results)
@@ -90,50 +88,79 @@ class DatasetSummary:
     seconds: dict = field(default_factory=dict)
 
 
-def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, seed: int = 0, quality: str = DEFAULT_PRESET,
-                 workers: int | None = 1, categories_: list[str] | None = None, configs: int = 1, max_joints: int | None = 1,
-                 resolution: int = cameras.IMAGE_SIZE, progress: bool = True, max_faces: int | None = None,
-                 executor: str = "local", ray_address: str | None = None, threads: int | None = None,
-                 device: str = "cpu") -> DatasetSummary:
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What ``make_dataset`` was asked for, its preset looked up: one record for its steps."""
+
+    out: Path
+    source: Path | None
+    per_category: int
+    seed: int
+    preset: Preset
+    workers: int | None
+    categories: list[str]
+    configs: int
+    max_joints: int | None
+    resolution: int
+    progress: bool
+    max_faces: int | None
+    executor: str
+    ray_address: str | None
+    threads: int | None
+    device: str
+
+
+def make_dataset(out: Path, source: Path | None = None, per_category: int = 1, seed: int = 0,
+                 quality: str | Preset = DEFAULT_PRESET, workers: int | None = 1, categories_: list[str] | None = None,
+                 configs: int = 1, max_joints: int | None = 1, resolution: int = cameras.IMAGE_SIZE, progress: bool = True,
+                 max_faces: int | None = None, executor: str = "local", ray_address: str | None = None,
+                 threads: int | None = None, device: str = "cpu") -> DatasetSummary:
     """The main job. Without ``source`` the embedded default: ``per_category`` procedural
     objects of each category (``max_joints`` sequences per object keep the default small).
     ``executor='ray'`` runs articulate, render and drags on one Ray session
     (``partdrag4d.executor``); ``out`` must then be on a path every node shares."""
     check_executor(executor)
-    args = (out, source, per_category, seed, quality, workers, categories_, configs, max_joints, resolution, progress,
-            max_faces, executor, ray_address, threads, device)
+    request = DatasetRequest(
+        out=Path(out), source=source, per_category=per_category, seed=seed, preset=get_preset(quality), workers=workers,
+        categories=list(categories_ or categories.category_names()), configs=configs, max_joints=max_joints,
+        resolution=resolution, progress=progress, max_faces=max_faces, executor=executor, ray_address=ray_address,
+        threads=threads, device=device)
     if executor == "ray":
         with ray_session(ray_address):  # one Ray session for all steps
-            return _make_dataset(*args)
-    return _make_dataset(*args)
+            return _make_dataset(request)
+    return _make_dataset(request)
 
 
-def _make_dataset(out, source, per_category, seed, quality, workers, categories_, configs, max_joints, resolution, progress,
-                  max_faces, executor, ray_address, threads, device) -> DatasetSummary:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cats = categories_ or categories.category_names()
+def _synthesize(r: DatasetRequest) -> tuple[Path, str]:
+    """The embedded default's procedural objects (those not written yet) under ``out/source``."""
+    source = r.out / "source"
+    for c in r.categories:
+        for i in range(r.per_category):
+            if not (source / f"syn-{c}-{r.seed}-{i:03d}" / "mobility.urdf").exists():
+                generate(c, i, r.seed, source)
+    return source, f"embedded default ({r.per_category} synthetic objects x {len(r.categories)} categories, seed {r.seed})"
+
+
+def _make_dataset(r: DatasetRequest) -> DatasetSummary:
+    r.out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     t = time.perf_counter()
-    if source is None:
-        source = out / "source"
-        for c in cats:
-            for i in range(per_category):
-                if not (source / f"syn-{c}-{seed}-{i:03d}" / "mobility.urdf").exists():
-                    generate(c, i, seed, source)
+    if r.source is None:
+        source, label = _synthesize(r)
         times["synth"] = time.perf_counter() - t
-        label = f"embedded default ({per_category} synthetic objects x {len(cats)} categories, seed {seed})"
     else:
-        label = str(source)
+        source, label = r.source, str(r.source)
     t = time.perf_counter()
-    art = articulate_folder(source, out, category=cats, seed=seed, num_configs=configs, max_joints=max_joints, progress=progress,
-                            max_faces=max_faces, executor=executor, ray_address=ray_address)
+    art = articulate_folder(source, r.out, category=r.categories, seed=r.seed, num_configs=r.configs,
+                            max_joints=r.max_joints, progress=r.progress, max_faces=r.max_faces, executor=r.executor,
+                            ray_address=r.ray_address)
     times["articulate"] = time.perf_counter() - t
     t = time.perf_counter()
-    rendered = render_dataset(out, quality=quality, workers=workers, seed=seed, resolution=resolution, progress=progress,
-                              executor=executor, ray_address=ray_address, threads=threads, device=device)
+    rendered = render_dataset(r.out, quality=r.preset, workers=r.workers, seed=r.seed, resolution=r.resolution,
+                              progress=r.progress, executor=r.executor, ray_address=r.ray_address, threads=r.threads,
+                              device=r.device)
     times["render"] = time.perf_counter() - t
     t = time.perf_counter()
-    drags = build_drag_file(out, seed=seed, progress=progress, executor=executor, ray_address=ray_address)
+    drags = build_drag_file(r.out, seed=r.seed, progress=r.progress, executor=r.executor, ray_address=r.ray_address)
     times["drags"] = time.perf_counter() - t
     return DatasetSummary(label, art.objects_ok, art.states, art.objects_failed, rendered, drags.sequences, drags.drags, times)

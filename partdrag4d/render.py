@@ -1,136 +1,70 @@
-"""The toolkit's one adapter to Blender: render jobs in worker processes.
+"""Render jobs: the one entry (:func:`render_states`), the job gate and shards, and the pool of
+Blender worker processes on this machine (:class:`LocalPool`).
 
-Blender runs only in worker processes (``blender_scripts/render_worker.py``), each a
-fresh interpreter started with ``sys.executable -m blender_scripts.render_worker``
-that imports bpy itself (forking after ``import bpy`` halves render speed and
-``spawn`` inherits bpy's ``sys.path``; a fresh interpreter has neither problem). This
-module never imports bpy.
+A render job is a ``partdrag4d.store.RenderJob`` (one object, its states, its preset; one
+JSON line to a Blender worker, ``partdrag4d.blender``). :func:`render_states` checks every
+job, keeps this shard's, and hands them to the one scheduler (``partdrag4d.scheduler``) on
+a pool of local Blender workers or of Ray actors (``partdrag4d.render_ray``).
 
-A render job is a ``partdrag4d.store.RenderJob`` (one object, its states; one JSON line to a
-worker, ``store.render_job_line``).
-
-Each worker imports an object's mesh once, then poses its links per state and moves
-one camera per view. Per state the worker writes, into a staging folder renamed onto
-``out_dir`` when complete: ``view_00.png`` .. (RGBA, straight alpha, transparent
-background), ``views.npz`` (``depth`` float32 [V,H,W] planar camera z, background inf;
-``part_id`` uint16 [V,H,W], 0 background), ``cameras.json`` and ``render.json`` (only
-what the job reproduces: PNGs carry no date/time chunks, render.json no wall times;
-those go to ``provenance_dir``).
-States whose ``out_dir`` passes ``store.is_render_complete`` are skipped, so a rerun
-resumes; a killed run leaves only hidden ``.render.*.tmp`` folders, which the next run
-deletes.
+Per state a worker writes, into a staging folder renamed onto ``out_dir`` when complete:
+``view_00.png`` .. (RGBA, straight alpha, transparent background), ``views.npz``
+(``depth`` float32 [V,H,W] planar camera z, background inf; ``part_id`` uint16 [V,H,W], 0
+background), ``cameras.json`` and ``render.json`` (only what the job reproduces: PNGs carry
+no date/time chunks, render.json no wall times; those go to ``provenance_dir``). States
+whose ``out_dir`` passes ``store.is_render_complete`` are skipped, so a rerun resumes; a
+killed run leaves only hidden ``.render.*.tmp`` folders, which the next run deletes.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import queue
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
-import time
-from dataclasses import asdict, dataclass
+from collections import deque
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tqdm import tqdm
-
-from blender_scripts.presets import DEFAULT_PRESET, PRESETS, get_preset
 from partdrag4d import store
-from partdrag4d.executor import available_cores
-from partdrag4d.store import RenderJob, is_render_complete
+from partdrag4d.blender import BlenderWorker
+from partdrag4d.executor import available_cores, check_executor
+from partdrag4d.render_ray import RayPool
+from partdrag4d.scheduler import IN_FLIGHT, MAX_ATTEMPTS, Attempt, Pool, Scheduler, Task
+from partdrag4d.store import RenderJob, StateResult
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-WORKER_MODULE = "blender_scripts.render_worker"
 DEVICES = ("cpu", "gpu")
+LOCAL_ATTEMPTS = 1
+"""Attempts per state with local workers: a state whose worker died or failed is recorded as
+failed at once, and the run goes on with a fresh worker (Ray retries: ``MAX_ATTEMPTS``)."""
 
 
-@dataclass
-class StateResult:
-    """Outcome of one state: ``status`` is ``rendered``, ``skipped`` (already complete) or ``failed``."""
+def render_states(jobs: Iterable[RenderJob], executor: str = "local", workers: int | None = None,
+                  shard: tuple[int, int] = (0, 1), progress: bool = True, threads: int | None = None,
+                  verbose: bool = False, log_dir: Path | None = None, device: str = "cpu", address: str | None = None,
+                  max_attempts: int | None = None) -> list[StateResult]:
+    """Render every state of ``jobs`` (this shard's share); one result per state, in job order.
 
-    object_id: str
-    state_id: str
-    out_dir: str
-    status: str
-    seconds: float = 0.0
-    error: str | None = None
-    node: str | None = None  # the Ray node that rendered it (``partdrag4d.executor``); None when local
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("rendered", "skipped")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-# ------------------------------------------------------------------ GL probe
-
-_GL_PROBE = """
-import bpy
-bpy.ops.wm.read_factory_settings(use_empty=True)
-sc = bpy.context.scene
-sc.render.engine = {engine!r}
-sc.render.resolution_x = sc.render.resolution_y = 8
-cam = bpy.data.objects.new("c", bpy.data.cameras.new("c"))
-sc.collection.objects.link(cam)
-sc.camera = cam
-bpy.ops.render.render()
-print("GL-OK")
-"""
-
-_gl_cache: dict[str, str | None] = {}
-
-
-def probe_gl(engine: str = "BLENDER_WORKBENCH", timeout: float = 300.0) -> str | None:
-    """Render 8x8 pixels with a GL engine in a throw-away process; None if it worked, else why not.
-
-    Without a GL driver Blender aborts the process (exit 134) on the first GL render,
-    which Python cannot catch; the probe keeps that out of the caller's process.
+    ``executor='local'``: ``workers`` Blender processes (default 1) side by side, each with
+    ``threads`` Cycles threads (default: available cores // workers). ``executor='ray'``:
+    ``workers`` render actors on the Ray cluster at ``address`` (default: as many as its
+    nodes fit) with ``threads`` Cycles threads each (default: 4, or the largest node's CPUs);
+    each result names the node that rendered it. ``device``: ``cpu``, or ``gpu`` for Cycles
+    on an OptiX/CUDA GPU; without one the states render on the CPU and one line says so.
+    ``log_dir`` keeps the workers' stderr logs (default: a temporary folder, deleted).
+    A failing state is reported (status ``failed`` with the reason) and the rest continue;
+    a full disk raises ``DiskFull``.
     """
-    if engine in _gl_cache:
-        return _gl_cache[engine]
-    try:
-        proc = subprocess.run([sys.executable, "-c", _GL_PROBE.format(engine=engine)], capture_output=True, text=True,
-                              timeout=timeout, env=_worker_env(), cwd=str(REPO_ROOT))
-        if proc.returncode == 0 and "GL-OK" in proc.stdout:
-            reason = None
-        else:
-            tail = [ln for ln in (proc.stderr or "").strip().splitlines() if ln.strip()][-1:] or ["no output"]
-            how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
-                   else f"exited with code {proc.returncode}")
-            reason = f"test render with {engine} {how}: {tail[0][:200]}"
-    except subprocess.TimeoutExpired:
-        reason = f"test render with {engine} did not finish in {timeout:.0f} s"
-    _gl_cache[engine] = reason
-    return reason
-
-
-def require_gl(quality: str) -> None:
-    """Raise a one-line RuntimeError if preset ``quality`` needs GL and this machine has none."""
-    preset = get_preset(quality)
-    if not preset.needs_gl:
-        return
-    reason = probe_gl(preset.engine)
-    if reason is not None:
-        raise RuntimeError(
-            f"quality preset {quality!r} renders with {preset.engine}, which needs OpenGL, and none works here "
-            f"({reason}); use --quality standard (Cycles, no GL) or install Mesa EGL (libegl1 libegl-mesa0 libgl1-mesa-dri)")
-
-
-# ------------------------------------------------------------------ workers
-
-
-def _worker_env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+    check_executor(executor)
+    jobs = prepare_jobs(jobs, device, shard)
+    if executor == "ray":
+        pool: Pool = RayPool(workers, threads, verbose, log_dir, device, address)
+    else:
+        pool = LocalPool(workers or 1, threads, verbose, log_dir, device)
+    attempts = max_attempts or (MAX_ATTEMPTS if executor == "ray" else LOCAL_ATTEMPTS)
+    order = {(str(job["object_id"]), str(state["state_id"])): k
+             for k, (job, state) in enumerate((job, state) for job in jobs for state in job["states"])}
+    results = Scheduler(pool, attempts, progress).run(jobs)
+    return sorted(results, key=lambda r: order[(r.object_id, r.state_id)])
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -144,13 +78,13 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def prepare_jobs(jobs: Iterable[dict], device: str, shard: tuple[int, int]) -> list[dict]:
-    """Check the device and every job, then keep this shard's jobs: one gate for both executors."""
+def prepare_jobs(jobs: Iterable[RenderJob], device: str, shard: tuple[int, int]) -> list[RenderJob]:
+    """Check the device and every job (its keys and preset), then keep this shard's jobs."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
     jobs = [dict(j) for j in jobs]
     for job in jobs:
-        _validate(job)
+        store.check_render_job(job)
     return select_shard(jobs, shard)
 
 
@@ -163,237 +97,202 @@ def select_shard(jobs: Sequence[dict], shard: tuple[int, int]) -> list[dict]:
     return ordered[i::n]
 
 
-class _Worker:
-    """One Blender worker process: send a job, read its events."""
-
-    def __init__(self, threads: int, log_dir: Path, index: int, verbose: bool = False, device: str = "cpu"):
-        self.log_path = log_dir / f"worker-{index}-{time.monotonic_ns()}.log"
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"scratch-{index}-", dir=log_dir))
-        self._log = open(self.log_path, "wb")
-        cmd = [sys.executable, "-m", WORKER_MODULE, "--threads", str(threads), "--scratch", str(self.scratch),
-               "--device", device, "--parent-pid", str(os.getpid())]
-        if verbose:
-            cmd.append("--verbose")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                     env=_worker_env(), cwd=str(REPO_ROOT), text=True, bufsize=1)
-        ready = self.read()
-        self.ready = ready or {}  # pid, threads, bpy_version, device, device_note (None unless a wish was not met)
-        if ready is None or ready.get("event") != "ready":
-            reason = self.death_reason()
-            self.kill()
-            self.close(timeout=5)
-            raise RuntimeError(f"render worker failed to start: {reason}")
-
-    def read(self) -> dict | None:
-        while True:
-            line = self.proc.stdout.readline()
-            if not line:
-                return None
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    return json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-
-    def send(self, job: dict) -> None:
-        self.proc.stdin.write(store.render_job_line(job))
-        self.proc.stdin.flush()
-
-    def death_reason(self) -> str:
-        try:
-            code = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            code = None
-        self._log.flush()
-        try:
-            lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            lines = []
-        tail = " | ".join(lines[-3:])[-400:]
-        if code is None:
-            what = "stopped answering"
-        elif code < 0:
-            what = f"was killed by {signal.Signals(-code).name}"
-        else:
-            what = f"exited with code {code}" + (" (abort)" if code == 134 else "")
-        return f"render worker {what}" + (f"; last output: {tail}" if tail else "")
-
-    def close(self, timeout: float = 60.0) -> None:
-        try:
-            if self.proc.poll() is None and self.proc.stdin:
-                self.proc.stdin.close()
-            self.proc.wait(timeout=timeout)
-        except (subprocess.TimeoutExpired, OSError, BrokenPipeError):
-            self.kill()
-        finally:
-            self._log.close()
-            shutil.rmtree(self.scratch, ignore_errors=True)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                pass
-
-
-def _validate(job: dict) -> None:
-    store.check_render_job(job)
-    get_preset(job.get("quality", DEFAULT_PRESET))
-
-
-def render_jobs(jobs: Iterable[dict], workers: int = 1, shard: tuple[int, int] = (0, 1), progress: bool = True,
-                threads: int | None = None, verbose: bool = False, log_dir: Path | None = None,
-                device: str = "cpu") -> list[StateResult]:
-    """Render every state of ``jobs`` (this shard's share); one result per state, in job order.
-
-    ``workers`` Blender processes run side by side, each with ``threads`` Cycles threads
-    (default: available cores // workers). Objects go to whichever worker is free. A
-    failing object or state is reported (status ``failed`` with the reason) and the rest
-    continue; a worker that dies is replaced. States already complete are ``skipped``
-    without starting Blender. ``log_dir`` keeps the workers' stderr logs (default: a
-    temporary folder, deleted afterwards). ``device``: ``cpu``, or ``gpu`` for Cycles on
-    an OptiX/CUDA GPU; without one the workers render on the CPU and one line says so.
-    """
-    jobs = prepare_jobs(jobs, device, shard)
-
-    results: dict[tuple[int, int], StateResult] = {}
-    todo: list[tuple[int, RenderJob, list[int]]] = []  # (job index, the job's pending states, their indices in the job)
-    for j, job in enumerate(jobs):
-        num_views = len(job["cameras"])
-        pending = []
-        for s, state in enumerate(job["states"]):
-            if is_render_complete(state["out_dir"], num_views):
-                results[(j, s)] = StateResult(str(job["object_id"]), str(state["state_id"]), str(state["out_dir"]), "skipped")
-            else:
-                pending.append(s)
-        if pending:
-            todo.append((j, {**job, "states": [job["states"][s] for s in pending]}, pending))
-    if not todo:
-        return [results[k] for k in sorted(results)]
-
-    for quality in sorted({job.get("quality", DEFAULT_PRESET) for _, job, _ in todo}):
-        require_gl(quality)
-
-    workers = max(1, min(int(workers), len(todo)))
-    threads = max(1, int(threads) if threads else available_cores() // workers)
-    total = sum(len(job["states"]) for _, job, _ in todo)
-    bar = tqdm(total=total, desc="render", unit="state", disable=not progress, dynamic_ncols=True, smoothing=0.1)
-    lock = threading.Lock()
-    job_queue: "queue.Queue[tuple[int, RenderJob, list[int]]]" = queue.Queue()
-    for item in sorted(todo, key=lambda item: -len(item[1]["states"])):  # longest objects first: better balance
-        job_queue.put(item)
-    skipped = len(results)
-    if skipped:
-        bar.set_postfix_str(f"{skipped} already done", refresh=False)
-    failures = [0]
-    stop = threading.Event()
-    own_log_dir = log_dir is None
-    log_root = Path(tempfile.mkdtemp(prefix="pd4d-render-")) if own_log_dir else Path(log_dir)
-    log_root.mkdir(parents=True, exist_ok=True)
-    live: list[_Worker] = []
-    notes: set[str] = set()
-
-    def record(j: int, s: int, result: StateResult) -> None:
-        with lock:
-            results[(j, s)] = result
-            if not result.ok:
-                failures[0] += 1
-                bar.set_postfix_str(f"failed {failures[0]}" + (f", {skipped} already done" if skipped else ""), refresh=False)
-            bar.update(1)
-
-    def fail_rest(j: int, job: RenderJob, index: list[int], done: set[int], reason: str) -> None:
-        for k, state in enumerate(job["states"]):
-            if k not in done:
-                record(j, index[k],
-                       StateResult(str(job["object_id"]), str(state["state_id"]), str(state["out_dir"]), "failed", 0.0, reason))
-
-    def run(index: int) -> None:
-        worker: _Worker | None = None
-        start_failures = 0
-        try:
-            while not stop.is_set():
-                try:
-                    j, job, index = job_queue.get_nowait()
-                except queue.Empty:
-                    return
-                if worker is None:
-                    try:
-                        worker = _Worker(threads, log_root, index, verbose, device)
-                        with lock:
-                            live.append(worker)
-                            note = worker.ready.get("device_note")
-                            if note and note not in notes:
-                                notes.add(note)
-                                bar.write(f"render device: {note}", file=sys.stderr)
-                    except Exception as exc:  # noqa: BLE001 - reported per state
-                        start_failures += 1
-                        fail_rest(j, job, index, set(), str(exc))
-                        if start_failures >= 2:
-                            return
-                        continue
-                done: set[int] = set()
-                by_id = {str(state["state_id"]): k for k, state in enumerate(job["states"])}
-                try:
-                    worker.send(job)
-                    while True:
-                        event = worker.read()
-                        if event is None:
-                            raise EOFError
-                        if event.get("event") == "state":
-                            k = by_id.get(str(event.get("state_id")))
-                            if k is None or k in done:
-                                continue
-                            done.add(k)
-                            record(j, index[k], StateResult(
-                                str(job["object_id"]), str(event["state_id"]), str(event.get("out_dir")),
-                                str(event.get("status")), float(event.get("seconds") or 0.0), event.get("error")))
-                        elif event.get("event") == "job":
-                            if event.get("status") == "failed":
-                                fail_rest(j, job, index, done, str(event.get("error")))
-                            break
-                except (EOFError, BrokenPipeError, OSError):
-                    reason = worker.death_reason()
-                    fail_rest(j, job, index, done, reason)
-                    worker.close(timeout=5)
-                    worker = None
-        finally:
-            if worker is not None:
-                worker.close()
-
-    threads_list = [threading.Thread(target=run, args=(w,), name=f"render-worker-{w}", daemon=True) for w in range(workers)]
-    try:
-        for t in threads_list:
-            t.start()
-        while any(t.is_alive() for t in threads_list):
-            for t in threads_list:
-                t.join(timeout=0.5)
-    except BaseException:
-        stop.set()
-        with lock:
-            for w in live:
-                w.kill()
-        raise
-    finally:
-        bar.close()
-        if own_log_dir:
-            shutil.rmtree(log_root, ignore_errors=True)
-
-    # States never reached (e.g. a worker could not start twice) are failures too.
-    while not job_queue.empty():
-        j, job, index = job_queue.get_nowait()
-        fail_rest(j, job, index, set(), "not rendered: no render worker could be started")
-    return [results[k] for k in sorted(results)]
-
-
 def summarize(results: Sequence[StateResult]) -> dict:
     """Counts by status and the failures (id and reason), for a CLI to print."""
-    counts = {status: sum(r.status == status for r in results) for status in ("rendered", "skipped", "failed")}
+    counts = {status: sum(r.status == status for r in results) for status in store.RENDER_STATUSES}
     return {**counts, "failures": [{"object_id": r.object_id, "state_id": r.state_id, "error": r.error}
                                    for r in results if r.status == "failed"]}
 
 
-__all__ = ["PRESETS", "RenderJob", "StateResult", "available_cores", "is_render_complete", "parse_shard", "probe_gl", "render_jobs",
-           "prepare_jobs", "require_gl", "select_shard", "summarize"]
+# ------------------------------------------------------------------ local Blender workers
+
+
+class LocalPool(Pool):
+    """``workers`` Blender worker processes on this machine (no more than there are objects),
+    each owned by a thread that starts it on its first state and again after it died. A state
+    sent to a worker that dies fails with the reason (signal or exit code and its last output)."""
+
+    def __init__(self, workers: int = 1, threads: int | None = None, verbose: bool = False,
+                 log_dir: Path | None = None, device: str = "cpu"):
+        self.workers, self.threads, self.verbose, self.device = max(1, int(workers)), threads, verbose, device
+        self.log_dir = log_dir
+        self.members: list[_LocalMember] = []
+
+    def open(self, jobs: Sequence[RenderJob], objects: int, states: int) -> None:
+        self.jobs = jobs
+        count = max(1, min(self.workers, objects))
+        self.threads = max(1, int(self.threads) if self.threads else available_cores() // count)
+        self.own_log = self.log_dir is None
+        self.log_root = Path(tempfile.mkdtemp(prefix="pd4d-render-")) if self.own_log else Path(self.log_dir)
+        self.log_root.mkdir(parents=True, exist_ok=True)
+        self.results: "queue.Queue[tuple[int, Attempt]]" = queue.Queue()
+        self.load = [0] * count
+        self.members = [_LocalMember(self, index) for index in range(count)]
+
+    def ready(self) -> list[int]:
+        return [m for m, member in enumerate(self.members) if not member.broken]
+
+    def free(self, member: int) -> int:
+        return IN_FLIGHT - self.load[member]
+
+    def submit(self, member: int, task: Task) -> None:
+        self.load[member] += 1
+        self.members[member].inbox.put(("task", task))
+
+    def poll(self, timeout: float) -> list[Attempt]:
+        try:
+            ended = [self.results.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while not self.results.empty():
+            ended.append(self.results.get_nowait())
+        for member, _ in ended:
+            self.load[member] -= 1
+        return [attempt for _, attempt in ended]
+
+    def working(self) -> bool:
+        return bool(self.ready())
+
+    def idle_reason(self) -> str:
+        return "no render worker could be started"
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+        self._remove_logs()
+
+    def close(self) -> None:
+        for member in self.members:
+            member.inbox.put(("stop", None))
+        for member in self.members:
+            member.thread.join()
+        self._remove_logs()
+
+    def _remove_logs(self) -> None:
+        if self.members and self.own_log:
+            shutil.rmtree(self.log_root, ignore_errors=True)
+
+
+class _LocalMember:
+    """A thread owning one Blender worker process. Its inbox takes states (``task``), the
+    worker's events (from a reader thread: ``event``, ``eof``) and ``stop``; states are sent
+    to the worker as they come (one-state jobs: the worker keeps the object imported), and
+    each one's ``state`` + ``job`` events become its :class:`Attempt`."""
+
+    def __init__(self, pool: LocalPool, index: int):
+        self.pool, self.index = pool, index
+        self.inbox: "queue.Queue[tuple[str, object]]" = queue.Queue()
+        self.worker: BlenderWorker | None = None
+        self.sent: deque[Task] = deque()  # sent to the worker, in order; its events come in this order
+        self.result: StateResult | None = None  # the first sent state's result, until its job event
+        self.note: str | None = None  # the worker's device note, reported with its first state
+        self.start_failures = 0
+        self.broken = self.stopping = False
+        self.thread = threading.Thread(target=self._run, name=f"render-worker-{index}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                kind, item = self.inbox.get()
+                if kind == "stop" or self.stopping:
+                    return
+                try:
+                    if kind == "task":
+                        self._send(item)
+                    elif kind == "event":
+                        self._event(*item)
+                    elif kind == "eof":
+                        self._died(item)
+                except Exception as exc:  # noqa: BLE001 - a fault here must not leave the scheduler waiting
+                    self._give_up(item if kind == "task" else None, f"render worker thread failed: {type(exc).__name__}: {exc}")
+        finally:
+            if self.worker is not None:
+                self.worker.kill() if self.stopping else self.worker.close()
+
+    def _give_up(self, task: Task | None, reason: str) -> None:
+        """Fail every state this member holds (and ``task``) with ``reason``; its next state starts a fresh worker."""
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker.close(timeout=5)
+            self.worker = None
+        held = list(self.sent) + ([task] if task is not None and task not in self.sent else [])
+        self.sent.clear()
+        self.result = None
+        for t in held:
+            self._post(t, StateResult.of(*self._job_state(t), "failed", reason))
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.worker is not None:
+            self.worker.kill()
+        self.inbox.put(("stop", None))
+
+    def _job_state(self, task: Task) -> tuple[RenderJob, dict]:
+        job = self.pool.jobs[task.job]
+        return job, job["states"][task.state]
+
+    def _post(self, task: Task, result: StateResult, note: str | None = None) -> None:
+        self.pool.results.put((self.index, Attempt(task, result, note=note, broken=self.broken)))
+
+    def _send(self, task: Task) -> None:
+        job, state = self._job_state(task)
+        if self.worker is None and not self._start(task):
+            return
+        self.sent.append(task)
+        try:
+            self.worker.send({**job, "states": [state]})
+        except (BrokenPipeError, OSError):
+            pass  # it died: the reader's eof reports the states sent to it
+
+    def _start(self, task: Task) -> bool:
+        pool = self.pool
+        try:
+            worker = BlenderWorker(pool.threads, pool.log_root, self.index, pool.verbose, pool.device)
+        except Exception as exc:  # noqa: BLE001 - reported as the state's failure
+            self.start_failures += 1
+            self.broken = self.start_failures >= 2
+            self._post(task, StateResult.of(*self._job_state(task), "failed", str(exc)))
+            return False
+        if self.stopping:
+            worker.kill()
+            return False
+        self.worker, self.start_failures, self.note = worker, 0, worker.device_note
+        threading.Thread(target=self._read, args=(worker,), name=f"render-reader-{self.index}", daemon=True).start()
+        return True
+
+    def _read(self, worker: BlenderWorker) -> None:
+        while (event := worker.read()) is not None:
+            self.inbox.put(("event", (worker, event)))
+        self.inbox.put(("eof", worker))
+
+    def _event(self, worker: BlenderWorker, event: dict) -> None:
+        if worker is not self.worker or not self.sent:
+            return
+        task = self.sent[0]
+        job, state = self._job_state(task)
+        if event.get("event") == "state" and str(event.get("state_id")) == str(state["state_id"]):
+            self.result = store.read_state_event(event)
+        elif event.get("event") == "job":
+            self.sent.popleft()
+            result = self.result or StateResult.of(job, state, "failed",
+                                                   str(event.get("error") or "the worker reported no result"))
+            self.result = None
+            self._post(task, result, self.note)
+            self.note = None
+
+    def _died(self, worker: BlenderWorker) -> None:
+        if worker is not self.worker:
+            return
+        reason = worker.death_reason()
+        worker.close(timeout=5)
+        self.worker = None
+        if self.result is not None:  # the first state was done; the worker died before saying so
+            self._post(self.sent.popleft(), self.result, self.note)
+            self.result = None
+        while self.sent:
+            task = self.sent.popleft()
+            self._post(task, StateResult.of(*self._job_state(task), "failed", reason))
+
+
+__all__ = ["DEVICES", "LocalPool", "parse_shard", "prepare_jobs", "render_states", "select_shard", "summarize"]

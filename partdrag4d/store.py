@@ -26,7 +26,8 @@ Layout of a dataset folder (the constants below; keys of every JSON file in ``SC
 
 Records between stages (``TypedDict``: JSON-shaped, so the files keep their bytes):
 ``ObjectRecord`` and ``StateRecord`` / ``ManifestRow`` (articulate -> render, drags, partrm),
-``RenderJob`` (render -> the Blender worker) and ``RenderRecord`` (the worker -> readers).
+``RenderJob`` (render -> the Blender worker), ``StateResult`` (the worker -> render -> callers:
+what became of one state) and ``RenderRecord`` (the worker -> readers).
 
 Same inputs and seed give the same bytes in every data file: no dates or times in
 images (PNG text/time chunks are stripped), no wall times, host names or absolute
@@ -54,6 +55,7 @@ import unicodedata
 import zipfile
 import zlib
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, NotRequired, TypedDict
@@ -63,6 +65,7 @@ from PIL import Image
 
 from partdrag4d.cameras import NUM_VIEWS, Camera
 from partdrag4d.errors import BadInput, DiskFull, DamagedFile
+from partdrag4d.presets import Preset
 
 # ---------------------------------------------------------------- layout: the file names
 
@@ -428,11 +431,52 @@ class RenderJob(TypedDict):
     mesh: str  # absolute path of rest.obj: canonical frame, one ``o <link>`` group per link
     links: list[dict]  # {"name": link, "part_id": int}
     cameras: list[dict]  # Camera.to_dict() at the output size
-    quality: NotRequired[str]  # a preset of blender_scripts.presets (default DEFAULT_PRESET)
+    preset: dict  # the render settings: partdrag4d.presets.Preset.to_dict()
     seed: NotRequired[int]
     root: NotRequired[str]  # the dataset: render.json names the mesh relative to it
     provenance_dir: NotRequired[str]  # per-state timing files go here
     states: list[RenderState]
+
+
+RENDER_STATUSES = ("rendered", "skipped", "failed")
+
+
+@dataclass
+class StateResult:
+    """What became of one state of a render job: the Blender worker reports it (a ``state``
+    event line, ``state_event``), the render scheduler passes it on, callers get it.
+    ``status``: ``rendered``, ``skipped`` (already complete) or ``failed`` (``error`` says why)."""
+
+    object_id: str
+    state_id: str
+    out_dir: str
+    status: str
+    seconds: float = 0.0
+    error: str | None = None
+    node: str | None = None  # the Ray node that rendered it (``partdrag4d.executor``); None when local
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("rendered", "skipped")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def of(cls, job: RenderJob, state: RenderState, status: str, error: str | None = None) -> "StateResult":
+        """A result the scheduler records itself (a state already complete, or never rendered)."""
+        return cls(str(job["object_id"]), str(state["state_id"]), str(state["out_dir"]), status, 0.0, error)
+
+
+def state_event(result: StateResult) -> dict:
+    """A state's result as the Blender worker sends it (one JSON line on its result channel)."""
+    return {"event": "state", **result.to_dict()}
+
+
+def read_state_event(event: dict) -> StateResult:
+    """The result a worker's ``state`` event carries."""
+    return StateResult(str(event.get("object_id")), str(event.get("state_id")), str(event.get("out_dir")),
+                       str(event.get("status")), float(event.get("seconds") or 0.0), event.get("error"), event.get("node"))
 
 
 def state_paths(object_id: str, state_id: str) -> StatePaths:
@@ -559,9 +603,10 @@ def read_render_job(line: str) -> RenderJob:
 
 def check_render_job(job: dict) -> None:
     """One-line ValueError when a render job lacks what a worker needs."""
-    for key in ("object_id", "mesh", "cameras", "states"):
+    for key in ("object_id", "mesh", "cameras", "preset", "states"):
         if key not in job:
             raise ValueError(f"render job {job.get('object_id', '?')!r} lacks {key!r}")
+    Preset.from_dict(job["preset"])
     for state in job["states"]:
         if "state_id" not in state or "out_dir" not in state:
             raise ValueError(f"a state of render job {job['object_id']!r} lacks state_id or out_dir")

@@ -560,25 +560,8 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
     urdf_path = folder / "mobility.urdf"
     if not urdf_path.is_file():
         raise AssetError(object_id, "no mobility.urdf in the folder")
-    meta = load_meta(folder, object_id)
-    model_cat = str(meta.get("model_cat", ""))
-    if category is None:
-        if not (folder / "meta.json").exists():
-            raise AssetError(object_id, "no meta.json (its model_cat names the category)")
-        category = categories.from_model_cat(model_cat) if model_cat else None
-        if category is None:
-            raise AssetError(object_id, f"unknown category (meta.json model_cat={model_cat!r})")
-    try:
-        data = _check_xml(object_id, read_input(object_id, urdf_path))
-    except OSError as exc:
-        raise AssetError(object_id, f"cannot read mobility.urdf ({exc.strerror or exc})") from None
-    try:
-        urdf = yourdfpy.URDF.load(
-            io.BytesIO(data), build_scene_graph=False, load_meshes=False, load_collision_meshes=False, mesh_dir=str(folder)
-        )
-    except Exception as exc:
-        raise AssetError(object_id, f"cannot parse mobility.urdf: {exc}") from exc
-    robot = urdf.robot
+    category, model_cat = _category(folder, object_id, category)
+    robot = _parse_urdf(folder, object_id, urdf_path)
     source_names = _to_tokens(object_id, robot)
     links = [link.name for link in robot.links]
     joints = [_joint_record(object_id, j) for j in robot.joints]
@@ -589,48 +572,7 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
     _check_mimics(object_id, joints)
 
     textures = TextureStore()
-    table = _MaterialTable(textures)
-    folder_root = folder.resolve()
-    geometry: dict[str, list] = {}
-    total_faces = 0
-    missing: list[tuple[str, str]] = []  # (link, file): visuals whose file never existed are skipped, as SAPIEN does
-    for link in robot.links:
-        parts = []
-        for visual in link.visuals:
-            mesh = visual.geometry.mesh if visual.geometry is not None else None
-            if mesh is None:
-                continue  # primitive visuals do not occur in PartNet-Mobility
-            try:
-                mesh_path = inside_folder(folder / mesh.filename, folder_root, mesh.filename)
-            except ValueError as exc:
-                raise AssetError(object_id, f"mesh {exc}") from None
-            if not mesh_path.exists():
-                if (link.name, mesh.filename) not in missing:
-                    missing.append((link.name, mesh.filename))
-                continue
-            if not mesh_path.is_file():
-                raise AssetError(object_id, f"mesh {mesh.filename!r} is not a file")
-            if mesh_path.suffix.lower() == ".obj":
-                total_faces += count_obj_faces(mesh_path, stop_above=max_faces - total_faces)
-                if total_faces > max_faces:
-                    raise AssetError(object_id, _too_many_faces(max_faces, total_faces, mesh.filename))
-            transform = np.asarray(visual.origin if visual.origin is not None else np.eye(4), dtype=np.float64)
-            if mesh.scale is not None:
-                scale = np.broadcast_to(np.asarray(mesh.scale, float), (3,))
-                if not np.isfinite(scale).all() or (np.abs(scale) > MAX_SCALE).any() or (np.abs(scale) < 1.0 / MAX_SCALE).any():
-                    raise AssetError(object_id, f"link {link.name}: visual {mesh.filename!r} has an absurd scale "
-                                                f"{tuple(float(x) for x in scale)} (each component must lie within "
-                                                f"1/{MAX_SCALE:g}..{MAX_SCALE:g} in magnitude)")
-                transform = transform @ np.diag(list(scale) + [1.0])
-            loaded = _load_mesh_file(object_id, mesh_path, folder_root, transform, table)
-            if mesh_path.suffix.lower() != ".obj":
-                total_faces += sum(len(p.faces) for p in loaded)
-                if total_faces > max_faces:
-                    raise AssetError(object_id, _too_many_faces(max_faces, total_faces, mesh.filename))
-            parts.extend(loaded)
-        if parts:
-            geometry[link.name] = drop_duplicate_faces(parts)
-
+    geometry, missing = _link_geometry(folder, object_id, robot, max_faces, _MaterialTable(textures))
     if not geometry:
         reason = "the object has no visual geometry"
         raise AssetError(object_id, reason + (f" (missing mesh files: {', '.join(sorted({f for _, f in missing}))})" if missing else ""))
@@ -659,6 +601,90 @@ def load_object(folder: Path, category: str | None = None, max_faces: int = MAX_
         notes=notes,
         missing_visuals=missing,
     )
+
+
+def _category(folder: Path, object_id: str, category: str | None) -> tuple[str, str]:
+    """The object's category (the given one, or from meta.json's model_cat) and its model_cat."""
+    meta = load_meta(folder, object_id)
+    model_cat = str(meta.get("model_cat", ""))
+    if category is None:
+        if not (folder / "meta.json").exists():
+            raise AssetError(object_id, "no meta.json (its model_cat names the category)")
+        category = categories.from_model_cat(model_cat) if model_cat else None
+        if category is None:
+            raise AssetError(object_id, f"unknown category (meta.json model_cat={model_cat!r})")
+    return category, model_cat
+
+
+def _parse_urdf(folder: Path, object_id: str, urdf_path: Path):
+    """The parsed URDF's robot (yourdfpy), read safely (``_check_xml``); no meshes loaded."""
+    try:
+        data = _check_xml(object_id, read_input(object_id, urdf_path))
+    except OSError as exc:
+        raise AssetError(object_id, f"cannot read mobility.urdf ({exc.strerror or exc})") from None
+    try:
+        urdf = yourdfpy.URDF.load(
+            io.BytesIO(data), build_scene_graph=False, load_meshes=False, load_collision_meshes=False, mesh_dir=str(folder)
+        )
+    except Exception as exc:
+        raise AssetError(object_id, f"cannot parse mobility.urdf: {exc}") from exc
+    return urdf.robot
+
+
+def _link_geometry(folder: Path, object_id: str, robot, max_faces: int,
+                   table: "_MaterialTable") -> tuple[dict[str, list], list[tuple[str, str]]]:
+    """Each link's visual meshes (link -> parts, duplicate faces dropped), and the (link, file)
+    visuals whose file never existed (skipped, as SAPIEN does). At most ``max_faces`` faces."""
+    folder_root = folder.resolve()
+    geometry: dict[str, list] = {}
+    total_faces = 0  # all meshes so far
+    missing: list[tuple[str, str]] = []
+    for link in robot.links:
+        parts = []
+        for visual in link.visuals:
+            mesh = visual.geometry.mesh if visual.geometry is not None else None
+            if mesh is None:
+                continue  # primitive visuals do not occur in PartNet-Mobility
+            try:
+                mesh_path = inside_folder(folder / mesh.filename, folder_root, mesh.filename)
+            except ValueError as exc:
+                raise AssetError(object_id, f"mesh {exc}") from None
+            if not mesh_path.exists():
+                if (link.name, mesh.filename) not in missing:
+                    missing.append((link.name, mesh.filename))
+                continue
+            if not mesh_path.is_file():
+                raise AssetError(object_id, f"mesh {mesh.filename!r} is not a file")
+            loaded, total_faces = _visual_parts(object_id, link.name, visual, mesh, mesh_path, folder_root, table,
+                                                total_faces, max_faces)
+            parts.extend(loaded)
+        if parts:
+            geometry[link.name] = drop_duplicate_faces(parts)
+    return geometry, missing
+
+
+def _visual_parts(object_id: str, link: str, visual, mesh, mesh_path: Path, folder_root: Path, table: "_MaterialTable",
+                  total_faces: int, max_faces: int) -> tuple[list, int]:
+    """One visual's mesh parts in the link frame (origin and scale applied), and the faces of
+    all meshes so far, this one included (an OBJ is counted before it is loaded)."""
+    if mesh_path.suffix.lower() == ".obj":
+        total_faces += count_obj_faces(mesh_path, stop_above=max_faces - total_faces)
+        if total_faces > max_faces:
+            raise AssetError(object_id, _too_many_faces(max_faces, total_faces, mesh.filename))
+    transform = np.asarray(visual.origin if visual.origin is not None else np.eye(4), dtype=np.float64)
+    if mesh.scale is not None:
+        scale = np.broadcast_to(np.asarray(mesh.scale, float), (3,))
+        if not np.isfinite(scale).all() or (np.abs(scale) > MAX_SCALE).any() or (np.abs(scale) < 1.0 / MAX_SCALE).any():
+            raise AssetError(object_id, f"link {link}: visual {mesh.filename!r} has an absurd scale "
+                                        f"{tuple(float(x) for x in scale)} (each component must lie within "
+                                        f"1/{MAX_SCALE:g}..{MAX_SCALE:g} in magnitude)")
+        transform = transform @ np.diag(list(scale) + [1.0])
+    loaded = _load_mesh_file(object_id, mesh_path, folder_root, transform, table)
+    if mesh_path.suffix.lower() != ".obj":
+        total_faces += sum(len(p.faces) for p in loaded)
+        if total_faces > max_faces:
+            raise AssetError(object_id, _too_many_faces(max_faces, total_faces, mesh.filename))
+    return loaded, total_faces
 
 
 def _check_moving_geometry(object_id: str, joints: list[Joint], geometry: dict, missing: list[tuple[str, str]]) -> None:

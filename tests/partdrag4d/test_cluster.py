@@ -103,7 +103,7 @@ def test_lost_node_mid_render_completes_with_the_same_bytes(cluster, tmp_path, c
     assert labels[survivor] > 9  # the surviving node finished the lost node's share
     err = capfd.readouterr().err
     for label, n in labels.items():
-        assert f"render per node: {label}: {n} states" in err
+        assert f"render per node: {label}: {n} state{'s' if n != 1 else ''}" in err  # the lost node may have done 1
     assert _same_files(tmp_path / "local" / "states", data / "states") > 18 * 12
     assert not list(data.glob("states/*/.render.*"))  # the lost node's staging folders are gone
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2  # head and the surviving worker

@@ -1,5 +1,6 @@
 """A full disk during ``make-dataset``: one error line, a non-zero exit, nothing half-written,
-nothing blamed on the object, and a rerun after freeing space writes the same bytes as a run
+nothing blamed on the object or a state (a render stops at the first state that finds the disk
+full: ``partdrag4d.scheduler``), and a rerun after freeing space writes the same bytes as a run
 that never ran out. The disk is a small tmpfs (mounting needs root; skipped elsewhere)."""
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def _same_tree(a: Path, b: Path) -> list[str]:
     return diff
 
 
-@pytest.mark.parametrize("size", ["1900k", "2600k"])  # full while articulating / while writing drags.h5
-def test_a_full_disk_is_one_line_and_a_rerun_completes_byte_identical(small_disk, tmp_path, size):
+@pytest.mark.parametrize("size,step", [("1900k", ""), ("2200k", "while rendering state"), ("2600k", "")])
+def test_a_full_disk_is_one_line_and_a_rerun_completes_byte_identical(small_disk, tmp_path, size, step):
+    """Full while articulating / rendering / writing drags.h5."""
     reference = tmp_path / "reference"
     assert subprocess.run(MAKE + ["--out", str(reference)], capture_output=True).returncode == 0
     assert _mount(small_disk, size)
@@ -55,7 +57,7 @@ def test_a_full_disk_is_one_line_and_a_rerun_completes_byte_identical(small_disk
     run = subprocess.run(MAKE + ["--out", str(out)], capture_output=True, text=True)
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "no space left on the device" in errors[0], run.stderr[-2000:]
+    assert len(errors) == 1 and f"no space left on the device {step}" in errors[0], run.stderr[-2000:]
     assert "Traceback" not in run.stderr
     assert not [p for p in out.rglob(".*") if p.name != ".partdrag4d.lock"]  # no staging leftovers
     if store.has_manifest(out):

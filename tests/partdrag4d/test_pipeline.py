@@ -242,7 +242,7 @@ def test_real_object_renders_lit_and_textured(fixture_40147, tmp_path):
     twins shadow every light ray and the cabinet renders black. Every link must be lit."""
     from partdrag4d.assets.partnet_mobility import load_object
     from partdrag4d.pipeline import render_jobs_for_dataset
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     obj = load_object(fixture_40147)
     for parts in obj.geometry.values():
@@ -251,7 +251,7 @@ def test_real_object_renders_lit_and_textured(fixture_40147, tmp_path):
     articulate_folder(fixture_40147, tmp_path, num_points=2048, max_joints=1, progress=False)
     state = "40147_joint_0_c0_s3"
     jobs = render_jobs_for_dataset(tmp_path, quality="draft", resolution=96, states={state})
-    assert all(r.ok for r in render_jobs(jobs, progress=False))
+    assert all(r.ok for r in render_states(jobs, progress=False))
     _, part_id, _ = store.read_render(tmp_path / "states" / state / "render")
     for view in (0, 3, 6):
         with Image.open(tmp_path / "states" / state / "render" / store.view_png_name(view)) as im:

@@ -22,6 +22,7 @@ from PIL import Image
 
 from partdrag4d.cameras import OPENCV_TO_BLENDER, Camera, intrinsics, ring_cameras
 from partdrag4d.meshio import Material, TextureStore, box_part, write_obj
+from partdrag4d.presets import get_preset
 
 SIZE = 96
 BOXES = {  # link name -> (part id, lo, hi) in the rest pose (canonical frame, Z up)
@@ -114,14 +115,14 @@ OFFAXIS_CAMERAS = _offaxis_cameras()
 
 def _job(mesh: Path, out: Path, object_id: str = "boxes", states=(("rest", {}), ("posed", POSED)), quality="draft"):
     return {"object_id": object_id, "mesh": str(mesh), "links": LINKS,
-            "cameras": [c.to_dict() for c in ring_cameras(SIZE)], "quality": quality, "seed": 7,
+            "cameras": [c.to_dict() for c in ring_cameras(SIZE)], "preset": get_preset(quality).to_dict(), "seed": 7,
             "states": [{"state_id": sid, "out_dir": str(out / sid / "render"),
                         "link_poses": {k: m.tolist() for k, m in poses.items()}} for sid, poses in states]}
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     root = tmp_path_factory.mktemp("render")
     mesh = _write_scene(root / "objects" / "boxes")
@@ -130,7 +131,7 @@ def rendered(tmp_path_factory):
     offaxis = _job(mesh, root / "states_offaxis", object_id="offaxis", states=(("offaxis0", POSED),))
     offaxis["cameras"] = [c.to_dict() for c in OFFAXIS_CAMERAS]
     t0 = time.perf_counter()
-    results = render_jobs([bad, good, offaxis], workers=2, progress=False)
+    results = render_states([bad, good, offaxis], workers=2, progress=False)
     return {"root": root, "mesh": mesh, "good": good, "bad": bad, "offaxis": offaxis, "results": results,
             "seconds": time.perf_counter() - t0}
 
@@ -157,7 +158,7 @@ def test_results_and_bad_mesh_reported(rendered):
 
 @pytest.mark.blender
 def test_outputs_files_cameras_and_metadata(rendered):
-    from partdrag4d.render import is_render_complete
+    from partdrag4d.store import is_render_complete
 
     for state in rendered["good"]["states"]:
         out, depth, part, images = _load(state)
@@ -211,7 +212,7 @@ def test_part_ids_and_planar_depth_match_ray_casting(rendered):
 
 @pytest.mark.blender
 def test_off_centre_principal_point_and_non_square_image(rendered):
-    from partdrag4d.render import is_render_complete
+    from partdrag4d.store import is_render_complete
 
     state = rendered["offaxis"]["states"][0]
     out = Path(state["out_dir"])
@@ -282,12 +283,12 @@ def test_rgba_transparency_colours_and_shading(rendered):
 
 @pytest.mark.blender
 def test_rerun_skips_complete_states(rendered):
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     good = rendered["good"]
     stamps = {p: p.stat().st_mtime_ns for s in good["states"] for p in Path(s["out_dir"]).iterdir()}
     t0 = time.perf_counter()
-    results = render_jobs([good], workers=1, progress=False)
+    results = render_states([good], workers=1, progress=False)
     assert [r.status for r in results] == ["skipped", "skipped"]
     assert time.perf_counter() - t0 < 5.0  # no Blender started
     assert stamps == {p: p.stat().st_mtime_ns for s in good["states"] for p in Path(s["out_dir"]).iterdir()}
@@ -295,10 +296,10 @@ def test_rerun_skips_complete_states(rendered):
 
 @pytest.mark.blender
 def test_same_seed_renders_the_same_images(rendered, tmp_path):
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     job = _job(rendered["mesh"], tmp_path, states=(("rest", {}),))
-    (result,) = render_jobs([job], progress=False)
+    (result,) = render_states([job], progress=False)
     assert result.status == "rendered"
     again, depth, part, images = _load(job["states"][0])
     _, depth0, part0, images0 = _load(rendered["good"]["states"][0])
@@ -311,7 +312,7 @@ def test_same_seed_renders_the_same_images(rendered, tmp_path):
 def test_incomplete_folders_are_not_complete(rendered, tmp_path):
     import shutil
 
-    from partdrag4d.render import is_render_complete
+    from partdrag4d.store import is_render_complete
 
     src = Path(rendered["good"]["states"][0]["out_dir"])
     cases = {
@@ -334,14 +335,16 @@ def test_incomplete_folders_are_not_complete(rendered, tmp_path):
 
 @pytest.mark.blender
 def test_killed_worker_leaves_nothing_complete_and_rerun_recovers(rendered, tmp_path):
-    from partdrag4d.render import REPO_ROOT, _worker_env, is_render_complete, render_jobs
+    from partdrag4d.blender import REPO_ROOT, worker_env
+    from partdrag4d.render import render_states
+    from partdrag4d.store import is_render_complete
 
     job = _job(rendered["mesh"], tmp_path, states=(("victim", POSED),), quality="standard")
     job["cameras"] = [c.to_dict() for c in ring_cameras(192)]
     out = Path(job["states"][0]["out_dir"])
     proc = subprocess.Popen([sys.executable, "-m", "blender_scripts.render_worker", "--threads", "1",
                              "--scratch", str(tmp_path / "scratch")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_worker_env(), cwd=str(REPO_ROOT), text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=worker_env(), cwd=str(REPO_ROOT), text=True)
     try:
         assert json.loads(proc.stdout.readline())["event"] == "ready"
         proc.stdin.write(json.dumps(job) + "\n")
@@ -359,9 +362,9 @@ def test_killed_worker_leaves_nothing_complete_and_rerun_recovers(rendered, tmp_
             proc.kill()
             proc.wait()
     assert not out.exists() and not is_render_complete(out, 12)
-    job["quality"] = "draft"
+    job["preset"] = get_preset("draft").to_dict()
     job["cameras"] = [c.to_dict() for c in ring_cameras(SIZE)]
-    (result,) = render_jobs([job], progress=False)
+    (result,) = render_states([job], progress=False)
     assert result.status == "rendered" and is_render_complete(out, 12)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # the killed run's staging is gone
 
@@ -370,7 +373,7 @@ def test_killed_worker_leaves_nothing_complete_and_rerun_recovers(rendered, tmp_
 def test_bad_jobs_and_states_are_reported_with_reasons(rendered, tmp_path):
     import shutil
 
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     small = [c.to_dict() for c in ring_cameras(32)]
     unknown_group = _job(rendered["mesh"], tmp_path / "u", object_id="unknown_group", states=(("u0", {}),))
@@ -384,7 +387,7 @@ def test_bad_jobs_and_states_are_reported_with_reasons(rendered, tmp_path):
     bad_pose["states"][1]["link_poses"] = {"link_2": np.eye(4)}  # numpy arrays are accepted too
     for job in (unknown_group, missing_texture, bad_pose):
         job["cameras"] = small
-    results = {r.state_id: r for r in render_jobs([unknown_group, missing_texture, bad_pose], progress=False)}
+    results = {r.state_id: r for r in render_states([unknown_group, missing_texture, bad_pose], progress=False)}
     assert results["u0"].status == "failed" and "not in the job's links" in results["u0"].error and "link_2" in results["u0"].error
     assert results["t0"].status == "failed" and "texture not found" in results["t0"].error
     assert results["p0"].status == "failed" and "nope" in results["p0"].error
@@ -392,7 +395,7 @@ def test_bad_jobs_and_states_are_reported_with_reasons(rendered, tmp_path):
 
 
 def _my_render_workers() -> list[int]:
-    """Pids of render workers that this test process started (through render_jobs)."""
+    """Pids of render workers that this test process started (through render_states)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -412,13 +415,13 @@ def _my_render_workers() -> list[int]:
 def test_dead_worker_is_reported_and_replaced(rendered, tmp_path):
     import threading
 
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     victim = _job(rendered["mesh"], tmp_path / "a", object_id="a_victim", states=(("v0", {}), ("v1", POSED)), quality="standard")
     victim["cameras"] = [c.to_dict() for c in ring_cameras(192)]
     other = _job(rendered["mesh"], tmp_path / "b", object_id="b_other", states=(("o0", {}),))
     box: dict = {}
-    thread = threading.Thread(target=lambda: box.setdefault("results", render_jobs([victim, other], workers=1, progress=False)))
+    thread = threading.Thread(target=lambda: box.setdefault("results", render_states([victim, other], workers=1, progress=False)))
     thread.start()
     staging = tmp_path / "a" / "v0"
     deadline = time.monotonic() + 120
@@ -466,40 +469,32 @@ def test_parse_shard():
 
 
 def test_presets_are_data_and_need_no_gl():
-    from blender_scripts.presets import DEFAULT_PRESET, PRESETS, get_preset
+    from partdrag4d.presets import DEFAULT_PRESET, PRESETS, Preset
 
     assert set(PRESETS) == {"draft", "standard", "high"} and DEFAULT_PRESET == "standard"
     assert PRESETS["draft"].seconds_per_view < PRESETS["standard"].seconds_per_view < PRESETS["high"].seconds_per_view
     assert PRESETS["draft"].samples < PRESETS["standard"].samples < PRESETS["high"].samples
-    assert not any(p.needs_gl for p in PRESETS.values())
+    assert all(p.engine == "CYCLES" for p in PRESETS.values())  # Cycles on the CPU: no OpenGL driver needed
     with pytest.raises(ValueError, match="draft, standard, high"):
         get_preset("ultra")
+    assert get_preset(PRESETS["high"]) is PRESETS["high"]  # a record passes through: looked up once
+    record = json.loads(json.dumps(PRESETS["draft"].to_dict()))  # as a render job line carries it
+    assert Preset.from_dict(record) == PRESETS["draft"]
+    with pytest.raises(ValueError, match="lacks samples"):
+        Preset.from_dict({k: v for k, v in record.items() if k != "samples"})
 
 
-def test_gl_presets_fail_with_a_clear_message(monkeypatch):
-    from dataclasses import replace
+def test_a_job_without_a_valid_preset_is_refused_before_blender_starts(tmp_path):
+    from partdrag4d.render import render_states
 
-    import partdrag4d.render as render
-    from blender_scripts import presets
-
-    gl = replace(presets.PRESETS["draft"], name="preview", engine="BLENDER_WORKBENCH")
-    monkeypatch.setitem(presets.PRESETS, "preview", gl)
-    monkeypatch.setattr(render, "probe_gl", lambda engine: "test render with BLENDER_WORKBENCH exited with code 134")
-    with pytest.raises(RuntimeError) as err:
-        render.require_gl("preview")
-    message = str(err.value)
-    assert "\n" not in message and "'preview'" in message and "--quality standard" in message and "EGL" in message
-    render.require_gl("draft")  # Cycles: no probe, no error
+    job = _job(tmp_path / "rest.obj", tmp_path / "states")
+    with pytest.raises(ValueError, match="lacks 'preset'"):
+        render_states([{k: v for k, v in job.items() if k != "preset"}], progress=False)
+    with pytest.raises(ValueError, match="unknown spp"):
+        render_states([{**job, "preset": {**job["preset"], "spp": 4}}], progress=False)
 
 
 def test_toolkit_side_never_imports_bpy():
-    code = "import sys, partdrag4d.render, blender_scripts.presets; assert 'bpy' not in sys.modules"
+    code = ("import sys, partdrag4d.render, partdrag4d.render_ray, partdrag4d.pipeline, partdrag4d.presets; "
+            "assert 'bpy' not in sys.modules and not [m for m in sys.modules if m.startswith('blender_scripts')]")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[2]))
-
-
-@pytest.mark.blender
-def test_gl_probe_runs_out_of_process():
-    from partdrag4d.render import probe_gl
-
-    reason = probe_gl("BLENDER_WORKBENCH")  # None here if Mesa EGL works; else a reason, never a crash of this process
-    assert reason is None or "BLENDER_WORKBENCH" in reason

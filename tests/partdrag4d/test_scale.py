@@ -167,14 +167,14 @@ def test_killed_blender_worker_is_retried_and_outputs_are_the_same(work, tmp_pat
 
 def test_state_failing_twice_is_recorded_and_the_rest_complete(work, tmp_path, capsys):
     from partdrag4d.pipeline import render_jobs_for_dataset
-    from partdrag4d.render_ray import render_jobs_ray
+    from partdrag4d.render import render_states
 
     data = _unrendered_copy(work)
     jobs = render_jobs_for_dataset(data, "laptop", quality="draft", resolution=SIZE)
     (job,) = jobs
     bad = job["states"][2]
     bad["link_poses"] = {**bad["link_poses"], "no_such_link": np.eye(4).tolist()}
-    results = render_jobs_ray(jobs, progress=False, threads=1, device="gpu")  # no GPU here: falls back to the CPU
+    results = render_states(jobs, executor="ray", progress=False, threads=1, device="gpu")  # no GPU: falls back to the CPU
     by_id = {r.state_id: r for r in results}
     assert by_id[bad["state_id"]].status == "failed"
     assert by_id[bad["state_id"]].error.startswith("failed 2 times; last: ") and "no_such_link" in by_id[bad["state_id"]].error
@@ -189,14 +189,14 @@ def test_state_failing_twice_is_recorded_and_the_rest_complete(work, tmp_path, c
 def test_gpu_request_without_a_gpu_falls_back_to_the_cpu_in_one_line(work, tmp_path, capfd):
     """Local executor, --device gpu on a machine without OptiX/CUDA: one line, CPU renders, same pixels."""
     from partdrag4d.pipeline import render_jobs_for_dataset
-    from partdrag4d.render import render_jobs
+    from partdrag4d.render import render_states
 
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has an NVIDIA GPU: Cycles would use it")
     data = _unrendered_copy(work)
     jobs = render_jobs_for_dataset(data, "trashcan", quality="draft", resolution=SIZE)
     jobs[0]["states"] = jobs[0]["states"][:2]
-    results = render_jobs(jobs, workers=1, threads=1, progress=False, device="gpu")
+    results = render_states(jobs, workers=1, threads=1, progress=False, device="gpu")
     assert [r.status for r in results] == ["rendered", "rendered"]
     err = capfd.readouterr().err
     lines = [ln for ln in err.splitlines() if "render device" in ln]
@@ -214,7 +214,7 @@ def test_interrupted_ray_run_stops_cleanly_and_a_rerun_resumes(work, tmp_path):
     import subprocess
     import sys
 
-    from partdrag4d.render import REPO_ROOT
+    from partdrag4d.blender import REPO_ROOT
 
     data = _unrendered_copy(work)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}

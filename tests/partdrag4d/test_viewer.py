@@ -19,8 +19,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from partdrag4d import store
-from partdrag4d.headless import HeadlessBrowser, browser_path, wait_until
 from partdrag4d.viewer import DatasetViewer, index_dataset, matrix_from_pose, read_pair_drags, wxyz_from_matrix
+from tests.support.headless import HeadlessBrowser, browser_path, wait_until
 
 pytestmark = pytest.mark.blender
 

@@ -1,11 +1,13 @@
-"""Render quality presets as plain data (no bpy: the toolkit reads them too).
+"""Render quality presets as plain data: the toolkit turns ``--quality`` into a :class:`Preset`
+once (``get_preset``) and sends the record itself to the Blender worker in each render job
+(``store.RenderJob``'s ``preset``), so the worker needs no table of its own.
 
 Every preset renders with Cycles on the CPU, so every preset runs headless without
 an OpenGL driver, and all presets give the same image in expectation (same lights,
 materials, colour management); they differ only in noise. Depth and part ids do not
 depend on the preset: Cycles writes them from one camera sample through the pixel
-centre (measured; see ``render_worker``), so they are exact point samples at every
-quality.
+centre (measured; see ``blender_scripts/render_worker.py``), so they are exact point
+samples at every quality.
 
 Measured cost (``benchmarks/bench_render.py``: 512x512 RGBA, 12-view states of a
 7,696-face textured cabinet, one worker with 2 Cycles threads on a 2-core machine
@@ -23,7 +25,7 @@ Over three benchmark runs a state cost 1.01-1.07x twelve bare renders for draft,
 earlier run while the machine's load average was 3-4 gave 1.36x for draft, because
 bare views and states then ran under different loads. Blender
 start, mesh import and warm-up add ~1 s per worker and object (draft end to end
-through ``render_jobs``: 21.1 s for 3 states).
+through the local render scheduler: 21.1 s for 3 states).
 
 Other draft candidates on the same scene: 4 spp without a denoiser 0.33 s (grainy),
 8 spp without a denoiser ~0.6 s (still grainy), 2 spp + OIDN FAST ~0.45 s (blotchy
@@ -33,16 +35,13 @@ is off (three lights; 7% faster, same noise).
 Workbench (~0.34 s/view through Mesa's software GL over EGL) is not a preset: its
 render layer offers only Image, Alpha and Depth (no object index; checked in bpy
 4.5), so part ids would need a second render, and without an EGL driver it aborts
-the process. The ``engine`` field and ``GL_ENGINES`` exist so that a GL preset added
-later is probed first (``partdrag4d.render.require_gl``).
+the process. The worker refuses any engine but Cycles; a GL preset added later needs
+an out-of-process probe of the GL driver first (a process without one aborts).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
-GL_ENGINES = frozenset({"BLENDER_WORKBENCH", "BLENDER_EEVEE_NEXT", "BLENDER_EEVEE"})
-"""Engines that need an OpenGL context (Mesa EGL when headless); a process without one aborts."""
+from dataclasses import asdict, dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -61,12 +60,22 @@ class Preset:
     filter_width: float  # pixel filter width (Blackman-Harris), pixels
     seconds_per_view: float  # measured at 512x512, 2 threads (see module docstring)
 
-    @property
-    def needs_gl(self) -> bool:
-        return self.engine in GL_ENGINES
-
     def to_dict(self) -> dict:
+        """The record as a render job carries it (JSON-shaped)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> "Preset":
+        """The preset a render job carries; ``ValueError`` (one line) unless it has exactly the fields."""
+        if not isinstance(record, dict):
+            raise ValueError(f"a render preset is a JSON object, got {type(record).__name__}")
+        names = [f.name for f in fields(cls)]
+        missing, extra = [n for n in names if n not in record], sorted(set(record) - set(names))
+        if missing or extra:
+            raise ValueError(f"render preset {record.get('name', '?')!r}: "
+                             + "; ".join(([f"lacks {', '.join(missing)}"] if missing else [])
+                                         + ([f"unknown {', '.join(extra)}"] if extra else [])))
+        return cls(**record)
 
 
 PRESETS: dict[str, Preset] = {
@@ -120,8 +129,12 @@ PRESETS: dict[str, Preset] = {
 DEFAULT_PRESET = "standard"
 
 
-def get_preset(name: str) -> Preset:
+def get_preset(quality: str | Preset) -> Preset:
+    """The preset a ``--quality`` name stands for; a ``Preset`` is returned as it is (callers
+    look the name up once, where it enters, and pass the record on)."""
+    if isinstance(quality, Preset):
+        return quality
     try:
-        return PRESETS[name]
+        return PRESETS[quality]
     except KeyError:
-        raise ValueError(f"unknown quality preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+        raise ValueError(f"unknown quality preset {quality!r}; choose one of {', '.join(PRESETS)}") from None

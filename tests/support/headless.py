@@ -1,5 +1,7 @@
 """A minimal DevTools-protocol client for a headless Chromium: open a page, screenshot
-it, send mouse drags. Used by the viewer tests and the screenshot in docs/viewers.md.
+it, send mouse drags. Used by the viewer tests (``tests/partdrag4d/test_viewer.py``) and the
+screenshot in docs/viewers.md (``benchmarks/bench_viewer.py``); not part of the toolkit (it needs
+the ``test`` extra's ``websockets``).
 
 The browser is Debian's ``chromium-headless-shell`` (its path in the environment
 variable ``CHROMIUM_HEADLESS``, which ``.ci/run`` sets); WebGL runs on SwiftShader, so
