@@ -21,8 +21,6 @@ LAZY = {"bpy", "mathutils", "gsplat", "segment_anything", "diffusers", "ray", "v
 the GPU machine's model-only environment; each such import says why in a comment."""
 
 LONG_FUNCTIONS = {
-    # partrm/train.py and partrm/cli.py are being reworked on the training branch; train() is split there.
-    "partrm/train.py:train",
     # not split yet: the URDF writer (one function per URDF section would do) and the unordered joint fit.
     "partrm/joints/urdf.py:write_urdf",
     "partrm/joints/estimate.py:_fit_unordered",
