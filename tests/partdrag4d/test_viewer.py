@@ -247,10 +247,10 @@ def test_a_page_opens_framed_on_the_object(rendered_dataset, viewer_of, browser,
     assert not any(f.visible for f in v.frustums.values())
 
 
-def test_thousand_state_dataset_opens_lazily_in_under_3_s(rendered_dataset, tmp_path, viewer_of):
-    """1,002 states (167 objects x 6 stages, folders linked to the real ones) open in under
-    3 s (viser already imported), no slower than the 12-state dataset: only the manifest and
-    the first state are read."""
+def test_thousand_state_dataset_opens_lazily(rendered_dataset, tmp_path, viewer_of, monkeypatch):
+    """1,002 states (167 objects x 6 stages, folders linked to the real ones) open no slower
+    than the 12-state dataset: only the manifest and the first state (and its object) are
+    read. (The absolute time, under 3 s alone, is ``benchmarks/bench_viewer.py``'s.)"""
     import viser  # noqa: F401 - imported once per process; a cold start adds its import
 
     root = tmp_path / "big"
@@ -269,13 +269,18 @@ def test_thousand_state_dataset_opens_lazily_in_under_3_s(rendered_dataset, tmp_
             rec["paths"] = {key: p.replace(r["object_id"], oid) for key, p in r["paths"].items()}
             lines.append(json.dumps(rec))
     (root / store.MANIFEST).write_text("\n".join(lines) + "\n")
-    seconds = {}
+    seconds, read = {}, []
+    for reader in ("read_state", "read_state_points", "read_render", "read_object", "read_object_points"):
+        original = getattr(store, reader)
+        monkeypatch.setattr(store, reader, lambda *a, _f=original, **k: read.append(str(a[-1])) or _f(*a, **k))
     for name, folder in (("small", rendered_dataset), ("big", root)):
+        read.clear()
         t0 = time.perf_counter()
         v = viewer_of(DatasetViewer, folder)
         seconds[name] = time.perf_counter() - t0
     assert len(v.index.states) == 1002 and v.state_id == "obj-0000_joint_0_c0_s0" and list(v._objects) == ["obj-0000"]
-    assert seconds["big"] < 3.0 and seconds["big"] < seconds["small"] + 1.0, seconds
+    assert read and set(read) <= {"obj-0000", "obj-0000_joint_0_c0_s0", str(store.render_dir(root, "obj-0000_joint_0_c0_s0"))}, sorted(set(read))[:5]
+    assert seconds["big"] < seconds["small"] + 1.0, seconds
 
 
 def test_bad_datasets_open_with_a_message_and_show_what_is_there(rendered_dataset, tmp_path, viewer_of, browser):
