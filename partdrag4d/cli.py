@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import typer
 from tqdm import tqdm
@@ -15,29 +15,20 @@ from tqdm import tqdm
 from partdrag4d import categories, export as exports, pipeline, store, verify as verification
 from partdrag4d.articulate import articulate_folder
 from partdrag4d.assets.synth import generate
-from partdrag4d.cliutil import WAIT_HELP, Typer, check_seed, writing
+from partdrag4d.cliutil import Typer, check_seed, config_options, writing
 from partdrag4d.dragfile import build_drag_file
 from partdrag4d.errors import BadInput
-from partdrag4d.executor import EXECUTORS
-from partdrag4d.presets import DEFAULT_PRESET, PRESETS, get_preset
+from partdrag4d.presets import get_preset
 from partdrag4d.preview import write_previews
-from partdrag4d.render import DEVICES, parse_shard
+from partdrag4d.render import parse_shard
+from partdrag4d.stepconfig import ArticulateConfig, DragsConfig, MakeDatasetConfig, RenderConfig, SynthConfig
 from partdrag4d.viewer import DatasetViewer
 
 # The choices of the options, from their sources of truth (typer checks them: exit code 2).
-Category = Literal[tuple(categories.category_names())]
-Quality = Literal[tuple(PRESETS)]
-Executor = Literal[EXECUTORS]
-Device = Literal[DEVICES]
 ExportFormat = Literal[exports.FORMATS]
 ImageMode = Literal[exports.IMAGE_MODES]
 
 app = Typer(help="PartDrag-4D: articulated-object datasets (synth -> articulate -> render -> drags).", no_args_is_help=True, add_completion=False)
-
-EXECUTOR_HELP = "local (this machine, default) | ray (a Ray cluster; the dataset folder must be on a path every node shares)."
-RAY_ADDRESS_HELP = "With --executor ray: auto (the cluster `ray start` joined), HOST:PORT (its head), or unset (a Ray on this machine only)."
-THREADS_HELP = "Cycles threads per Blender worker / Ray render actor (default: local cores // workers; Ray: 4 or the largest node's CPUs)."
-DEVICE_HELP = "cpu | gpu: Cycles on an OptiX/CUDA GPU; without one it renders on the CPU and says so in one line."
 
 
 def _check_executor(executor: str, ray_address: Optional[str]) -> None:
@@ -67,46 +58,34 @@ def _categories_option(values: list[str]) -> list[str]:
 
 
 @app.command()
-def synth(
-    out: Path = typer.Option(..., "--out", help="Folder to write object folders into."),
-    category: list[str] = typer.Option(["all"], "--category", "-c", help="Category (repeatable) or 'all'."),
-    count: int = typer.Option(1, "--count", "-n", min=1, help="Objects per category."),
-    seed: int = typer.Option(0, "--seed", help="Seed; the same seed writes identical files."),
-):
+@config_options(SynthConfig, "synth", ranges=True)
+def synth(options: dict[str, Any]):
     """Write procedural objects in the PartNet-Mobility folder format (the embedded default)."""
-    check_seed(seed)
-    cats = _categories_option(category)
-    jobs = [(c, i) for c in cats for i in range(count)]
+    cfg = SynthConfig(**options)
+    check_seed(cfg.seed)
+    cats = _categories_option(cfg.categories)
+    jobs = [(c, i) for c in cats for i in range(cfg.count)]
     for c, i in tqdm(jobs, desc="synth", unit="obj", dynamic_ncols=True):
-        generate(c, i, seed, out)
-    typer.echo(f"wrote {len(jobs)} objects to {out}")
+        generate(c, i, cfg.seed, Path(cfg.out))
+    typer.echo(f"wrote {len(jobs)} objects to {cfg.out}")
 
 
 @app.command()
+@config_options(ArticulateConfig, "articulate", ranges=True)
 def articulate(
+    options: dict[str, Any],
     source: Path = typer.Argument(..., exists=True, file_okay=False, help="An object folder or a folder of them (real or synthetic)."),
-    out: Path = typer.Option(Path("data"), "--out", help="Dataset folder."),
-    category: Optional[Category] = typer.Option(None, "--category", "-c", help="Only objects of this category."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many objects (sorted by id)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the other joints' random positions and the point samples."),
-    configs: int = typer.Option(1, "--configs", min=1, help="Random configurations of the other joints per swept joint."),
-    stages: int = typer.Option(6, "--stages", min=2, help="States per sequence, evenly spaced from lower to upper limit."),
-    points: int = typer.Option(16384, "--points", min=16, help="Surface points per object (same material points in every state)."),
-    ids: Optional[Path] = typer.Option(None, "--ids", exists=True, dir_okay=False, help="CSV with a partnet_mobility_id column (e.g. manifests/partdrag4d_objects.csv)."),
-    meshes: bool = typer.Option(True, "--meshes/--no-meshes", help="Write the posed mesh of every state."),
-    max_joints: int = typer.Option(0, "--max-joints", min=0, help="Sweep only the first N movable joints of each object (0 = all)."),
-    max_faces: int = typer.Option(2_000_000, "--max-faces", min=1, help="Refuse objects with more faces than this (all meshes together)."),
-    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
-    executor: Executor = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One Ray task per object."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ):
     """Sweep every movable joint through its stages; write meshes, points and the manifest."""
-    check_seed(seed)
-    _check_executor(executor, ray_address)
-    id_set = _read_ids(ids) if ids else None
-    with writing(out, "articulate", wait):
-        summary = _run_step(articulate_folder, source, out, category, limit, seed, configs, stages, points, id_set, meshes,
-                            max_joints=max_joints or None, max_faces=max_faces, executor=executor, ray_address=ray_address)
+    cfg = ArticulateConfig(**options)
+    check_seed(cfg.seed)
+    _check_executor(cfg.executor, cfg.ray_address)
+    id_set = _read_ids(Path(cfg.ids)) if cfg.ids else None
+    out = Path(cfg.out)
+    with writing(out, "articulate", cfg.wait):
+        summary = _run_step(articulate_folder, source, out, cfg.category, cfg.limit, cfg.seed, cfg.configs, cfg.stages,
+                            cfg.points, id_set, cfg.meshes, max_joints=cfg.max_joints or None, max_faces=cfg.max_faces,
+                            executor=cfg.executor, ray_address=cfg.ray_address)
     typer.echo(
         f"articulated {summary.objects_ok} objects ({summary.states} states, {summary.states_written} written) "
         f"in {summary.seconds:.1f} s; {summary.objects_failed} failed"
@@ -116,55 +95,43 @@ def articulate(
 
 
 @app.command()
+@config_options(RenderConfig, "render", ranges=True)
 def render(
+    options: dict[str, Any],
     dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Dataset folder (after articulate)."),
-    category: Optional[Category] = typer.Option(None, "--category", "-c", help="Only states of this category."),
-    quality: Quality = typer.Option(DEFAULT_PRESET, "--quality", "-q", help="Render preset (see docs/rendering.md for costs)."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Blender worker processes (cores are split between them; default 1); with --executor ray: render actors (default: as many as the cluster fits)."),
-    shard: str = typer.Option("0/1", "--shard", help="I/N: render the I-th of N object shards (cluster job arrays)."),
-    resolution: int = typer.Option(512, "--resolution", min=16, help="Image size in pixels."),
-    seed: int = typer.Option(0, "--seed", help="Sampling seed of the renderer."),
-    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
-    executor: Executor = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One actor call per state."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help=THREADS_HELP),
-    device: Device = typer.Option("cpu", "--device", help=DEVICE_HELP),
 ):
     """Render every articulated state: 12 RGBA views, depth, part ids, cameras (resumable)."""
-    check_seed(seed)
-    _check_executor(executor, ray_address)
-    shard_ = _shard(shard)
-    with writing(dataset, "render", wait, shard_):
-        summary = _run_step(pipeline.render_dataset, dataset, category, get_preset(quality), workers, shard_, seed,
-                            resolution, executor=executor, ray_address=ray_address, threads=threads, device=device)
+    cfg = RenderConfig(**options)
+    check_seed(cfg.seed)
+    _check_executor(cfg.executor, cfg.ray_address)
+    shard_ = _shard(cfg.shard)
+    with writing(dataset, "render", cfg.wait, shard_):
+        summary = _run_step(pipeline.render_dataset, dataset, cfg.category, get_preset(cfg.quality), cfg.workers, shard_,
+                            cfg.seed, cfg.resolution, executor=cfg.executor, ray_address=cfg.ray_address,
+                            threads=cfg.threads, device=cfg.device)
     typer.echo(json.dumps(summary))
     if summary.get("failed"):
         raise typer.Exit(1)
 
 
 @app.command()
+@config_options(DragsConfig, "drags", ranges=True)
 def drags(
+    options: dict[str, Any],
     dataset: Path = typer.Argument(..., exists=True, file_okay=False, help="Rendered dataset folder."),
-    out: Optional[Path] = typer.Option(None, "--out", help="HDF5 file (default: DATASET/drags.h5)."),
-    category: Optional[Category] = typer.Option(None, "--category", "-c", help="Only sequences of this category."),
-    max_drags: int = typer.Option(64, "--max-drags", min=1, help="Visible drags kept per pair and view."),
-    all_pairs: bool = typer.Option(True, "--all-pairs/--adjacent-pairs", help="All 30 ordered pairs per sequence, or neighbours + stage 0 pairs."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the farthest-point sampling."),
-    shard: str = typer.Option("0/1", "--shard", help="I/N: sequences I, I+N, ... (writes drags-I-of-N.h5 by default)."),
-    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
-    executor: Executor = typer.Option("local", "--executor", help=EXECUTOR_HELP + " One Ray task per sequence; this process writes the file."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
 ):
     """Sample visible surface drags for every pair of states (depth-tested) into HDF5."""
-    check_seed(seed)
-    _check_executor(executor, ray_address)
-    index, count = _shard(shard)
+    cfg = DragsConfig(**options)
+    check_seed(cfg.seed)
+    _check_executor(cfg.executor, cfg.ray_address)
+    index, count = _shard(cfg.shard)
+    out = Path(cfg.out) if cfg.out is not None else None
     if out is None and count > 1:
         out = dataset / store.drag_shard_name(index, count)
     lock_dir = out.parent if out is not None else dataset  # the folder the drag file goes to
-    with writing(lock_dir, "drags", wait, (index, count), dataset=lock_dir.resolve() == dataset.resolve()):
-        summary = _run_step(build_drag_file, dataset, out, category, seed, max_drags, all_pairs, (index, count),
-                            executor=executor, ray_address=ray_address)
+    with writing(lock_dir, "drags", cfg.wait, (index, count), dataset=lock_dir.resolve() == dataset.resolve()):
+        summary = _run_step(build_drag_file, dataset, out, cfg.category, cfg.seed, cfg.max_drags, cfg.all_pairs,
+                            (index, count), executor=cfg.executor, ray_address=cfg.ray_address)
     per_pair = 1000 * summary.seconds_sampling / max(1, summary.pairs)
     typer.echo(f"{summary.sequences} sequences, {summary.pairs} pairs, {summary.drags} drags ({per_pair:.1f} ms per pair, 12 views)")
     if summary.skipped:
@@ -225,34 +192,21 @@ def export(
 
 
 @app.command("make-dataset")
-def make_dataset(
-    out: Path = typer.Option(Path("data"), "--out", help="Dataset folder."),
-    source: Optional[Path] = typer.Option(None, "--source", help="PartNet-Mobility folder; default: procedural objects."),
-    per_category: int = typer.Option(1, "--per-category", min=1, help="Procedural objects per category (embedded default)."),
-    max_joints: int = typer.Option(1, "--max-joints", min=0, help="Joints swept per object (0 = all)."),
-    configs: int = typer.Option(1, "--configs", min=1, help="Random configurations of the other joints."),
-    quality: Quality = typer.Option(DEFAULT_PRESET, "--quality", "-q", help="Render preset (`make dataset` passes draft)."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-w", min=1, help="Blender worker processes (default 1); with --executor ray: render actors (default: as many as fit)."),
-    resolution: int = typer.Option(512, "--resolution", min=16, help="Image size."),
-    category: list[str] = typer.Option(["all"], "--category", "-c", help="Categories (repeatable) or 'all'."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every step."),
-    max_faces: int = typer.Option(2_000_000, "--max-faces", min=1, help="Refuse objects with more faces than this."),
-    wait: bool = typer.Option(False, "--wait", help=WAIT_HELP),
-    executor: Executor = typer.Option("local", "--executor", help=EXECUTOR_HELP),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", min=1, help=THREADS_HELP),
-    device: Device = typer.Option("cpu", "--device", help=DEVICE_HELP),
-):
+@config_options(MakeDatasetConfig, "make-dataset", ranges=True)
+def make_dataset(options: dict[str, Any]):
     """The main job: synth -> articulate -> render -> drags (then run `partdrag4d verify`).
     Exits with code 1 when a state failed to render (as `render` does)."""
-    check_seed(seed)
-    cats = _categories_option(category)
-    _check_executor(executor, ray_address)
-    with writing(out, "make-dataset", wait) as record:
-        summary = _run_step(pipeline.make_dataset, out, source=source, per_category=per_category, seed=seed,
-                            quality=get_preset(quality), workers=workers, categories_=cats, configs=configs,
-                            max_joints=max_joints or None, resolution=resolution, max_faces=max_faces, executor=executor,
-                            ray_address=ray_address, threads=threads, device=device)
+    cfg = MakeDatasetConfig(**options)
+    check_seed(cfg.seed)
+    cats = _categories_option(cfg.categories)
+    _check_executor(cfg.executor, cfg.ray_address)
+    out = Path(cfg.out)
+    with writing(out, "make-dataset", cfg.wait) as record:
+        summary = _run_step(pipeline.make_dataset, out, source=Path(cfg.source) if cfg.source else None,
+                            per_category=cfg.per_category, seed=cfg.seed, quality=get_preset(cfg.quality),
+                            workers=cfg.workers, categories_=cats, configs=cfg.configs, max_joints=cfg.max_joints or None,
+                            resolution=cfg.resolution, max_faces=cfg.max_faces, executor=cfg.executor,
+                            ray_address=cfg.ray_address, threads=cfg.threads, device=cfg.device)
         record["seconds_per_step"] = summary.seconds
     typer.echo(json.dumps(summary.__dict__, indent=1))
     if summary.rendered.get("failed"):

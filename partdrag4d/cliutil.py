@@ -22,9 +22,7 @@ from tqdm import tqdm
 from partdrag4d import store
 from partdrag4d.errors import BadInput, ToolkitError
 from partdrag4d.lock import folder_lock
-from partdrag4d.options import SEED_MAX, default_of
-
-WAIT_HELP = "If another run writes the folder, wait for it (default: one line naming it, exit code 2)."
+from partdrag4d.options import SEED_MAX, WAIT_HELP, default_of  # noqa: F401 (WAIT_HELP: the commands take it from here)
 BAD_INPUT_EXIT = 2
 
 
@@ -86,7 +84,8 @@ class Typer(typer.Typer):
 
 
 def config_options(cls: type, command: str, *, from_file: bool = False, defaults: Optional[dict[str, Any]] = None,
-                   choices: Optional[dict[str, tuple]] = None, lists: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+                   choices: Optional[dict[str, tuple]] = None, lists: tuple[str, ...] = (),
+                   ranges: bool = False) -> Callable[[Callable], Callable]:
     """Decorator: the command takes an option per field of the dataclass ``cls`` that is
     offered to ``command`` (``partdrag4d.options.option``), after its own parameters; it
     receives their values as ``options``, ``{field: value}`` in the config's types (a path
@@ -96,13 +95,22 @@ def config_options(cls: type, command: str, *, from_file: bool = False, defaults
     of ``options`` (the file or the field's default decides) and ``--help`` shows the
     field's default. ``defaults``: this command's own defaults (always passed, as given on
     the command line). ``choices``: fewer choices for this command. ``lists``: fields that
-    take a comma list here, received as a list (one run per value)."""
+    take a comma list here, received as a list (one run per value). ``ranges``: typer checks
+    the fields' ``min`` / ``max`` itself (``--help`` shows the range; a value outside it is
+    typer's usage error) instead of leaving them to the config's ``check``.
+
+    Besides: a field without a default is a required option; a ``list[...]`` field is a
+    repeatable option (given once per value); a ``bool`` field is a ``--x/--no-x`` pair
+    unless its ``flags`` say otherwise: one flag (``("--wait",)``) is a lone switch, a pair
+    spelled with a slash (``("--all-pairs/--adjacent-pairs",)``) is that pair. A command's
+    positional arguments are its own parameters (``typer.Argument``), before the options."""
     defaults, choices = defaults or {}, choices or {}
 
     def decorate(fn: Callable) -> Callable:
         hints = typing.get_type_hints(cls)
         offered = [f for f in dataclasses.fields(cls) if f.metadata and _offered(f, command)]
-        specs = [_OptionSpec(f, hints[f.name], from_file, defaults, choices.get(f.name), f.name in lists) for f in offered]
+        specs = [_OptionSpec(f, hints[f.name], from_file, defaults, choices.get(f.name), f.name in lists, ranges)
+                 for f in offered]
         own = [p for p in inspect.signature(fn).parameters.values() if p.name != "options"]
 
         @functools.wraps(fn)
@@ -134,10 +142,13 @@ def _optional_of(hint: Any) -> Any:
 class _OptionSpec:
     """One field as a typer option: its flags, command-line type, default and conversion back."""
 
-    def __init__(self, f: dataclasses.Field, hint: Any, from_file: bool, defaults: dict, choices: Optional[tuple], as_list: bool):
-        self.name, self.meta, self.from_file = f.name, f.metadata, from_file
+    def __init__(self, f: dataclasses.Field, hint: Any, from_file: bool, defaults: dict, choices: Optional[tuple], as_list: bool,
+                 ranges: bool = False):
+        self.name, self.meta, self.from_file, self.ranges = f.name, f.metadata, from_file, ranges
         self.base = _optional_of(hint)
         self.tuple = typing.get_origin(self.base) is tuple
+        self.repeat = typing.get_origin(self.base) is list
+        self.required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in defaults
         self.item = typing.get_args(self.base)[0] if self.tuple else self.base
         self.as_list = as_list
         self.choices = choices if choices is not None else self.meta.get("choices")
@@ -149,6 +160,8 @@ class _OptionSpec:
         if self.choices is not None:
             none = self.meta.get("none")
             return Literal[((none,) if none and none not in self.choices else ()) + tuple(map(str, self.choices))]
+        if self.repeat:
+            return self.base
         if self.tuple or self.as_list:
             return str
         if self.meta.get("path"):
@@ -168,10 +181,17 @@ class _OptionSpec:
 
     def parameter(self) -> inspect.Parameter:
         flags = self.flags
-        if self.base is bool:
+        if self.base is bool and not self.meta.get("flags"):
             flags = (f"{flags[0]}/--no-{flags[0][2:]}", *flags[1:])
         annotation, help_ = self.annotation(), self.meta.get("help") or None
-        if self.from_file and not self.own_default:
+        checks = {k: self.meta[k] for k in ("min", "max") if self.ranges and self.meta.get(k) is not None}
+        if self.meta.get("path") == "file":  # typer checks it: a missing file is its usage error
+            checks.update(exists=True, dir_okay=False)
+        if self.required:
+            info = typer.Option(..., *flags, help=help_, **checks)
+        elif self.repeat:
+            info = typer.Option(list(self.default), *flags, help=help_)
+        elif self.from_file and not self.own_default:
             shown = self.shown()
             info = typer.Option(None, *flags, help=help_, show_default=shown if shown is not None else False)
             annotation = Optional[annotation]
@@ -179,7 +199,7 @@ class _OptionSpec:
             default = self.shown() if self.default is None or isinstance(self.default, (tuple, list)) else self.default
             if default is not None and annotation is Path:
                 default = Path(default)
-            info = typer.Option(default, *flags, help=help_)
+            info = typer.Option(default, *flags, help=help_, **checks)
             annotation = Optional[annotation] if default is None else annotation
         return inspect.Parameter(self.name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
 
@@ -189,6 +209,8 @@ class _OptionSpec:
             return None
         if isinstance(value, Path):
             return str(value)
+        if self.repeat:
+            return list(value)
         if self.choices is not None:
             return {str(c): c for c in self.choices}[value]  # a choice in its own type (typer gives strings)
         if self.tuple or self.as_list:

@@ -15,10 +15,13 @@ from typing import Any, Optional
 SEED_MAX = 2**32 - 1
 """Seeds are non-negative and fit numpy's legacy seeding (training seeds numpy, torch and random)."""
 
+WAIT_HELP = "If another run writes the folder, wait for it (default: one line naming it, exit code 2)."
+"""The help of every writing command's ``--wait``."""
+
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, flags: tuple[str, ...] = (),
            choices: Optional[tuple] = None, min: Optional[float] = None, max: Optional[float] = None,
-           none: Optional[str] = None, path: bool = False, commands: Optional[tuple[str, ...]] = None,
+           none: Optional[str] = None, path: bool | str = False, commands: Optional[tuple[str, ...]] = None,
            default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field that is also a command-line option.
 
@@ -26,7 +29,7 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, flags: tuple[s
     names (default ``--field-name``; short ones too, e.g. ``("--count", "-n")``);
     ``choices``: the values it takes; ``min`` / ``max``: its range; ``none``: the word that
     means ``None`` on a command line or in a file (e.g. ``"auto"``); ``path``: the value is a
-    file or folder (the command line shows PATH); ``commands``: the commands that offer it
+    file or folder (the command line shows PATH; ``"file"``: a file that must exist); ``commands``: the commands that offer it
     (``None``: every command built from the config; ``()``: config files only)."""
     metadata = {"help": help, "flags": tuple(flags), "choices": tuple(choices) if choices is not None else None,
                 "min": min, "max": max, "none": none, "path": path,

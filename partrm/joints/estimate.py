@@ -5,6 +5,7 @@ decomposition into a revolute or prismatic joint."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -213,6 +214,32 @@ def _hypothesis_rotations(Xa: np.ndarray, Xb: np.ndarray) -> np.ndarray:
     return np.stack(Rs)
 
 
+@dataclass(frozen=True)
+class _Pair:
+    """Two unordered point sets with their trees, the threshold tau and the distance cap of scores."""
+
+    A: np.ndarray
+    B: np.ndarray
+    tree_a: cKDTree
+    tree_b: cKDTree
+    tau: float
+    cap: float
+
+    def score(self, T: np.ndarray, Xa: np.ndarray, Xb: np.ndarray) -> float:
+        """Mean capped distance of T(Xa) to B plus of T^-1(Xb) to A."""
+        total = 0.0
+        if len(Xa):
+            da, _ = self.tree_b.query(_apply(T, Xa), distance_upper_bound=self.cap)
+            total += float(np.minimum(da, self.cap).mean())
+        if len(Xb):
+            db, _ = self.tree_a.query(_apply(rigid_inverse(T), Xb), distance_upper_bound=self.cap)
+            total += float(np.minimum(db, self.cap).mean())
+        return total
+
+    def icp(self, T0: np.ndarray, Xa: np.ndarray, Xb: np.ndarray, rotation: bool, **kw) -> np.ndarray:
+        return _icp(T0, Xa, Xb, self.A, self.B, self.tree_a, self.tree_b, self.tau, self.cap, rotation, **kw)
+
+
 def _fit_unordered(A, B, rel_threshold, rng):
     """Changed regions by nearest-neighbour distance, then multi-start symmetric trimmed ICP.
 
@@ -229,67 +256,10 @@ def _fit_unordered(A, B, rel_threshold, rng):
     need = _min_moving(min(len(A), len(B)))
     if len(cand_a) + len(cand_b) < 2 * need or max(len(cand_a), len(cand_b)) < need:
         raise NoMotionError(f"no moving part: {len(cand_a)} points of A and {len(cand_b)} of B are farther than {tau:.4g} from the other state")
-    cap = max(3.0 * tau, 0.05 * size)
-
-    def score(T: np.ndarray, Xa: np.ndarray, Xb: np.ndarray) -> float:
-        total = 0.0
-        if len(Xa):
-            da, _ = tree_b.query(_apply(T, Xa), distance_upper_bound=cap)
-            total += float(np.minimum(da, cap).mean())
-        if len(Xb):
-            db, _ = tree_a.query(_apply(rigid_inverse(T), Xb), distance_upper_bound=cap)
-            total += float(np.minimum(db, cap).mean())
-        return total
-
-    # 1. rotations: identity, then the five whose centroid-aligned placement scores best
-    #    (on a few hundred points). A side whose moved part hides in the other state's
-    #    surfaces (a closed lid lying on its base) may have no candidates; its centroid
-    #    then falls back to the other side's.
+    pair = _Pair(A, B, tree_a, tree_b, tau, max(3.0 * tau, 0.05 * size))
     Xa_s, Xb_s = A[cand_a[_subsample(len(cand_a), 300, rng)]], B[cand_b[_subsample(len(cand_b), 300, rng)]]
-    ca = A[cand_a].mean(0) if len(cand_a) else B[cand_b].mean(0)
-    cb = B[cand_b].mean(0) if len(cand_b) else ca
-    rotations = _hypothesis_rotations(A[cand_a], B[cand_b])
-    coarse = [score(_rigid(R, cb - R @ ca), Xa_s, Xb_s) for R in rotations]
-    chosen = [0] + [i for i in np.argsort(coarse) if i != 0][:5]
-    # 2. translations for each: centroid alignment, and Hough votes (centroids mislead when
-    #    the changed regions are different pieces of the part)
-    budget = 100_000  # vote pairs per side and rotation
-    A_s = A[_subsample(len(A), budget // max(1, len(Xb_s)), rng)]
-    B_s = B[_subsample(len(B), budget // max(1, len(Xa_s)), rng)]
-    Xa_l, Xb_l = Xa_s[_subsample(len(Xa_s), 150, rng)], Xb_s[_subsample(len(Xb_s), 150, rng)]
-    starts = []  # (T, fit rotation)
-    for i in chosen:
-        R = rotations[i]
-        ts = [cb - R @ ca]
-        if len(Xa_s) and len(Xb_s):
-            ts += _vote_translations(R, Xa_s, Xb_s, A_s, B_s, tau)
-        if i == 0:  # slides: also search along likely directions (repeated parts fool the votes)
-            ts += _line_search_translations(Xa_l, Xb_l, tree_a, tree_b, cb - ca, tau, 0.6 * size, cap)
-        for t in ts:
-            starts.append((_rigid(R, t), True))
-            if i == 0:
-                starts.append((_rigid(R, t), False))
-    # 3. coarse ICP from every start on the small sets, fine ICP from the best distinct few
-    coarse_fits = []
-    for T0, rotation in starts:
-        T = _icp(T0, Xa_s, Xb_s, A, B, tree_a, tree_b, tau, cap, rotation, iters=15)
-        coarse_fits.append((score(T, Xa_s, Xb_s), rotation, T))
-    coarse_fits.sort(key=lambda r: r[0])
-    picked: list = []
-    for fit in coarse_fits:
-        if fit[1] and sum(p[1] for p in picked) < 4 and not any(_same_motion(fit[2], p[2], tau) for p in picked):
-            picked.append(fit)
-    picked.append(next(fit for fit in coarse_fits if not fit[1]))
-    Xa, Xb = A[cand_a[_subsample(len(cand_a), 1000, rng)]], B[cand_b[_subsample(len(cand_b), 1000, rng)]]
-    results = []  # (score, is a rotation, hinge prior, T)
-    for _, rotation, T0 in picked:
-        T = _icp(T0, Xa, Xb, A, B, tree_a, tree_b, tau, cap, rotation)
-        prior = _axis_offset(T, Xa, Xb, tau) + _mean_displacement(T, Xa, Xb) if rotation else 0.0
-        results.append((score(T, Xa, Xb), rotation, prior, T))
-    # 4. ties broken by parsimony (see PARSIMONY)
-    best = min(r[0] for r in results)
-    ties = [r for r in results if r[0] <= best * (1.0 + PARSIMONY) + 1e-12]
-    T = min(ties, key=lambda r: (r[1], r[2]))[3]
+    starts = _icp_starts(pair, cand_a, cand_b, Xa_s, Xb_s, size, rng)
+    T = _best_motion(pair, starts, cand_a, cand_b, Xa_s, Xb_s, rng)
     # moving: A points that the motion puts on B (better than staying put) and vice versa
     dT_a, _ = tree_b.query(_apply(T, A))
     moving = _resolve_mask(A, dT_a, d_ab, tau)
@@ -300,9 +270,71 @@ def _fit_unordered(A, B, rel_threshold, rng):
 
     def rms_pairs(model: np.ndarray) -> float:
         da, _ = tree_b.query(_apply(model, A[moving]))
-        return float(np.sqrt(np.mean(np.minimum(da, cap) ** 2)))
+        return float(np.sqrt(np.mean(np.minimum(da, pair.cap) ** 2)))
 
     return T, moving, target, tau, rms_pairs
+
+
+def _icp_starts(pair: _Pair, cand_a: np.ndarray, cand_b: np.ndarray, Xa_s: np.ndarray, Xb_s: np.ndarray,
+                size: float, rng: np.random.Generator) -> list[tuple[np.ndarray, bool]]:
+    """Starting motions for ICP, each (T, fit rotation), from the changed points (``cand_*``,
+    subsampled ``X*_s``) of both states."""
+    A, B, tau = pair.A, pair.B, pair.tau
+    # 1. rotations: identity, then the five whose centroid-aligned placement scores best
+    #    (on a few hundred points). A side whose moved part hides in the other state's
+    #    surfaces (a closed lid lying on its base) may have no candidates; its centroid
+    #    then falls back to the other side's.
+    ca = A[cand_a].mean(0) if len(cand_a) else B[cand_b].mean(0)
+    cb = B[cand_b].mean(0) if len(cand_b) else ca
+    rotations = _hypothesis_rotations(A[cand_a], B[cand_b])
+    coarse = [pair.score(_rigid(R, cb - R @ ca), Xa_s, Xb_s) for R in rotations]
+    chosen = [0] + [i for i in np.argsort(coarse) if i != 0][:5]
+    # 2. translations for each: centroid alignment, and Hough votes (centroids mislead when
+    #    the changed regions are different pieces of the part)
+    budget = 100_000  # vote pairs per side and rotation
+    A_s = A[_subsample(len(A), budget // max(1, len(Xb_s)), rng)]
+    B_s = B[_subsample(len(B), budget // max(1, len(Xa_s)), rng)]
+    Xa_l, Xb_l = Xa_s[_subsample(len(Xa_s), 150, rng)], Xb_s[_subsample(len(Xb_s), 150, rng)]
+    starts = []
+    for i in chosen:
+        R = rotations[i]
+        ts = [cb - R @ ca]
+        if len(Xa_s) and len(Xb_s):
+            ts += _vote_translations(R, Xa_s, Xb_s, A_s, B_s, tau)
+        if i == 0:  # slides: also search along likely directions (repeated parts fool the votes)
+            ts += _line_search_translations(Xa_l, Xb_l, pair.tree_a, pair.tree_b, cb - ca, tau, 0.6 * size, pair.cap)
+        for t in ts:
+            starts.append((_rigid(R, t), True))
+            if i == 0:
+                starts.append((_rigid(R, t), False))
+    return starts
+
+
+def _best_motion(pair: _Pair, starts: list[tuple[np.ndarray, bool]], cand_a: np.ndarray, cand_b: np.ndarray,
+                 Xa_s: np.ndarray, Xb_s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The motion ICP finds best from ``starts``: coarse ICP on the small sets, fine ICP on more
+    changed points from the best distinct few, ties broken by parsimony."""
+    # 3. coarse ICP from every start on the small sets, fine ICP from the best distinct few
+    coarse_fits = []
+    for T0, rotation in starts:
+        T = pair.icp(T0, Xa_s, Xb_s, rotation, iters=15)
+        coarse_fits.append((pair.score(T, Xa_s, Xb_s), rotation, T))
+    coarse_fits.sort(key=lambda r: r[0])
+    picked: list = []
+    for fit in coarse_fits:
+        if fit[1] and sum(p[1] for p in picked) < 4 and not any(_same_motion(fit[2], p[2], pair.tau) for p in picked):
+            picked.append(fit)
+    picked.append(next(fit for fit in coarse_fits if not fit[1]))
+    Xa, Xb = pair.A[cand_a[_subsample(len(cand_a), 1000, rng)]], pair.B[cand_b[_subsample(len(cand_b), 1000, rng)]]
+    results = []  # (score, is a rotation, hinge prior, T)
+    for _, rotation, T0 in picked:
+        T = pair.icp(T0, Xa, Xb, rotation)
+        prior = _axis_offset(T, Xa, Xb, pair.tau) + _mean_displacement(T, Xa, Xb) if rotation else 0.0
+        results.append((pair.score(T, Xa, Xb), rotation, prior, T))
+    # 4. ties broken by parsimony (see PARSIMONY)
+    best = min(r[0] for r in results)
+    ties = [r for r in results if r[0] <= best * (1.0 + PARSIMONY) + 1e-12]
+    return min(ties, key=lambda r: (r[1], r[2]))[3]
 
 
 def _rigid(R: np.ndarray, t: np.ndarray) -> np.ndarray:

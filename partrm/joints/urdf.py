@@ -106,14 +106,37 @@ def write_urdf(estimate: ArticulationEstimate, path: PathLike, static_mesh: Any 
     extension (other URDF readers ignore it): without it MuJoCo drops visual-only
     geometry and the loaded model has no geoms.
     """
+    collision = _collision_mode(collision)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    est, meshes, link_points = _link_geometry(estimate, static_mesh, moving_mesh, points, frame)
+    everything = [x for x in [*link_points.values(), *(m[0] for m in meshes.values() if m is not None)] if x is not None and len(x)]
+    size = _bbox_diagonal(np.concatenate(everything)) if everything else 1.0
+    robot = ET.Element("robot", name=name)
+    ET.SubElement(ET.SubElement(robot, "mujoco"), "compiler", discardvisual="false")
+    for link_name in ("base", "moving"):
+        _link_element(robot, path, link_name, meshes[link_name], link_points[link_name], est, size, collision)
+    _joint_element(robot, est, effort, velocity)
+    ET.indent(robot)
+    store.atomic_write_text(path, '<?xml version="1.0"?>\n' + ET.tostring(robot, encoding="unicode") + "\n")
+    return path
+
+
+def _collision_mode(collision: Union[str, bool, None]) -> str:
+    """``write_urdf``'s ``collision`` as one of ``COLLISION_MODES`` (True: "mesh"; False/None: "none")."""
     if collision is True:
         collision = "mesh"
     elif collision is False or collision is None:
         collision = "none"
     if collision not in COLLISION_MODES:
         raise ValueError(f"collision must be one of {', '.join(COLLISION_MODES)}, got {collision!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return collision
+
+
+def _link_geometry(estimate: ArticulationEstimate, static_mesh: Any, moving_mesh: Any, points: Optional[np.ndarray],
+                   frame: Optional[np.ndarray]) -> tuple[ArticulationEstimate, dict, dict]:
+    """The estimate in the output frame, and each link's mesh and points in its own frame
+    (base = the output frame, moving = shifted by -pivot)."""
     est = estimate
     meshes = {"base": _as_mesh(static_mesh), "moving": _as_mesh(moving_mesh)}
     pts = None if points is None else np.asarray(points, np.float64)
@@ -125,59 +148,59 @@ def write_urdf(estimate: ArticulationEstimate, path: PathLike, static_mesh: Any 
         meshes = {k: None if m is None else (_apply(M, m[0]), m[1]) for k, m in meshes.items()}
         pts = None if pts is None else _apply(M, pts)
     pivot = est.pivot
-    # geometry per link in its own frame: base = input frame, moving = shifted by -pivot
     link_points: dict[str, Optional[np.ndarray]] = {"base": None, "moving": None}
     if pts is not None:
         link_points = {"base": pts[~est.moving_mask], "moving": pts[est.moving_mask] - pivot}
-    for k, m in meshes.items():
-        if m is not None and k == "moving":
-            meshes[k] = (m[0] - pivot, m[1])
-    everything = [x for x in [*link_points.values(), *(m[0] for m in meshes.values() if m is not None)] if x is not None and len(x)]
-    size = _bbox_diagonal(np.concatenate(everything)) if everything else 1.0
-    robot = ET.Element("robot", name=name)
-    ET.SubElement(ET.SubElement(robot, "mujoco"), "compiler", discardvisual="false")
-    for link_name in ("base", "moving"):
-        link = ET.SubElement(robot, "link", name=link_name)
-        mesh, p = meshes[link_name], link_points[link_name]
-        geom_pts = mesh[0] if mesh is not None else p
-        if geom_pts is not None and len(geom_pts):
-            lo, hi = geom_pts.min(0), geom_pts.max(0)
-            center, extent = (lo + hi) / 2.0, hi - lo
-        else:
-            center = (est.centroid - pivot) if link_name == "moving" else np.zeros(3)
-            extent = np.full(3, 0.01 * size)
-        _inertial(link, center, extent)
-        for stale in path.parent.glob(f"{path.stem}_{link_name}_collision_*.obj"):  # of an earlier run
-            stale.unlink()
-        if mesh is not None:
-            mesh_name = f"{path.stem}_{link_name}.obj"
-            write_plain_obj(path.parent / mesh_name, *mesh)
-            shapes = [("visual", mesh_name)]
-            parts = collision_meshes(mesh, collision)
-            if collision == "mesh":
-                shapes.append(("collision", mesh_name))
-            else:
-                for k, part in enumerate(parts):
-                    part_name = f"{path.stem}_{link_name}_collision_{k}.obj"
-                    write_plain_obj(path.parent / part_name, *part)
-                    shapes.append(("collision", part_name))
-            for tag, filename in shapes:
-                el = ET.SubElement(link, tag)
-                ET.SubElement(el, "origin", xyz="0 0 0", rpy="0 0 0")
-                ET.SubElement(ET.SubElement(el, "geometry"), "mesh", filename=filename)
-        else:
-            marker = p.mean(0) if p is not None and len(p) else center
-            for tag in ["visual"] + (["collision"] if collision != "none" else []):
-                el = ET.SubElement(link, tag)
-                ET.SubElement(el, "origin", xyz=_fmt(marker), rpy="0 0 0")
-                ET.SubElement(ET.SubElement(el, "geometry"), "box", size=_fmt(np.full(3, 0.01 * size)))
+    if meshes["moving"] is not None:
+        meshes["moving"] = (meshes["moving"][0] - pivot, meshes["moving"][1])
+    return est, meshes, link_points
+
+
+def _link_element(robot: ET.Element, path: Path, link_name: str, mesh: Optional[tuple[np.ndarray, np.ndarray]],
+                  p: Optional[np.ndarray], est: ArticulationEstimate, size: float, collision: str) -> None:
+    """One ``<link>``: box inertia, and the mesh's visual and collision geometry (files beside
+    ``path``) or, without a mesh, a small marker box at the centroid of its points."""
+    link = ET.SubElement(robot, "link", name=link_name)
+    geom_pts = mesh[0] if mesh is not None else p
+    if geom_pts is not None and len(geom_pts):
+        lo, hi = geom_pts.min(0), geom_pts.max(0)
+        center, extent = (lo + hi) / 2.0, hi - lo
+    else:
+        center = (est.centroid - est.pivot) if link_name == "moving" else np.zeros(3)
+        extent = np.full(3, 0.01 * size)
+    _inertial(link, center, extent)
+    for stale in path.parent.glob(f"{path.stem}_{link_name}_collision_*.obj"):  # of an earlier run
+        stale.unlink()
+    if mesh is None:
+        marker = p.mean(0) if p is not None and len(p) else center
+        for tag in ["visual"] + (["collision"] if collision != "none" else []):
+            el = ET.SubElement(link, tag)
+            ET.SubElement(el, "origin", xyz=_fmt(marker), rpy="0 0 0")
+            ET.SubElement(ET.SubElement(el, "geometry"), "box", size=_fmt(np.full(3, 0.01 * size)))
+        return
+    mesh_name = f"{path.stem}_{link_name}.obj"
+    write_plain_obj(path.parent / mesh_name, *mesh)
+    shapes = [("visual", mesh_name)]
+    parts = collision_meshes(mesh, collision)
+    if collision == "mesh":
+        shapes.append(("collision", mesh_name))
+    else:
+        for k, part in enumerate(parts):
+            part_name = f"{path.stem}_{link_name}_collision_{k}.obj"
+            write_plain_obj(path.parent / part_name, *part)
+            shapes.append(("collision", part_name))
+    for tag, filename in shapes:
+        el = ET.SubElement(link, tag)
+        ET.SubElement(el, "origin", xyz="0 0 0", rpy="0 0 0")
+        ET.SubElement(ET.SubElement(el, "geometry"), "mesh", filename=filename)
+
+
+def _joint_element(robot: ET.Element, est: ArticulationEstimate, effort: float, velocity: float) -> None:
+    """The one ``<joint>``: base to moving, frame at the pivot, limits [0, amount]."""
     joint = ET.SubElement(robot, "joint", name="joint_0", type=est.joint_type)
     ET.SubElement(joint, "parent", link="base")
     ET.SubElement(joint, "child", link="moving")
-    ET.SubElement(joint, "origin", xyz=_fmt(pivot), rpy="0 0 0")
+    ET.SubElement(joint, "origin", xyz=_fmt(est.pivot), rpy="0 0 0")
     ET.SubElement(joint, "axis", xyz=_fmt(est.axis))
     lo, hi = est.limits()
     ET.SubElement(joint, "limit", lower=f"{lo:.9g}", upper=f"{hi:.9g}", effort=f"{effort:g}", velocity=f"{velocity:g}")
-    ET.indent(robot)
-    store.atomic_write_text(path, '<?xml version="1.0"?>\n' + ET.tostring(robot, encoding="unicode") + "\n")
-    return path
