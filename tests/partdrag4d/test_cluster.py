@@ -82,6 +82,15 @@ def test_lost_node_mid_render_completes_with_the_same_bytes(cluster, tmp_path, c
 
     c, (w1, w2) = cluster
     data = _local_reference(tmp_path)
+    # every node names itself apart from the others, although all share this host and address
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from partdrag4d.executor import node_label
+
+    name = ray.remote(num_cpus=0)(node_label)
+    named = {w.node_id: ray.get(name.options(scheduling_strategy=NodeAffinitySchedulingStrategy(w.node_id, soft=False)).remote())
+             for w in (w1, w2)}
+    assert all(re.fullmatch(rf".+ \(.+, node {node_id[:8]}\)", label) for node_id, label in named.items()), named
     box: dict = {}
     thread = threading.Thread(target=lambda: box.setdefault("summary", render_dataset(
         data, quality="draft", resolution=SIZE, progress=True, executor="ray", threads=1)))
@@ -96,14 +105,12 @@ def test_lost_node_mid_render_completes_with_the_same_bytes(cluster, tmp_path, c
     assert not thread.is_alive(), "the render hung after losing a node"
     summary = box["summary"]
     assert summary["failed"] == 0 and summary["rendered"] == 18, summary
-    labels = summary["nodes"]
-    assert len(labels) == 2 and sum(labels.values()) == 18, labels  # both nodes rendered, told apart
-    assert all(re.fullmatch(r".+ \(.+, node [0-9a-f]{8}\)", label) for label in labels), labels
-    survivor = next(label for label in labels if label.endswith(f"node {w1.node_id[:8]})"))
-    assert labels[survivor] > 9  # the surviving node finished the lost node's share
+    counts = summary["nodes"]  # states rendered per node: the survivor's, and the lost node's if it finished any
+    assert sum(counts.values()) == 18 and set(counts) <= set(named.values()), (counts, named)
+    assert counts[named[w1.node_id]] >= 9  # the surviving node finished the lost node's share
     err = capfd.readouterr().err
-    for label, n in labels.items():
-        assert f"render per node: {label}: {n} state{'s' if n != 1 else ''}" in err  # the lost node may have done 1
+    for label, n in counts.items():
+        assert f"render per node: {label}: {n} state" in err
     assert _same_files(tmp_path / "local" / "states", data / "states") > 18 * 12
     assert not list(data.glob("states/*/.render.*"))  # the lost node's staging folders are gone
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2  # head and the surviving worker
