@@ -232,7 +232,7 @@ def test_a_page_opens_framed_on_the_object(rendered_dataset, viewer_of, browser,
     client = connect(browser, v)
     assert wait_until(lambda: np.linalg.norm(np.asarray(client.camera.position) - v.index.cameras[0].c2w[:3, 3]) < 1e-3, 10)
     x, y, w, h = canvas_rect(browser)
-    deadline = time.monotonic() + 20.0
+    deadline = time.monotonic() + 60.0  # software WebGL on a loaded 2-core machine took over 20 s once
     while True:
         time.sleep(1.0)
         shot = browser.screenshot()
