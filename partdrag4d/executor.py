@@ -2,8 +2,8 @@
 
 With ``--executor ray`` each object is articulated by a Ray task, each state is rendered
 by a call to a Ray actor (``partdrag4d.render_ray``, scheduled by ``partdrag4d.scheduler``),
-and each sequence's drags are sampled by a Ray task. The driver (the process running the command) schedules and collects; the
-files are written by whichever node does the work, so the dataset folder must be on a path
+and each sequence's drags are sampled by a Ray task. The driver (the process running the
+command) schedules and collects; the files are written by whichever node does the work, so the dataset folder must be on a path
 every node sees under the same absolute name (NFS, Lustre, a cluster file system). Every
 file is still staged under a temporary name and renamed, so a retried task is harmless,
 and the outputs are the same bytes as a local run's.

@@ -259,6 +259,24 @@ def region_centroid(static: Tensor, region: Tensor) -> Tensor:
     return (static[:, :, layout.XYZ] * w).sum(dim=(1, 3, 4)) / w.sum(dim=(1, 3, 4)).clamp(min=1.0)
 
 
+def _hat(w: Tensor) -> Tensor:
+    """The cross-product (skew) matrices [..., 3, 3] of vectors [..., 3]."""
+    x, y, z = w.unbind(-1)
+    zero = torch.zeros_like(x)
+    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).view(*w.shape[:-1], 3, 3)
+
+
+def points_under(static: Tensor, uv: Tensor) -> Tensor:
+    """The static Gaussians' positions [B, V, N, 3] under normalised image points uv [B, V, N, 2]
+    (the Gaussian of each point's cell: the 3D point a drag starts from)."""
+    b, v, n, _ = uv.shape
+    S = static.shape[-1]
+    col = (uv[..., 0] * S).floor().long().clamp(0, S - 1)
+    row = (uv[..., 1] * S).floor().long().clamp(0, S - 1)
+    xyz = static[:, :, layout.XYZ].flatten(3)  # [B, V, 3, S*S]
+    return torch.gather(xyz, 3, (row * S + col)[:, :, None, :].expand(b, v, 3, n)).transpose(2, 3)
+
+
 def drag_features(drags: Tensor, static: Tensor, centroid: Tensor, K: Tensor, c2w: Tensor) -> Tensor:
     """Per drag [B, V*N, 21], in the object frame relative to the region's centroid: the 3D
     point under the start (the static Gaussian of its cell), the camera centre, the unit rays
@@ -266,11 +284,7 @@ def drag_features(drags: Tensor, static: Tensor, centroid: Tensor, K: Tensor, c2
     (magnified). A drag's end is a ray
     in 3D: these are what a rigid motion consistent with it must satisfy."""
     b, v, n, _ = drags.shape
-    S = static.shape[-1]
-    col = (drags[..., 0] * S).floor().long().clamp(0, S - 1)
-    row = (drags[..., 1] * S).floor().long().clamp(0, S - 1)
-    xyz = static[:, :, layout.XYZ].flatten(3)  # [B, V, 3, S*S]
-    point = torch.gather(xyz, 3, (row * S + col)[:, :, None, :].expand(b, v, 3, n)).transpose(2, 3)  # [B, V, N, 3]
+    point = points_under(static, drags[..., :2])  # [B, V, N, 3]
     K = K.to(drags.dtype)
     c2w = c2w.to(drags.dtype)
     size = 2.0 * K[..., 0, 2]  # principal point at the image centre: K is for a size x size image
@@ -308,9 +322,7 @@ def rigid_from_axis_angle(motion: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)  # sin(t) / t
     bb = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / theta2.clamp(min=1e-24))  # (1 - cos t) / t^2
     half = torch.where(small, 0.5 - theta2 / 48.0, torch.sin(theta / 2) / theta)  # sin(t/2) / t
-    wx, wy, wz = omega.unbind(-1)
-    zero = torch.zeros_like(wx)
-    K = torch.stack([zero, -wz, wy, wz, zero, -wx, -wy, wx, zero], dim=-1).view(-1, 3, 3)
+    K = _hat(omega)
     eye = torch.eye(3, dtype=motion.dtype, device=motion.device).expand_as(K)
     R = eye + a[..., None] * K + bb[..., None] * (K @ K)
     quat = torch.cat([torch.where(small, 1.0 - theta2 / 8.0, torch.cos(theta / 2)), half * omega], dim=-1)
@@ -349,12 +361,6 @@ def apply_changes(static: Tensor, motion: Tensor, dense: Tensor, region: Tensor,
 
 AMOUNTS = torch.linspace(0.0, 3.0, 61)
 """Screw amounts tried by ``fit_amount`` (1 = the network's motion), then refined 10x finer."""
-
-
-def _hat(w: Tensor) -> Tensor:
-    x, y, z = w.unbind(-1)
-    zero = torch.zeros_like(x)
-    return torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).view(*w.shape[:-1], 3, 3)
 
 
 def _left_jacobian(w: Tensor) -> Tensor:
@@ -418,25 +424,20 @@ def fit_amount(motion: Tensor, static: Tensor, region: Tensor, drags: Tensor, va
     on a grid and refined; it carries no gradient (the network still learns the screw, and
     its own amount where no drag constrains it). A batch item without a valid user drag
     keeps the network's motion."""
-    b, v, n, _ = drags.shape
     if valid is None:
         valid = torch.ones(drags.shape[:-1], dtype=torch.bool, device=drags.device)
     keep = valid[:, :, 0]
-    centroid = region_centroid(static, region).detach().double()
-    S = static.shape[-1]
-    user = drags[:, :, 0].double()  # [B, V, 4]
-    col = (user[..., 0] * S).floor().long().clamp(0, S - 1)
-    row = (user[..., 1] * S).floor().long().clamp(0, S - 1)
-    xyz = static[:, :, layout.XYZ].flatten(3).detach().double()
-    points = torch.gather(xyz, 3, (row * S + col)[:, :, None, None].expand(b, v, 3, 1))[..., 0]  # [B, V, 3]
     with torch.no_grad():
-        base = motion.detach().double()
-        grid = AMOUNTS.to(base)[None].expand(b, -1)
-        err = _drag_error(screw_scaled(base, centroid, grid), centroid, points, user[..., 2:], keep, K.double(), c2w.double())
-        best = grid.gather(1, err.argmin(1, keepdim=True))
+        centroid = region_centroid(static, region).double()
+        points = points_under(static, drags[:, :, :1, :2])[:, :, 0].double()  # [B, V, 3]: each user drag's start
+        ends, K, c2w, base = drags[:, :, 0, 2:].double(), K.double(), c2w.double(), motion.detach().double()
+
+        def best(amounts: Tensor) -> Tensor:
+            err = _drag_error(screw_scaled(base, centroid, amounts), centroid, points, ends, keep, K, c2w)
+            return amounts.gather(1, err.argmin(1, keepdim=True))
+
         step = float(AMOUNTS[1] - AMOUNTS[0])
-        fine = (best + torch.linspace(-step, step, 21, dtype=base.dtype, device=base.device)[None]).clamp(min=0.0)
-        err = _drag_error(screw_scaled(base, centroid, fine), centroid, points, user[..., 2:], keep, K.double(), c2w.double())
-        amount = fine.gather(1, err.argmin(1, keepdim=True))
+        coarse = best(AMOUNTS.to(base)[None].expand(len(base), -1))
+        amount = best((coarse + torch.linspace(-step, step, 21, dtype=base.dtype, device=base.device)[None]).clamp(min=0.0))
         amount = torch.where(keep.any(1, keepdim=True), amount, torch.ones_like(amount))
     return screw_scaled(motion, centroid.to(motion.dtype), amount.to(motion.dtype))[:, 0]
