@@ -16,6 +16,8 @@ What the scheduler does, whatever the pool:
   recorded as failed with the reason of its last attempt and the rest carry on. A worker
   lost with its node (the pool says so) is not the state's fault: its states go back to
   the queue without using an attempt (up to ``MAX_LOSSES`` times), and the pool replaces it.
+  A worker lost after committing a state but before reporting it leaves the state complete:
+  the retry finds it so and the state counts as rendered (by this run), not skipped.
 - A state that fails because the disk is full (ENOSPC, EDQUOT) stops the run: no more
   states are handed out, the states in flight finish (so no staging folder is left), and
   ``DiskFull`` is raised once; finished states are kept and a rerun resumes.
@@ -292,6 +294,8 @@ class Scheduler:
             result = pending.failed(task, f"its {self.pool.member} was lost {self.losses[key]} times; last: {attempt.lost}")
         if attempt.note:
             bar.note(result.node, attempt.note)
+        if result.status == "skipped":  # pending at the start, so an earlier attempt of this run committed it
+            return replace(result, status="rendered")  # (its member was lost after the rename, before it reported)
         if result.status != "failed":
             return result
         if is_disk_full(result.error):

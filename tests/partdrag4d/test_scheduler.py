@@ -54,8 +54,8 @@ class ScriptedPool(Pool):
             return [Attempt(task, lost="the node died")]
         job = self.jobs[task.job]
         state = job["states"][task.state]
-        if how == "rendered":
-            return [Attempt(task, StateResult.of(job, state, "rendered"))]
+        if how in ("rendered", "skipped"):
+            return [Attempt(task, StateResult.of(job, state, how))]
         return [Attempt(task, StateResult.of(job, state, "failed", how))]
 
     def working(self):
@@ -131,6 +131,24 @@ def test_lost_member_requeues_without_using_an_attempt(tmp_path):
     assert results["a_0"].status == "failed"
     assert results["a_0"].error == f"its test worker was lost {MAX_LOSSES + 1} times; last: the node died"
     assert pool.closed and not pool.stopped
+
+
+def test_state_committed_by_a_lost_member_counts_as_rendered(tmp_path):
+    """A member lost after its state's rename but before it reported: the retry finds the
+    state complete (the worker says skipped), yet this run rendered it."""
+    tries: dict[str, int] = {}
+
+    def script(task, member):
+        sid = pool.state_id(task)
+        tries[sid] = tries.get(sid, 0) + 1
+        if sid == "a_1":
+            return "lost" if tries[sid] == 1 else "skipped"
+        return "rendered"
+
+    pool = ScriptedPool(script)
+    results = _run(pool, _jobs(tmp_path, {"a": 3}))
+    assert {s: r.status for s, r in results.items()} == {"a_0": "rendered", "a_1": "rendered", "a_2": "rendered"}
+    assert tries["a_1"] == 2
 
 
 def test_a_full_disk_stops_the_run_with_one_disk_full(tmp_path):
