@@ -118,6 +118,12 @@ def infer(
     state: Optional[str] = typer.Option(None, "--state", help="Use this dataset state's rendered views as input (with --data)."),
     data: Path = typer.Option(Path("data"), "--data"),
     image: Optional[Path] = typer.Option(None, "--image", exists=True, help="A single RGBA/RGB image (needs --zero123-weights)."),
+    scene: Optional[Path] = typer.Option(None, "--scene", exists=True, file_okay=False,
+                                         help="RGB-D model: a scene folder in nerfstudio's layout (frames with depth_file_path; "
+                                              "what `partdrag4d export` writes). Pair with --region color or sam."),
+    frames: Optional[str] = typer.Option(None, "--frames", help="--scene: the 4 input frames, i,j,k,l (default 0,3,6,9 of 12, or all 4)."),
+    depth_scale: float = typer.Option(0.001, "--depth-scale",
+                                      help="--scene: object units per step of 16-bit PNG depth (nerfstudio's depth_unit_scale_factor)."),
     zero123_weights: Optional[Path] = typer.Option(None, "--zero123-weights", help="Local Zero123++ diffusers folder."),
     region: Region = typer.Option("mask", "--region", help="Propagation region: mask (dataset) | sam | color."),
     sam_checkpoint: Optional[Path] = typer.Option(None, "--sam-checkpoint"),
@@ -128,7 +134,8 @@ def infer(
     sh_degree: int = typer.Option(3, "--sh-degree", help="PLY SH degree: 3 (zero f_rest_*, what the reference 3DGS loader expects) | 0."),
     up: UpAxis = typer.Option("z", "--up", help="PLY frame: z (object frame, Z up) | y (-Y up, SuperSplat/PlayCanvas)."),
 ):
-    """Predict the moved state from one view + drags: PLY, turntable strip/GIF, drags image."""
+    """Predict the moved state from input views + drags: PLY, turntable strip/GIF, drags image. Inputs: a dataset
+    --state, an RGB-D --scene folder, or one --image (RGB models, with Zero123++ weights)."""
     _check_sh_degree(sh_degree)
     check_seed(seed)
     try:
@@ -138,19 +145,32 @@ def infer(
         if state is not None:
             rgbd = mode_of(model) == "rgbd"
             views = inf.dataset_views(data, state, size, depth=rgbd, splat_size=model.config.splat_size if rgbd else 128)
+        elif scene is not None and mode_of(model) != "rgbd":
+            raise inf.InputError(f"{checkpoint} is an RGB model: --scene is the RGB-D models' input; give --state (with --data) or --image")
+        elif scene is not None:
+            views = inf.scene_views(scene, size, model.config.splat_size, _frame_list(frames), depth_scale)
         elif image is not None and mode_of(model) == "rgbd":
             raise inf.InputError(f"{checkpoint} is an RGB-D model: it needs depth for every input view; give --state (with --data) "
                                  "instead of --image (generated views have no depth)")
         elif image is not None:
             views = inf.zero123pp_views(image, zero123_weights, size)
         else:
-            raise inf.InputError("give --state (with --data) or --image")
+            raise inf.InputError("give --state (with --data), --scene (RGB-D models) or --image")
         inf.check_drags_in_image(drags_px, views.first_rgba.shape[1], views.first_rgba.shape[0])
         gaussians, used = inf.predict(model, views, drags_px, num_drags, region, sam_checkpoint, rule, seed)
     except ImportError as exc:  # an optional package (.[sam], .[diffusers]) that is not installed
         raise BadInput(str(exc)) from None
     for path in inf.write_outputs(out, gaussians, views, used, sh_degree=sh_degree, up=up):
         typer.echo(str(path))
+
+
+def _frame_list(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise BadInput(f"--frames must be a comma list of frame numbers, got {text!r}") from None
 
 
 @app.command()

@@ -89,7 +89,7 @@ class RenderGsdbConfig:
 # --------------------------------------------------------------------------- geometry
 
 
-def _unproject(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> np.ndarray:
+def unproject_depth(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> np.ndarray:
     """Planar depth [H, W] (inf = background) -> object-frame points [H, W, 3] (NaN where no depth)."""
     h, w = depth.shape
     v, u = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
@@ -179,7 +179,7 @@ def splatter_from_view(rgba: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: 
         rgba = rgba / 255.0
     rgb, alpha = rgba[..., :3], rgba[..., 3]
     depth = np.asarray(depth, dtype=np.float64)
-    points = _unproject(depth, K, c2w)
+    points = unproject_depth(depth, K, c2w)
     center = c2w[:3, 3]
     normals = _normals(points, depth, center)
     points, depth = _fill_points(points, depth, alpha)

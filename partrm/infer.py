@@ -2,6 +2,8 @@
 
 Multi-view inputs come from a pluggable source:
 - ``dataset``: the state's own rendered input views (ring views 0/3/6/9) and cameras;
+- ``scene``: an RGB-D scene folder in nerfstudio's layout, for RGB-D models
+  (``partrm.scene_input``);
 - ``zero123pp``: Zero123++ (diffusers) generating the other views from one image, with
   weights from a local folder (``--zero123-weights``); never downloaded.
 The user's drags live in the input image (the first input view, pixel coordinates,
@@ -16,7 +18,7 @@ beside the prediction rendered from the input view).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -32,6 +34,7 @@ from partrm.gaussians.views import render_views, scale_K
 from partrm.models.rgbd import drag_region
 from partrm.predict import StaticCache, mode_of
 from partrm.propagation import propagate, region_provider
+from partrm.scene_input import carry_region, read_scene, scene_inputs
 
 
 class InputError(ToolkitError, ValueError):
@@ -131,6 +134,15 @@ def dataset_views(root: Path, state_id: str, size: int, input_views=(0, 3, 6, 9)
     return out
 
 
+def scene_views(scene: Path, size: int, splat_size: int, frames=None, depth_scale: float = 0.001) -> MultiView:
+    """An RGB-D scene folder's input views (``partrm.scene_input``); the moving part's masks
+    come later, from the region the drags pick (``predict``)."""
+    read = read_scene(scene, frames, depth_scale)
+    inputs = scene_inputs(read, size, splat_size)
+    return MultiView(inputs["rgb"], inputs["K"], inputs["c2w"], read.rgba[0], None, depth=inputs["depth"], full_depth=read.depth,
+                     static=inputs["static"], full_K=inputs["full_K"], full_c2w=inputs["full_c2w"])
+
+
 def lift_drags(drags_px: np.ndarray, views: MultiView) -> list[np.ndarray]:
     """The user's drags [K, 4] (pixels of the first view) carried into every input view of an
     RGB-D input: each start is the surface point under it (its depth); its end is taken at the
@@ -143,14 +155,15 @@ def lift_drags(drags_px: np.ndarray, views: MultiView) -> list[np.ndarray]:
     cols = np.clip(starts[:, 0].astype(int), 0, w - 1)
     rows = np.clip(starts[:, 1].astype(int), 0, h - 1)
     z = depth[0, rows, cols]
-    ok = np.isfinite(z)
+    ok = np.isfinite(z)  # a start on the background has no surface point to carry: the drag is dropped
+    drags_px, starts, ends, z = drags_px[ok], starts[ok], ends[ok], z[ok]
 
     def unproject(px: np.ndarray) -> np.ndarray:
         cam = np.stack([(px[:, 0] - K[0, 0, 2]) / K[0, 0, 0] * z, (px[:, 1] - K[0, 1, 2]) / K[0, 1, 1] * z, z], axis=1)
         return cam @ c2w[0, :3, :3].T + c2w[0, :3, 3]
 
     p0, p1 = unproject(starts), unproject(ends)
-    out = [drags_px[ok]]
+    out = [drags_px]
     for v in range(1, len(depth)):
         w2c = np.linalg.inv(c2w[v])
         uv = []
@@ -160,7 +173,7 @@ def lift_drags(drags_px: np.ndarray, views: MultiView) -> list[np.ndarray]:
         c = np.clip(uv[0][:, 0].astype(int), 0, w - 1)
         r = np.clip(uv[0][:, 1].astype(int), 0, h - 1)
         inside = (uv[0][:, 0] >= 0) & (uv[0][:, 0] < w) & (uv[0][:, 1] >= 0) & (uv[0][:, 1] < h)
-        seen = inside & ok & views.masks[v, r, c] & (np.abs(depth[v, r, c] - uv[0][:, 2]) < 0.02 * uv[0][:, 2])
+        seen = inside & views.masks[v, r, c] & (np.abs(depth[v, r, c] - uv[0][:, 2]) < 0.02 * uv[0][:, 2])
         out.append(np.concatenate([uv[0][seen, :2], uv[1][seen, :2]], axis=1))
     return out
 
@@ -213,10 +226,14 @@ def predict(model, views: MultiView, drags_px: np.ndarray, num_drags: int = 10, 
     rng = np.random.default_rng(seed)
     per_drag = max(1, num_drags // len(drags_px))
     used = []
+    picked = np.zeros((h, w), dtype=bool)
     for d in drags_px:
         region_mask = provider(views.first_rgba, d[:2])
+        picked |= np.asarray(region_mask, dtype=bool)
         used.append(propagate(d[:2], d[2:], region_mask, per_drag, rng, rule))
     used = np.concatenate(used)[:num_drags]
+    if mode_of(model) == "rgbd" and views.masks is None and views.full_depth is not None:  # a scene: no part ids
+        views = replace(views, masks=carry_region(picked, views.full_depth, views.full_K, views.full_c2w))
     v = views.rgb.shape[0]
     drags = torch.zeros(1, v, num_drags, 4)
     valid = torch.zeros(1, v, num_drags, dtype=torch.bool)
@@ -231,7 +248,7 @@ def predict(model, views: MultiView, drags_px: np.ndarray, num_drags: int = 10, 
     with torch.inference_mode():
         if mode_of(model) == "rgbd":
             if views.depth is None:
-                raise InputError("an RGB-D model needs depth for every input view (give --state with --data)")
+                raise InputError("an RGB-D model needs depth for every input view (give --state with --data, or --scene)")
             region = drag_region(torch.from_numpy(views.masks), model.config.splat_size, model.config.gate_fraction)
             g = model.reconstruct(views.rgb[None].to(device), (views.K[None].to(device), views.c2w[None].to(device)), drags.to(device),
                                   valid.to(device), depth=views.depth[None].to(device), static=views.static[None].to(device),

@@ -32,7 +32,7 @@ CATEGORIES = ["oven", "washing-machine"]
 SIZE = 64  # the tiny LGM's input size: rendering larger only to shrink again buys nothing here
 TEACHER_L2_STEPS = 400
 STAGE1_STEPS = 500
-RGBD_STAGE1_STEPS = 300
+RGBD_STAGE1_STEPS = 150  # measured at 150: R 0.72, zero-drag R 0.00, 5.3 min with one thread
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,8 @@ def test_recipe_learns_motion_that_generalises_to_held_out_objects(doors, tmp_pa
 def test_rgbd_recipe_learns_motion_that_generalises_to_held_out_objects(doors, tmp_path, one_torch_thread):
     """``configs/cpu-rgbd.toml`` at this size (the geometric database is the static input; no
     teacher): stage 1 only, fewer steps. R on the held-out objects' pairs > 0.5, and the
-    zero-drag control moves (almost) nothing."""
+    zero-drag control moves (almost) nothing. (The RGB test above needs its steps: with the
+    teacher at 200 L2 steps and stage 1 at 250 its oracle was only 0.25 dB above static.)"""
     recipe = load_recipe(ROOT / "configs" / "cpu-rgbd.toml")
     data, geometric = doors
     cfg = recipe.partrm_config(data, tmp_path / "partrm", None, geometric)
