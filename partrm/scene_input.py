@@ -124,9 +124,14 @@ def read_scene(scene: Path, frames: Optional[Sequence[int]] = None, depth_scale:
     if transforms is None:
         raise SceneError(f"{scene}: no {' or '.join(TRANSFORMS)} (a scene folder in nerfstudio's layout)")
     try:
-        records = json.loads(transforms.read_text())["frames"]
+        content = json.loads(transforms.read_text())
+        records = content["frames"]
+        if "fl_x" not in content:  # NeRF-synthetic: the size comes from the first image, which must be inside too
+            _image_path(scene, records[0].get("file_path"), "frame 0 file_path")
         cams = [c for _, c in cameras_from_transforms(transforms)]
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except SceneError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise SceneError(f"{transforms}: not a transforms file with frames and intrinsics ({type(exc).__name__}: {exc})") from None
     chosen = input_frames(len(records), frames)
     rgba, depth = [], []

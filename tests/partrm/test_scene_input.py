@@ -97,6 +97,17 @@ def test_an_untrained_model_on_a_scene_returns_its_static_reconstruction(scene, 
     assert (tmp_path / "out" / "prediction.ply").is_file()
 
 
+def test_a_nerf_synthetic_scene_reads_as_the_nerfstudio_one(rendered_dataset, scene, tmp_path):
+    state, folder = scene
+    export(rendered_dataset, tmp_path, "nerf-synthetic", states=[state], progress=False)
+    synthetic = read_scene(tmp_path / state)  # transforms_train.json: the 4 input views
+    nerfstudio = read_scene(folder)  # transforms.json: frames 0/3/6/9 of 12
+    assert synthetic.frames == [0, 1, 2, 3] and nerfstudio.frames == [0, 3, 6, 9]
+    assert np.array_equal(synthetic.depth, nerfstudio.depth)
+    assert all(np.array_equal(a, b) for a, b in zip(synthetic.rgba, nerfstudio.rgba))
+    assert all(np.allclose(a.c2w, b.c2w) and np.allclose(a.K, b.K) for a, b in zip(synthetic.cameras, nerfstudio.cameras))
+
+
 def _broken(folder, tmp_path, change):
     copy = tmp_path / "scene"
     shutil.copytree(folder, copy)
@@ -113,6 +124,9 @@ def _broken(folder, tmp_path, change):
     (lambda d, t: t["frames"][0].update(file_path="/etc/passwd"), ["frame 0 file_path", "leaves the scene folder"]),
     (lambda d, t: (d / t["frames"][9]["depth_file_path"]).write_bytes(b"not a png"), ["frame 9 depth_file_path", "not a readable image"]),
     (lambda d, t: t.update(frames=t["frames"][:5]), ["5 frames", "--frames"]),
+    (lambda d, t: (t.pop("fl_x"), t["frames"][0].update(file_path="../../x")),  # NeRF-synthetic: the size is read
+     ["frame 0 file_path", "leaves the scene folder"]),                          # from the first image, never outside
+    (lambda d, t: t["frames"][3].update(transform_matrix=[[1, 0], [0, 1]]), ["transforms.json", "not a transforms file"]),
 ])
 def test_a_bad_scene_is_one_line_naming_the_frame(scene, tmp_path, change, words):
     _, folder = scene
