@@ -114,7 +114,7 @@ def evaluate(
 def infer(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="PartRM checkpoint."),
     drag: Optional[list[str]] = typer.Option(None, "--drag", help="x0,y0:x1,y1 in input-image pixels (repeatable)."),
-    drags_json: Optional[Path] = typer.Option(None, "--drags", exists=True, help="JSON list of [x0, y0, x1, y1]."),
+    drags_json: Optional[Path] = typer.Option(None, "--drags", exists=True, help="JSON list of \\[x0, y0, x1, y1] drags."),
     state: Optional[str] = typer.Option(None, "--state", help="Use this dataset state's rendered views as input (with --data)."),
     data: Path = typer.Option(Path("data"), "--data"),
     image: Optional[Path] = typer.Option(None, "--image", exists=True, help="A single RGBA/RGB image (needs --zero123-weights)."),
@@ -240,7 +240,7 @@ def gsdb_build(
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="LGM weights for --source teacher (partrm pretrain-lgm output or official safetensors)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Default: DATASET/gsdb.h5."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="--source teacher: states per forward pass."),
-    splat_size: int = typer.Option(128, "--splat-size", min=1, help="--source render: S of the [4, 14, S, S] images (LGM big 128, tiny 32); divides the render size."),
+    splat_size: int = typer.Option(128, "--splat-size", min=1, help="--source render: S of the \\[4, 14, S, S] images (LGM big 128, tiny 32); divides the render size."),
     refine_steps: int = typer.Option(0, "--refine-steps", min=0, help="--source render: photometric refinement steps per state on all 12 views (0: geometry only)."),
     refine_size: int = typer.Option(256, "--refine-size", min=8, help="--source render: refinement render size."),
     device: Device = typer.Option("auto", "--device", help="auto: CUDA when there is one, else the CPU."),

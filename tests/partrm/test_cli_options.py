@@ -117,3 +117,30 @@ def test_old_runs_resume_from_their_state_json(tmp_path):
     new.mkdir()
     (new / training.CHECKPOINT_RECORD).write_text('{"step": 4}')
     assert training.latest_checkpoint(tmp_path) == new and training.checkpoint_record(new).name == "trainer_state.json"
+
+
+def _commands(group, path=()):
+    for name, command in getattr(group, "commands", {}).items():
+        if getattr(command, "commands", None):
+            yield from _commands(command, path + (name,))
+        else:
+            yield path + (name,), command
+
+
+def test_help_shows_bracketed_text_rich_would_read_as_markup():
+    """``[x0, y0, x1, y1]`` in a help text is rich markup unless escaped: it vanished from ``--help``."""
+    import importlib
+    import re
+
+    checked = 0
+    for module in ("partrm.cli", "partdrag4d.cli"):
+        app_ = importlib.import_module(module).app
+        for path, command in _commands(typer.main.get_command(app_)):
+            result = CliRunner().invoke(app_, [*path, "--help"], env={"COLUMNS": "250"})
+            assert result.exit_code == 0, (path, result.output)
+            shown = re.sub(r"[\s│]", "", result.output)
+            for param in command.params:
+                for group in re.findall(r"\[[^\]]*\]", (getattr(param, "help", None) or "").replace("\\[", "[")):
+                    checked += 1
+                    assert re.sub(r"\s", "", group) in shown, (module, path, param.name, group)
+    assert checked >= 2  # infer --drags, gsdb build --splat-size
