@@ -101,10 +101,16 @@ def load_view(path: Path, size: int, background: float | None) -> tuple[np.ndarr
     is given) and alpha [1,S,S], float32 in [0, 1]. A missing or damaged image raises
     ``DamagedFile`` naming it."""
     with store.reading(path), Image.open(path) as im:
-        im = im.convert("RGBA")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
-        a = np.asarray(im, dtype=np.float32) / 255.0
+        return image_arrays(im, size, background)
+
+
+def image_arrays(im: Image.Image, size: int, background: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """An image (any mode, as RGBA) resized to ``size``: rgb [3,S,S] (composited if background
+    is given) and alpha [1,S,S], float32 in [0, 1] (``load_view`` without the file)."""
+    im = im.convert("RGBA")
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
+    a = np.asarray(im, dtype=np.float32) / 255.0
     rgb, alpha = a[..., :3], a[..., 3:]
     if background is not None:
         rgb = rgb * alpha + background * (1.0 - alpha)

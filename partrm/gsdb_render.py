@@ -35,6 +35,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -246,11 +247,21 @@ def read_state_views(root: Path, state_id: str, views) -> tuple[list[np.ndarray]
     return [store.read_rgba(folder, v) for v in views], depth, cams
 
 
+def views_splatter(rgba: Sequence[np.ndarray], depth: Sequence[np.ndarray], cams: Sequence, cfg: RenderGsdbConfig) -> np.ndarray:
+    """The geometric splatter image [V, 14, S, S] of views (RGBA, planar depth, camera), one per view."""
+    return np.stack([splatter_from_view(im, d, c.K, c.c2w, cfg) for im, d, c in zip(rgba, depth, cams)])
+
+
 def state_splatter(root: Path, state_id: str, cfg: RenderGsdbConfig = RenderGsdbConfig()) -> np.ndarray:
     """The geometric splatter image [V, 14, S, S] of one rendered state (before refinement)."""
     rgba, depth, cams = read_state_views(root, state_id, cfg.input_views)
-    splatter = np.stack([splatter_from_view(im, depth[v], cams[v].K, cams[v].c2w, cfg) for im, v in zip(rgba, cfg.input_views)])
-    return splatter
+    return views_splatter(rgba, [depth[v] for v in cfg.input_views], [cams[v] for v in cfg.input_views], cfg)
+
+
+def as_stored(splatter: np.ndarray) -> np.ndarray:
+    """``splatter`` rounded through float16 as ``gsdb.h5`` stores it (float32): an RGB-D model's
+    static input built at inference is then the same numbers it read from the database in training."""
+    return splatter.astype(np.float16).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- photometric refinement

@@ -16,7 +16,7 @@ import torch
 
 from partdrag4d.errors import BadInput
 from partrm.data import PairConfig
-from partrm.gsdb_render import RenderGsdbConfig, state_splatter
+from partrm.gsdb_render import RenderGsdbConfig, as_stored, state_splatter
 from partrm.models.lgm import read_checkpoint_metadata
 from partrm.models.partrm import PartRM
 from partrm.models.rgbd import RGBDPartRM
@@ -65,9 +65,7 @@ class StaticCache:
 
     def __call__(self, state_id: str) -> np.ndarray:
         if state_id not in self._cache:
-            # rounded through float16 as the database stores it, so that the static input of
-            # training (read from gsdb.h5) and of inference (built here) are the same numbers
-            self._cache[state_id] = state_splatter(self.root, state_id, self.config).astype(np.float16).astype(np.float32)
+            self._cache[state_id] = as_stored(state_splatter(self.root, state_id, self.config))
         return self._cache[state_id]
 
 

@@ -33,8 +33,8 @@ from scipy.spatial import cKDTree
 from partdrag4d import cameras
 from partdrag4d.errors import ToolkitError
 from partdrag4d.export import cameras_from_transforms
-from partrm.data import camera_tensors, resize_depth
-from partrm.gsdb_render import RenderGsdbConfig, splatter_from_view, unproject_depth
+from partrm.data import camera_tensors, image_arrays, resize_depth
+from partrm.gsdb_render import RenderGsdbConfig, as_stored, unproject_depth, views_splatter
 
 TRANSFORMS = ("transforms.json", "transforms_train.json")
 RING_INPUT_FRAMES = (0, 3, 6, 9)  # the dataset's input views among its 12 ring views (what the export writes)
@@ -164,31 +164,21 @@ def _with_alpha(scene: Path, frame: dict, what: str, image: np.ndarray, depth: n
     return np.concatenate([rgb, (mask * 255).astype(np.uint8)[..., None]], axis=2)
 
 
-def rgb_on_white(rgba: np.ndarray, size: int) -> np.ndarray:
-    """RGBA uint8 [H, W, 4] -> rgb [3, size, size] in [0, 1] composited on white (as ``data.load_view``)."""
-    im = Image.fromarray(rgba, "RGBA")
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
-    a = np.asarray(im, dtype=np.float32) / 255.0
-    rgb = a[..., :3] * a[..., 3:] + (1.0 - a[..., 3:])
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1))
-
-
 def scene_inputs(scene: Scene, size: int, splat_size: int) -> dict:
     """What an RGB-D model reads from a scene: rgb, K, c2w and depth at the model's ``size``,
     depth, K and c2w at the scene's, and the geometric static reconstruction at ``splat_size``
-    (float16-rounded, as the database stores it and ``predict.StaticCache`` builds it)."""
+    (``gsdb_render.as_stored``, as ``predict.StaticCache`` builds it)."""
     h, w = scene.depth.shape[1:]
     if h != w or h % splat_size or h % size:
         raise SceneError(f"the scene's views are {w}x{h}; this model needs square views whose side is a multiple of "
                          f"{size} (its input) and {splat_size} (its Gaussians per side)")
-    cfg = RenderGsdbConfig(splat_size=splat_size)
-    static = np.stack([splatter_from_view(im, d, c.K, c.c2w, cfg) for im, d, c in zip(scene.rgba, scene.depth, scene.cameras)])
+    static = views_splatter(scene.rgba, scene.depth, scene.cameras, RenderGsdbConfig(splat_size=splat_size))
     K, c2w = camera_tensors(scene.cameras, range(len(scene.cameras)), size)
     return {
-        "rgb": torch.from_numpy(np.stack([rgb_on_white(im, size) for im in scene.rgba])), "K": K, "c2w": c2w,
+        "rgb": torch.from_numpy(np.stack([image_arrays(Image.fromarray(im, "RGBA"), size, 1.0)[0] for im in scene.rgba])),
+        "K": K, "c2w": c2w,
         "depth": torch.from_numpy(np.stack([resize_depth(d, size) for d in scene.depth])[:, None]),
-        "static": torch.from_numpy(static.astype(np.float16).astype(np.float32)),
+        "static": torch.from_numpy(as_stored(static)),
         "full_K": np.stack([c.K for c in scene.cameras]), "full_c2w": np.stack([c.c2w for c in scene.cameras]),
     }  # fmt: skip
 
@@ -212,4 +202,4 @@ def carry_region(region: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: np.n
     return masks
 
 
-__all__ = ["Scene", "SceneError", "carry_region", "input_frames", "read_depth", "read_scene", "rgb_on_white", "scene_inputs"]
+__all__ = ["Scene", "SceneError", "carry_region", "input_frames", "read_depth", "read_scene", "scene_inputs"]
