@@ -90,6 +90,8 @@ class TrainConfig:
     splat_size: int = option(128, "--mode rgbd: Gaussians per view side of the static reconstruction (the --gsdb must be built at it).",
                              min=1, commands=PARTRM)
     model: str = option("tiny", "LGM preset when starting without --init.", choices=LGM_PRESETS)
+    input_size: int = option(0, "Input size of the --model preset (without --init); 0: the preset's (tiny 64, small/big 256). "
+                             "The splatter image scales with it (tiny at 32: 4 x 16^2 Gaussians).", min=0)
     init: Optional[str] = option(None, "Start from these weights: a teacher/official LGM (e.g. model_fp16_fixrot.safetensors) "
                                  "or a PartRM checkpoint.", flags=("--init", "--lgm-weights"), path=True)
     lgm_frame: Optional[str] = option(None, "Camera frame of the --init LGM weights: auto (a file without this project's metadata "
@@ -159,6 +161,8 @@ class TrainConfig:
             raise ValueError(f"stage {self.stage!r} has no steps to run")
         if self.stage2_lr is not None and (self.stage2_lr <= 0 or self.schedule != "per-stage"):
             raise ValueError(f"stage2_lr must be > 0 and needs schedule per-stage, got {self.stage2_lr} with schedule {self.schedule!r}")
+        if self.input_size and self.init:
+            raise ValueError(f"input_size {self.input_size} sizes a new --model preset; the --init weights {self.init} have their own")
         if self.mode == "rgbd" and self.stage == "teacher":
             raise ValueError("mode rgbd has no teacher: its static reconstruction is geometric (train stages 1 / 2 / 1+2)")
 
@@ -464,11 +468,11 @@ def build_model(cfg: TrainConfig):
     if cfg.stage == "teacher":
         if cfg.init:
             return LGM.from_pretrained(cfg.init, frame=cfg.lgm_frame)
-        return LGM(LGMConfig.preset(cfg.model))
+        return LGM(LGMConfig.preset(cfg.model, cfg.input_size))
     if cfg.mode == "rgbd":
         if cfg.init:
             return RGBDPartRM.load(cfg.init)
-        return RGBDPartRM(RGBDConfig(unet=LGMConfig.preset(cfg.model), splat_size=cfg.splat_size, drag_sizes=cfg.drag_sizes,
+        return RGBDPartRM(RGBDConfig(unet=LGMConfig.preset(cfg.model, cfg.input_size), splat_size=cfg.splat_size, drag_sizes=cfg.drag_sizes,
                                      drag_views=cfg.drag_views))
     if cfg.init:
         path = Path(cfg.init)
@@ -482,7 +486,7 @@ def build_model(cfg: TrainConfig):
         lgm = LGM.from_pretrained(path, frame=cfg.lgm_frame)
         return PartRM.from_lgm(lgm, PartRMConfig(lgm=lgm.config, drag_sizes=cfg.drag_sizes, drag_views=cfg.drag_views))
     print("PartRM starts from a randomly initialised LGM (no --init given)", file=sys.stderr)
-    return PartRM(PartRMConfig(lgm=LGMConfig.preset(cfg.model), drag_sizes=cfg.drag_sizes, drag_views=cfg.drag_views))
+    return PartRM(PartRMConfig(lgm=LGMConfig.preset(cfg.model, cfg.input_size), drag_sizes=cfg.drag_sizes, drag_views=cfg.drag_views))
 
 
 def build_dataset(cfg: TrainConfig, model, stage: str):

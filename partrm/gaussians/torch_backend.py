@@ -26,6 +26,7 @@ from torch import Tensor
 
 from partdrag4d.rigid import quat_to_rotmat
 
+from . import tile_kernels
 from .types import RasterConfig, RenderResult
 
 
@@ -179,6 +180,11 @@ def composite(
     if V == 0:  # nothing visible; stay connected to the inputs so that backward gives zeros
         connect = 0.0 * (means2d.sum() + conics.sum() + opacities.sum() + features.sum())
         return features.new_zeros(num_images, height, width, F) + connect
+    if config.compiled and means2d.device.type == "cpu":
+        bins = tile_kernels.Bins(means2d, extents, depths, image_ids, num_images, ts, width, height)
+        out_tiles = tile_kernels.CompositeFunction.apply(means2d, conics, opacities, features, bins, config)
+        img = out_tiles.reshape(num_images, tiles_y, tiles_x, ts, ts, F).permute(0, 1, 3, 2, 4, 5)
+        return img.reshape(num_images, tiles_y * ts, tiles_x * ts, F)[:, :height, :width]
     isect_gauss, isect_tile, tile_count, tile_start = _bin(
         means2d, extents, depths, image_ids, num_tiles, tiles_x, tiles_y, ts
     )

@@ -38,6 +38,10 @@ class RasterConfig:
         step and recompute the rest in backward, so memory stays bounded by chunk_elements
         (about 10% slower than keeping every step's buffers, which costs ~8 bytes per
         tile pixel x Gaussian pair).
+    compiled: torch backend on CPU tensors: composite with the compiled per-pixel loops of
+        ``tile_kernels.py`` (several times faster; depth_slice, chunk_elements and
+        recompute_backward then do not apply); False: the vectorised torch ops, which other
+        devices always use. Both give the dense reference's result.
     backend: "auto" (gsplat for CUDA tensors, else torch), "torch", or "gsplat".
     """
 
@@ -53,6 +57,7 @@ class RasterConfig:
     chunk_elements: int = 1 << 21
     depth_slice: int = 32
     recompute_backward: bool = True
+    compiled: bool = True
     backend: str = "auto"
 
     def __post_init__(self) -> None:
