@@ -70,11 +70,16 @@ def geometric_quality(data: Path, gsdb: Path, input_views, size: int) -> str:
 
 
 def held_out_point(cfg: EvalConfig, model, db, baseline_rows: list[SampleRow]) -> dict:
-    """A learning-curve point on the test pairs, against the baselines' rows (no 3D errors): per
-    group, R of PartRM and of its zero-drag control, and PartRM's full-image PSNR gain over static."""
+    """A learning-curve point on the test pairs, against the baselines' rows (no 3D errors)."""
     quick = EvalConfig(**{**cfg.__dict__, "methods": ("partrm", "zero-drag"), "motion_3d": False})
-    rows = evaluate(quick, model, None, progress=False).rows
-    groups = summarise_groups(rows + baseline_rows, METHODS, resamples=10, seed=cfg.seed)
+    return curve_point(evaluate(quick, model, None, progress=False).rows, baseline_rows, cfg.seed)
+
+
+def curve_point(rows: list[SampleRow], baseline_rows: list[SampleRow], seed: int) -> dict:
+    """Per group: R of PartRM and of its zero-drag control, and PartRM's full-image PSNR gain over
+    static, from PartRM's and zero-drag's ``rows`` (the last point: the final evaluation's own)."""
+    rows = [r for r in rows if r.method in ("partrm", "zero-drag")]
+    groups = summarise_groups(rows + baseline_rows, METHODS, resamples=10, seed=seed)
     return {"R": {g: groups[g]["partrm"].get("R") for g in groups},
             "zero_drag_R": {g: groups[g]["zero-drag"].get("R") for g in groups},
             "delta_psnr": {g: groups[g]["partrm"].get("delta_psnr") for g in groups}}
@@ -156,8 +161,8 @@ def main() -> None:
     t_curve = 0.0
     for stop in list(range(every, total, every)) + [total]:
         result = train(partrm_cfg, stop_after=stop)
-        if any(p["step"] == stop for p in curve):
-            continue
+        if stop == total or any(p["step"] == stop for p in curve):
+            continue  # the last point comes from the final evaluation below
         t1 = time.perf_counter()
         model = load_model(latest_checkpoint(out / "partrm") / "model.safetensors")
         curve.append({"step": stop, "stage": partrm_cfg.stage_at(stop - 1), **held_out_point(eval_cfg, model, db, baseline_rows)})
@@ -172,6 +177,9 @@ def main() -> None:
     result = evaluate(eval_cfg, model, db)
     write_outputs(result, Path(eval_cfg.out), eval_cfg)
     times["eval"] = time.perf_counter() - t
+    if not any(p["step"] == total for p in curve):
+        curve.append({"step": total, "stage": partrm_cfg.stage_at(total - 1), **curve_point(result.rows, baseline_rows, eval_cfg.seed)})
+        store.atomic_write_json(curve_path, curve)
     t = time.perf_counter()
     figures.qualitative_grid(data, model, db, figures.pick_samples(result.rows, recipe.eval.grid_per_group), out / "grid.png")
     figures.learning_curve(read_log(out / "partrm"), curve, out / "curve.png",

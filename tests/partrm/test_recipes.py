@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from partrm.gsdb_render import RenderGsdbConfig, build_render_gsdb
+from partrm.models.lgm import LGM
 from partrm.train import TrainConfig, load_config, lr_lambda, read_log, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,6 +77,19 @@ def test_each_stage_gets_its_own_schedule(rendered_dataset, geometric_gsdb, tmp_
     assert lrs_own[4:] == pytest.approx([x * 0.2 for x in lrs[4:]])
     with pytest.raises(ValueError, match="stage2_lr must be > 0 and needs schedule per-stage"):
         load_config(schedule="shared", stage2_lr=2e-4)
+
+
+def test_input_size_sizes_a_new_model_and_is_refused_with_init(rendered_dataset, geometric_gsdb, tmp_path):
+    """``--input-size 32``: the tiny teacher at 32 px regresses a 16^2-per-view database; with
+    --init the weights decide the size, so the option is refused in one line."""
+    small_db = tmp_path / "gsdb-16.h5"
+    build_render_gsdb(rendered_dataset, small_db, RenderGsdbConfig(splat_size=16), progress=False)
+    result = train(load_config(data=str(rendered_dataset), out=str(tmp_path / "t"), gsdb=str(small_db), stage="teacher", model="tiny",
+                               input_size=32, teacher_l2_steps=2, steps=0, teacher_steps=0, batch_size=1, progress=False))
+    model = LGM.from_pretrained(result.model_path)
+    assert (model.config.input_size, model.config.splat_size) == (32, 16)
+    with pytest.raises(ValueError, match="input_size 32 sizes a new --model preset"):
+        load_config(init=str(result.model_path), input_size=32)
 
 
 def test_resume_at_a_stage_boundary_starts_the_next_stage_fresh(rendered_dataset, geometric_gsdb, tmp_path):

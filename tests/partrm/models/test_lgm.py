@@ -111,6 +111,21 @@ def test_small_and_config_validation():
     assert LGMConfig.from_json(LGMConfig.tiny().to_json()) == LGMConfig.tiny()
 
 
+def test_a_preset_at_another_input_size_keeps_its_architecture():
+    """``--input-size``: the preset's blocks at another resolution, the splatter image scaled with it."""
+    half = LGMConfig.preset("tiny", 32)
+    assert (half.input_size, half.splat_size, half.num_gaussians) == (32, 16, 4 * 16**2)
+    assert half.down_channels == LGMConfig.tiny().down_channels and half.up_channels == LGMConfig.tiny().up_channels
+    assert LGMConfig.preset("tiny", 0) == LGMConfig.preset("tiny", 64) == LGMConfig.tiny()
+    model = LGM(half)
+    x = torch.randn(4, model.unet.conv_in.in_channels, 32, 32)
+    assert model.unet(x).shape[-2:] == (16, 16)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        LGMConfig.preset("tiny", 33)
+    with pytest.raises(ValueError, match="divisible"):
+        LGMConfig.preset("tiny", 36)  # even, but the U-Net halves it three times
+
+
 # ----------------------------------------------------------------------------- weights I/O
 
 

@@ -112,12 +112,12 @@ def test_rgbd_training_moves_the_part_toward_the_carried_target(rendered_dataset
     ``tests/partrm/test_motion_recipe.py``.)"""
     from partrm.train import load_config, read_log, train
 
-    probe = RGBDPartRM(RGBDConfig(unet=LGMConfig.tiny(), splat_size=SPLAT))
+    probe = RGBDPartRM(RGBDConfig(unet=LGMConfig.preset("tiny", 32), splat_size=SPLAT))
     dataset = PairDataset(rendered_dataset, gsdb=geometric, split="train",
                           config=pair_config(probe, target_size=0, stage1_target="carried", num_drags=10))
     sequence = dataset.pairs[0].sequence_id
     cfg = load_config(data=str(rendered_dataset), out=str(tmp_path / "run"), mode="rgbd", splat_size=SPLAT, gsdb=str(geometric),
-                      stage="1+2", stage1_steps=60, stage2_steps=2, render_size=64, batch_size=2, lr=2e-3, warmup_steps=5,
+                      input_size=32, stage="1+2", stage1_steps=60, stage2_steps=2, render_size=64, batch_size=2, lr=2e-3, warmup_steps=5,
                       stage1_target="carried", drag_views="all", drag_noise_px=0.0, sequences=(sequence,), progress=False)
     result = train(cfg)
     log = read_log(tmp_path / "run")
