@@ -263,6 +263,6 @@ class CompositeFunction(torch.autograd.Function):
         _on_threads([(_backward, (rows, row_feats, bins.isect_gauss, tiles, bins.tile_start, *bins.geometry, config.sigma_cutoff**2,
                                   config.alpha_min, config.alpha_max, t_final, n_end, g, *sums[w]))
                      for w, tiles in enumerate(bins.workers)])
-        d = torch.from_numpy(sum(s[0] for s in sums[1:]) + sums[0][0] if len(sums) > 1 else sums[0][0]).to(dout.dtype)
-        d_feats = torch.from_numpy(sum(s[1] for s in sums[1:]) + sums[0][1] if len(sums) > 1 else sums[0][1]).to(dout.dtype)
+        d = torch.from_numpy(np.sum([s[0] for s in sums], axis=0)).to(dout.dtype)
+        d_feats = torch.from_numpy(np.sum([s[1] for s in sums], axis=0)).to(dout.dtype)
         return d[:, 0:2], d[:, 2:5], d[:, 5] / opacities.detach(), d_feats, None, None

@@ -1,10 +1,12 @@
-"""CPU backend: a pure-PyTorch tile rasterizer with gsplat's projection and 3DGS's compositing.
+"""CPU backend: a tile rasterizer with gsplat's projection and 3DGS's compositing.
 
 Pipeline: project every (camera, Gaussian) pair at once, cull, bin the survivors to tiles
-by their bounding boxes (tile ranges -> repeat_interleave -> one sort by (tile, depth)), then
-composite batches of tiles front to back, ``depth_slice`` Gaussians per step, dropping
-tiles whose pixels are all saturated. Nothing is O(N * H * W); one step evaluates at most
-``chunk_elements`` tile x Gaussian x pixel values.
+by their bounding boxes, then composite each tile front to back. On CPU tensors (the
+default, ``RasterConfig.compiled``) binning and compositing are the compiled loops of
+``tile_kernels.py``. Otherwise, in torch ops: tile ranges -> repeat_interleave -> one sort
+by (tile, depth), then batches of tiles composited ``depth_slice`` Gaussians per step,
+dropping tiles whose pixels are all saturated. Nothing is O(N * H * W); one step evaluates
+at most ``chunk_elements`` tile x Gaussian x pixel values.
 
 Backward: autograd through projection and binning; the compositing is one autograd
 Function with 3DGS's analytic backward (vectorised per step, in place), which is several
