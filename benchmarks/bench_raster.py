@@ -114,7 +114,8 @@ def bench(n: int, size: int, kind: str, repeats: int, config: RasterConfig) -> N
     f_med, f_min, f_cpu = _timed(forward, repeats)
     b_med, b_min, b_cpu = _timed(forward_backward, repeats)
     line = (
-        f"{'compiled' if config.compiled else 'vectorised':10s} {kind:8s} N={n:6d} {size}x{size}  forward {f_med:.3f} s (min {f_min:.3f}, cpu {f_cpu:.2f})  "
+        f"{'compiled' if config.compiled else 'vectorised':10s} {kind:8s} N={n:6d} {size}x{size}  "
+        f"forward {f_med:.3f} s (min {f_min:.3f}, cpu {f_cpu:.2f})  "
         f"forward+backward {b_med:.3f} s (min {b_min:.3f}, cpu {b_cpu:.2f})  coverage {coverage:.0%}"
     )
     target = TARGETS.get((n, size))

@@ -10,9 +10,9 @@ register and stops at the 3DGS cut: several times faster on two cores
 
 Backward is 3DGS's: back to front from the last drawn Gaussian, recovering each
 transmittance by division (alpha <= alpha_max < 1 keeps it stable) and carrying the sum of
-what lies behind. Gradients are written per intersection (each belongs to one tile), so
-contiguous tile ranges run on threads (the kernels release the GIL) with no shared write;
-one pass then sums them per Gaussian.
+what lies behind. Tiles are split into groups of about equal list length, dealt out to
+threads (the kernels release the GIL); each thread adds its gradients into its own
+per-Gaussian sums, which are added at the end, so no write is shared.
 
 The per-pixel rule is the dense reference's: a Gaussian is skipped where its Mahalanobis
 distance exceeds sigma_cutoff or alpha < alpha_min, alpha is clamped at alpha_max, and a
@@ -217,13 +217,12 @@ def _on_threads(jobs: list) -> None:
 class Bins:
     """The intersections of Gaussian boxes and tiles, listed by tile then depth, and the image's tiling."""
 
-    def __init__(self, means2d: Tensor, extents: Tensor, depths: Tensor, image_ids: Tensor, num_images: int, tile_size: int,
-                 width: int, height: int):
-        tiles_x, tiles_y = -(-width // tile_size), -(-height // tile_size)
+    def __init__(self, means2d: Tensor, extents: Tensor, depths: Tensor, image_ids: Tensor, num_tiles: int, tile_size: int,
+                 tiles_x: int, tiles_y: int, width: int, height: int):
         order = torch.sort(depths, stable=True).indices
         self.isect_gauss, self.tile_start, self.tile_count = _bin(
             means2d.detach().contiguous().numpy(), extents.contiguous().numpy(), order.numpy(), image_ids.numpy(),
-            tile_size, tiles_x, tiles_y, num_images * tiles_x * tiles_y)
+            tile_size, tiles_x, tiles_y, num_tiles)
         self.geometry = (tile_size, tiles_x, tiles_x * tiles_y)
         self.size = (width, height)
         self.workers = _workers(_split(self.tile_count, GROUPS_PER_THREAD * max(1, torch.get_num_threads())))

@@ -183,10 +183,20 @@ def composite(
         connect = 0.0 * (means2d.sum() + conics.sum() + opacities.sum() + features.sum())
         return features.new_zeros(num_images, height, width, F) + connect
     if config.compiled and means2d.device.type == "cpu":
-        bins = tile_kernels.Bins(means2d, extents, depths, image_ids, num_images, ts, width, height)
+        bins = tile_kernels.Bins(means2d, extents, depths, image_ids, num_tiles, ts, tiles_x, tiles_y, width, height)
         out_tiles = tile_kernels.CompositeFunction.apply(means2d, conics, opacities, features, bins, config)
-        img = out_tiles.reshape(num_images, tiles_y, tiles_x, ts, ts, F).permute(0, 1, 3, 2, 4, 5)
-        return img.reshape(num_images, tiles_y * ts, tiles_x * ts, F)[:, :height, :width]
+    else:
+        out_tiles = _composite_vectorised(means2d, conics, opacities, features, depths, image_ids, extents, num_tiles, tiles_x,
+                                          tiles_y, width, height, config)  # [num_tiles, P, F]
+    img = out_tiles.reshape(num_images, tiles_y, tiles_x, ts, ts, F).permute(0, 1, 3, 2, 4, 5)
+    return img.reshape(num_images, tiles_y * ts, tiles_x * ts, F)[:, :height, :width]
+
+
+def _composite_vectorised(means2d, conics, opacities, features, depths, image_ids, extents, num_tiles, tiles_x, tiles_y, width, height,
+                          config):
+    """The tiles' composited features [num_tiles, P, F] in torch ops (any device)."""
+    ts, F = config.tile_size, features.shape[1]
+    per_image = tiles_x * tiles_y
     isect_gauss, isect_tile, tile_count, tile_start = _bin(
         means2d, extents, depths, image_ids, num_tiles, tiles_x, tiles_y, ts
     )
@@ -200,9 +210,7 @@ def composite(
     feats = torch.cat([features[isect_gauss], features.new_zeros(1, F)], 0)
     needs_grad = torch.is_grad_enabled() and (coef.requires_grad or feats.requires_grad)
     plan = _Plan(tile_count, tile_start, log_o, thresh, per_image, tiles_x, width, height, config, needs_grad)
-    out_tiles = _Composite.apply(coef, feats, plan)  # [num_tiles, P, F]
-    img = out_tiles.reshape(num_images, tiles_y, tiles_x, ts, ts, F).permute(0, 1, 3, 2, 4, 5)
-    return img.reshape(num_images, tiles_y * ts, tiles_x * ts, F)[:, :height, :width]
+    return _Composite.apply(coef, feats, plan)
 
 
 def _bin(means2d, extents, depths, image_ids, num_tiles, tiles_x, tiles_y, ts):
