@@ -9,7 +9,7 @@ stream), never on training pairs.
 
 RGB: the geometric database at the model's 4 x 16^2 layout, a teacher that regresses it
 (L2 only), then PartRM's stage 1 with the recipe's options (stage 2 left out: it adds little
-R on seen categories in the benchmark). Measured: teacher 400 + stage 1 700 steps, 6.5 min:
+R on seen categories in the benchmark). Measured: teacher 400 + stage 1 700 steps, 6.5 min (7.8 in the suite):
 R 1.21, zero-drag R 0.12, oracle 0.55 dB above static in the motion region. Reductions that
 break an assertion, measured: stage 1 500 steps (R 0.73 but zero-drag R 0.49); at 64 px,
 teacher 200 + stage 1 250 (oracle only 0.25 dB above static) and teacher 400 + stage 1 250
